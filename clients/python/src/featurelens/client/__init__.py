@@ -1,0 +1,1 @@
+"""featurelens Python SDK: typed sync and async clients for the featurelens gRPC services."""

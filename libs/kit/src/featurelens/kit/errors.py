@@ -1,0 +1,67 @@
+"""Domain errors and the one table that maps them to gRPC status codes.
+
+Servicers raise these (or core-library errors registered with ``register_error``); the
+request interceptor turns them into a status code and the error's sentence. Anything not in
+the table becomes INTERNAL with the request id, never a stack trace to the caller.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class ServiceError(Exception):
+    """Base of errors a service reports to its caller; the message is shown to them."""
+
+
+class InvalidArgumentError(ServiceError, ValueError):
+    """The request is malformed: wrong dimensions, NaN, empty text, out-of-range ids."""
+
+
+class NotFoundError(ServiceError, LookupError):
+    """A named thing (SAE, model, corpus, feature, family) does not exist."""
+
+
+class AlreadyExistsError(ServiceError):
+    """The thing to create exists already."""
+
+
+class FailedPreconditionError(ServiceError):
+    """The system is not in a state that allows the call (e.g. no SAE trained yet)."""
+
+
+class UnavailableError(ServiceError):
+    """A dependency (encoder, sae, Qdrant, an LLM endpoint) cannot be reached."""
+
+
+class ResourceExhaustedError(ServiceError):
+    """A limit was hit: too many texts, message too large, quota."""
+
+
+class DeadlineExceededError(ServiceError):
+    """A dependency did not answer in time."""
+
+
+_STATUS_BY_ERROR: dict[type[BaseException], grpc.StatusCode] = {
+    InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFoundError: grpc.StatusCode.NOT_FOUND,
+    AlreadyExistsError: grpc.StatusCode.ALREADY_EXISTS,
+    FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
+    UnavailableError: grpc.StatusCode.UNAVAILABLE,
+    ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def register_error(error: type[BaseException], code: grpc.StatusCode) -> None:
+    """Map a library's exception type (and its subclasses) to a status code."""
+    _STATUS_BY_ERROR[error] = code
+
+
+def status_for(error: BaseException) -> grpc.StatusCode | None:
+    """The status code for an error, by its nearest registered class; None if unmapped."""
+    for cls in type(error).__mro__:
+        code = _STATUS_BY_ERROR.get(cls)
+        if code is not None:
+            return code
+    return None

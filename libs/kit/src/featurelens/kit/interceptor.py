@@ -1,0 +1,136 @@
+"""Server interceptor: request id, one log line per call, domain errors → status codes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from featurelens.kit.context import reset_request_id, set_request_id
+from featurelens.kit.errors import status_for
+
+logger = logging.getLogger("featurelens.kit.requests")
+
+REQUEST_ID_KEY = "x-request-id"
+_QUIET_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def _request_id(details: grpc.HandlerCallDetails) -> str:
+    for key, value in details.invocation_metadata or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and 0 < len(value) <= 128:
+            return value
+    return uuid.uuid4().hex[:16]
+
+
+class _CallTracker:
+    """Logs a call once it ends and maps an escaping exception to a status."""
+
+    def __init__(self, method: str, request_id: str) -> None:
+        self.method = method
+        self.request_id = request_id
+        self.started = time.perf_counter()
+        self.quiet = method.startswith(_QUIET_SERVICES)
+
+    async def fail(self, context: aio.ServicerContext, error: BaseException) -> None:
+        if isinstance(error, aio.AbortError):
+            raise error
+        if isinstance(error, asyncio.CancelledError | GeneratorExit):
+            self.log("CANCELLED")
+            raise error
+        code = status_for(error)
+        if code is None:
+            logger.exception("%s failed with an unexpected error", self.method)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"internal error; quote request id {self.request_id} to the operator"
+            )
+        self.log(code.name, str(error))
+        await context.abort(code, str(error) or code.name)
+
+    def log(self, outcome: str, detail: str = "") -> None:
+        if self.quiet and outcome == "OK":
+            return
+        elapsed_ms = (time.perf_counter() - self.started) * 1000
+        level = logging.INFO if outcome in ("OK", "CANCELLED") else logging.WARNING
+        logger.log(level, "%s %s %.1fms %s", self.method, outcome, elapsed_ms, detail)
+
+
+class RequestInterceptor(aio.ServerInterceptor):
+    """Wraps every handler with request-id binding, logging and error mapping."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        request_id = _request_id(handler_call_details)
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, method, request_id),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_unary(handler.stream_unary, method, request_id),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, method, request_id),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._wrap_stream(handler.stream_stream, method, request_id),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+
+    @staticmethod
+    def _wrap_unary(behavior: Any, method: str, request_id: str) -> Any:
+        async def wrapper(request: Any, context: aio.ServicerContext) -> Any:
+            token = set_request_id(request_id)
+            tracker = _CallTracker(method, request_id)
+            try:
+                await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+                response = await behavior(request, context)
+            except BaseException as error:
+                await tracker.fail(context, error)
+                raise
+            else:
+                tracker.log("OK")
+                return response
+            finally:
+                reset_request_id(token)
+
+        return wrapper
+
+    @staticmethod
+    def _wrap_stream(behavior: Any, method: str, request_id: str) -> Any:
+        async def wrapper(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+            token = set_request_id(request_id)
+            tracker = _CallTracker(method, request_id)
+            try:
+                await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+                async for response in behavior(request, context):
+                    yield response
+            except BaseException as error:
+                await tracker.fail(context, error)
+                raise
+            else:
+                tracker.log("OK")
+            finally:
+                reset_request_id(token)
+
+        return wrapper

@@ -1,0 +1,174 @@
+"""The grpc.aio server lifecycle, written once for every service.
+
+One ``GrpcServer`` hosts one or more servicers (the embedded mode hosts all five on one port).
+Health starts NOT_SERVING for every service; each servicer's ``start()`` loads and warms what
+it needs, and only then does its health turn SERVING (the overall "" status once all are).
+SIGTERM/SIGINT → NOT_SERVING → ``server.stop(grace)`` → each servicer's ``close()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from featurelens.kit.interceptor import RequestInterceptor
+
+logger = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@runtime_checkable
+class Servicer(Protocol):
+    """What a service implementation offers the server."""
+
+    #: Full service names it registers, e.g. ("featurelens.v1.EncoderService",).
+    service_names: Sequence[str]
+
+    def add_to_server(self, server: aio.Server) -> None:
+        """Register the generated servicer(s) on the server."""
+
+    async def start(self) -> None:
+        """Load and warm up what the service needs; health turns SERVING when this returns."""
+
+    async def close(self) -> None:
+        """Release resources after the server stopped."""
+
+
+def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """Channel arguments for a server (and for clients that talk to it)."""
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class GrpcServer:
+    """A grpc.aio server with health, reflection, request logging and graceful shutdown."""
+
+    def __init__(
+        self,
+        servicers: Sequence[Servicer],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        grace_period_s: float = 10.0,
+        max_message_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.servicers = list(servicers)
+        self.host = host
+        self.requested_port = port
+        self.grace_period_s = grace_period_s
+        self.health = health.aio.HealthServicer()
+        self._server = aio.server(
+            interceptors=[RequestInterceptor()], options=server_options(max_message_bytes)
+        )
+        self._ready = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._warmup: asyncio.Task[None] | None = None
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        """host:port the server listens on (valid after ``start``)."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def service_names(self) -> list[str]:
+        return [name for s in self.servicers for name in s.service_names]
+
+    async def start(self) -> int:
+        """Bind, start serving (health NOT_SERVING) and begin warming up; returns the port."""
+        for servicer in self.servicers:
+            servicer.add_to_server(self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
+        )
+        for name in ["", *self.service_names]:
+            await self.health.set(name, NOT_SERVING)
+        self.port = self._server.add_insecure_port(f"{self.host}:{self.requested_port}")
+        if self.port == 0:
+            raise OSError(f"could not bind {self.host}:{self.requested_port}")
+        await self._server.start()
+        logger.info("listening on %s (%s)", self.address, ", ".join(self.service_names))
+        self._warmup = asyncio.create_task(self._start_servicers())
+        return self.port
+
+    async def _start_servicers(self) -> None:
+        for servicer in self.servicers:
+            await servicer.start()
+            for name in servicer.service_names:
+                await self.health.set(name, SERVING)
+        await self.health.set("", SERVING)
+        self._ready.set()
+        logger.info("ready: %s", ", ".join(self.service_names))
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait until every servicer has started; re-raises a start failure."""
+        assert self._warmup is not None, "start() first"
+        await asyncio.wait_for(asyncio.shield(self._warmup), timeout)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING, let in-flight calls finish within the grace period, then close servicers."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.grace_period_s if grace is None else grace
+        logger.info("stopping: draining in-flight calls for up to %.1fs", grace)
+        await self.health.enter_graceful_shutdown()
+        if self._warmup is not None and not self._warmup.done():
+            self._warmup.cancel()
+        await self._server.stop(grace)
+        for servicer in self.servicers:
+            try:
+                await servicer.close()
+            except Exception:
+                logger.exception("closing %s failed", type(servicer).__name__)
+        logger.info("stopped")
+
+    async def wait_for_termination(self) -> None:
+        await self._server.wait_for_termination()
+
+    async def serve_until_signalled(self) -> None:
+        """Run until SIGTERM or SIGINT, then stop gracefully (the services' ``__main__`` uses this)."""
+        loop = asyncio.get_running_loop()
+        stop_requested = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop_requested.set)
+        await self.start()
+        warmup = self._warmup
+        assert warmup is not None
+        waiter = asyncio.create_task(stop_requested.wait())
+        done, _ = await asyncio.wait({warmup, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if warmup in done and warmup.exception() is not None:
+            waiter.cancel()
+            await self.stop(0)
+            raise warmup.exception()  # type: ignore[misc]
+        await waiter
+        await self.stop()
+
+
+def channel_options(max_message_bytes: int = 64 * 1024 * 1024) -> list[tuple[str, int]]:
+    """Client channel arguments matching the servers' message limits."""
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+    ]
+
+
+def insecure_channel(target: str, max_message_bytes: int = 64 * 1024 * 1024) -> aio.Channel:
+    """An aio channel to another featurelens service."""
+    return aio.insecure_channel(target, options=channel_options(max_message_bytes))
+
