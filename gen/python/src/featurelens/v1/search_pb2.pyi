@@ -85,6 +85,7 @@ class IndexSetup(_message.Message):
     BATCH_SIZE_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     SPARSE_ONLY_FIELD_NUMBER: _builtins.int
+    EMBEDDINGS_PATH_FIELD_NUMBER: _builtins.int
     corpus: _builtins.str
     """Corpus (collection) name: letters, digits, '-' and '_'."""
     embedding_model: _builtins.str
@@ -97,6 +98,10 @@ class IndexSetup(_message.Message):
     """Stop after this many documents of corpus_path; 0 means all."""
     sparse_only: _builtins.bool
     """Only fill the sparse vectors of sae_ids for documents already indexed (no re-embedding)."""
+    embeddings_path: _builtins.str
+    """An embedding store directory on the server whose vectors are used for documents it holds
+    (matched by id; must be of embedding_model); other documents are embedded by the encoder.
+    """
     @_builtins.property
     def sae_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """SAEs whose latents are stored as sparse vectors; empty means the default SAE."""
@@ -111,10 +116,11 @@ class IndexSetup(_message.Message):
         batch_size: _builtins.int = ...,
         limit: _builtins.int = ...,
         sparse_only: _builtins.bool = ...,
+        embeddings_path: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "corpus", b"corpus", "corpus_path", b"corpus_path", "embedding_model", b"embedding_model", "limit", b"limit", "sae_ids", b"sae_ids", "sparse_only", b"sparse_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "corpus", b"corpus", "corpus_path", b"corpus_path", "embedding_model", b"embedding_model", "embeddings_path", b"embeddings_path", "limit", b"limit", "sae_ids", b"sae_ids", "sparse_only", b"sparse_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
