@@ -68,7 +68,9 @@ def from_dense_vector(message: common_pb2.DenseVector, *, check_finite: bool = T
     return vector
 
 
-def to_sparse_vector(indices: Iterable[int] | np.ndarray, values: Iterable[float] | np.ndarray) -> common_pb2.SparseVector:
+def to_sparse_vector(
+    indices: Iterable[int] | np.ndarray, values: Iterable[float] | np.ndarray
+) -> common_pb2.SparseVector:
     """Parallel indices and values as a SparseVector message."""
     idx = np.asarray(indices, dtype=np.int64).ravel()
     val = np.asarray(values, dtype=np.float32).ravel()
@@ -98,7 +100,9 @@ def from_sparse_vector(
     if indices.shape != values.shape:
         raise ArrayFormatError(f"sparse vector has {indices.size} indices but {values.size} values")
     if dim is not None and indices.size and int(indices.max()) >= dim:
-        raise ArrayFormatError(f"sparse index {int(indices.max())} is out of range; indices must be below {dim}")
+        raise ArrayFormatError(
+            f"sparse index {int(indices.max())} is out of range; indices must be below {dim}"
+        )
     if np.unique(indices).size != indices.size:
         raise ArrayFormatError("sparse vector repeats an index; each index may appear once")
     _require_finite(values, "sparse vector")

@@ -1,6 +1,6 @@
 """Exit 0 when a featurelens server reports SERVING (for docker compose health checks).
 
-    python -m featurelens.kit.healthcheck --port 50051 [--host 127.0.0.1] [--service NAME]
+python -m featurelens.kit.healthcheck --port 50051 [--host 127.0.0.1] [--service NAME]
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
 import time
 import uuid
@@ -46,18 +48,21 @@ class _CallTracker:
         code = status_for(error)
         if code is None:
             logger.exception("%s failed with an unexpected error", self.method)
-            await context.abort(
-                grpc.StatusCode.INTERNAL, f"internal error; quote request id {self.request_id} to the operator"
-            )
+            details = f"internal error; quote request id {self.request_id} to the operator"
+            await context.abort(grpc.StatusCode.INTERNAL, details)
         self.log(code.name, str(error))
         await context.abort(code, str(error) or code.name)
 
     def log(self, outcome: str, detail: str = "") -> None:
-        if self.quiet and outcome == "OK":
+        # Probes and grpcurl's reflection would drown the service's own lines; their failures still log.
+        if self.quiet and outcome in ("OK", "CANCELLED"):
             return
         elapsed_ms = (time.perf_counter() - self.started) * 1000
         level = logging.INFO if outcome in ("OK", "CANCELLED") else logging.WARNING
-        logger.log(level, "%s %s %.1fms %s", self.method, outcome, elapsed_ms, detail)
+        if detail:
+            logger.log(level, "%s %s %.1fms: %s", self.method, outcome, elapsed_ms, detail)
+        else:
+            logger.log(level, "%s %s %.1fms", self.method, outcome, elapsed_ms)
 
 
 class RequestInterceptor(aio.ServerInterceptor):
@@ -85,17 +90,20 @@ class RequestInterceptor(aio.ServerInterceptor):
                 handler.request_deserializer,
                 handler.response_serializer,
             )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method, request_id),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            self._wrap_stream(handler.stream_stream, method, request_id),
-            handler.request_deserializer,
-            handler.response_serializer,
+        streaming = handler.unary_stream or handler.stream_stream
+        # A streaming handler either yields its responses (async generator) or writes them with
+        # context.write() and returns a coroutine (the standard health Watch does), and each
+        # needs its own kind of wrapper.
+        if inspect.iscoroutinefunction(streaming):
+            wrapped = self._wrap_unary(streaming, method, request_id)
+        else:
+            wrapped = self._wrap_stream(streaming, method, request_id)
+        make_handler = (
+            grpc.unary_stream_rpc_method_handler
+            if handler.unary_stream
+            else grpc.stream_stream_rpc_method_handler
         )
+        return make_handler(wrapped, handler.request_deserializer, handler.response_serializer)
 
     @staticmethod
     def _wrap_unary(behavior: Any, method: str, request_id: str) -> Any:
@@ -104,7 +112,9 @@ class RequestInterceptor(aio.ServerInterceptor):
             tracker = _CallTracker(method, request_id)
             try:
                 await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
-                response = await behavior(request, context)
+                response = behavior(request, context)
+                if inspect.isawaitable(response):
+                    response = await response
             except BaseException as error:
                 await tracker.fail(context, error)
                 raise
@@ -131,6 +141,9 @@ class RequestInterceptor(aio.ServerInterceptor):
             else:
                 tracker.log("OK")
             finally:
-                reset_request_id(token)
+                # grpc may close the generator after the client went away from another context,
+                # where the token cannot be reset; that context never saw the id, so skip it.
+                with contextlib.suppress(ValueError):
+                    reset_request_id(token)
 
         return wrapper

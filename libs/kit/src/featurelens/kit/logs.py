@@ -20,8 +20,8 @@ _SECRET_PATTERNS = [
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}"), r"\1***"),
     # key=value pairs whose key names a secret.
     (re.compile(r"(?i)((?:api[_-]?key|token|secret|password)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"), r"\1***"),
-    # user:password@host in URLs.
-    (re.compile(r"(://[^/\s:@]+:)[^@\s/]+@"), r"\1***@"),
+    # user:password@host in URLs; the user may be empty (redis://:password@host).
+    (re.compile(r"(://[^/\s:@]*:)[^@\s/]+@"), r"\1***@"),
 ]
 
 
@@ -68,7 +68,8 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        # The message is redacted by the filter, but a traceback is only formatted here.
+        line = redact(super().format(record))
         request_id = getattr(record, "request_id", None)
         return f"{line} [{request_id}]" if request_id else line
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
-import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -69,10 +68,12 @@ class GrpcServer:
         self.host = host
         self.requested_port = port
         self.grace_period_s = grace_period_s
-        self.health = health.aio.HealthServicer()
-        self._server = aio.server(
-            interceptors=[RequestInterceptor()], options=server_options(max_message_bytes)
-        )
+        # grpc-stubs' health.pyi predates the asyncio servicer, hence the ignore.
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.max_message_bytes = max_message_bytes
+        # Made in start(): a grpc.aio server belongs to the event loop it is created in, and
+        # __main__ builds the GrpcServer before asyncio.run() starts the loop that serves it.
+        self._server: aio.Server | None = None
         self._ready = asyncio.Event()
         self._stopped = asyncio.Event()
         self._warmup: asyncio.Task[None] | None = None
@@ -89,25 +90,39 @@ class GrpcServer:
 
     async def start(self) -> int:
         """Bind, start serving (health NOT_SERVING) and begin warming up; returns the port."""
+        if self._server is not None:
+            raise RuntimeError("a GrpcServer can be started once")
+        server = self._server = aio.server(
+            interceptors=[RequestInterceptor()], options=server_options(self.max_message_bytes)
+        )
         for servicer in self.servicers:
-            servicer.add_to_server(self._server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+            servicer.add_to_server(server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
         for name in ["", *self.service_names]:
             await self.health.set(name, NOT_SERVING)
-        self.port = self._server.add_insecure_port(f"{self.host}:{self.requested_port}")
-        if self.port == 0:
-            raise OSError(f"could not bind {self.host}:{self.requested_port}")
-        await self._server.start()
+        try:
+            self.port = server.add_insecure_port(f"{self.host}:{self.requested_port}")
+        except RuntimeError as error:
+            # grpc reports a failed bind as a bare RuntimeError; say what to do about it.
+            raise OSError(
+                f"could not bind {self.host}:{self.requested_port}: the port is in use or the "
+                "address is not available here; choose another port (0 picks a free one)"
+            ) from error
+        await server.start()
         logger.info("listening on %s (%s)", self.address, ", ".join(self.service_names))
         self._warmup = asyncio.create_task(self._start_servicers())
         return self.port
 
     async def _start_servicers(self) -> None:
         for servicer in self.servicers:
-            await servicer.start()
+            try:
+                await servicer.start()
+            except Exception:
+                logger.exception("starting %s failed; health stays NOT_SERVING", type(servicer).__name__)
+                raise
             for name in servicer.service_names:
                 await self.health.set(name, SERVING)
         await self.health.set("", SERVING)
@@ -129,7 +144,8 @@ class GrpcServer:
         await self.health.enter_graceful_shutdown()
         if self._warmup is not None and not self._warmup.done():
             self._warmup.cancel()
-        await self._server.stop(grace)
+        if self._server is not None:
+            await self._server.stop(grace)
         for servicer in self.servicers:
             try:
                 await servicer.close()
@@ -138,25 +154,40 @@ class GrpcServer:
         logger.info("stopped")
 
     async def wait_for_termination(self) -> None:
+        assert self._server is not None, "start() first"
         await self._server.wait_for_termination()
 
-    async def serve_until_signalled(self) -> None:
-        """Run until SIGTERM or SIGINT, then stop gracefully (the services' ``__main__`` uses this)."""
+    async def serve_until_signalled(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Run until SIGTERM or SIGINT, then stop gracefully (the services' ``__main__`` uses this).
+
+        ``on_ready`` is called once every servicer has started (health SERVING). When a servicer
+        fails to start, the server stops and that error is raised here.
+        """
         loop = asyncio.get_running_loop()
         stop_requested = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        signals = (signal.SIGTERM, signal.SIGINT)
+        for sig in signals:
             loop.add_signal_handler(sig, stop_requested.set)
-        await self.start()
-        warmup = self._warmup
-        assert warmup is not None
-        waiter = asyncio.create_task(stop_requested.wait())
-        done, _ = await asyncio.wait({warmup, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        if warmup in done and warmup.exception() is not None:
-            waiter.cancel()
-            await self.stop(0)
-            raise warmup.exception()  # type: ignore[misc]
-        await waiter
-        await self.stop()
+        try:
+            await self.start()
+            warmup = self._warmup
+            assert warmup is not None
+            waiter = asyncio.create_task(stop_requested.wait())
+            done, _ = await asyncio.wait({warmup, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if warmup in done:
+                error = warmup.exception()
+                if error is not None:
+                    waiter.cancel()
+                    await self.stop(0)
+                    raise error
+                if on_ready is not None:
+                    on_ready()
+            await waiter
+            await self.stop()
+        finally:
+            # Back to the default handlers, so a later Ctrl-C in the same process still works.
+            for sig in signals:
+                loop.remove_signal_handler(sig)
 
 
 def channel_options(max_message_bytes: int = 64 * 1024 * 1024) -> list[tuple[str, int]]:
@@ -171,4 +202,3 @@ def channel_options(max_message_bytes: int = 64 * 1024 * 1024) -> list[tuple[str
 def insecure_channel(target: str, max_message_bytes: int = 64 * 1024 * 1024) -> aio.Channel:
     """An aio channel to another featurelens service."""
     return aio.insecure_channel(target, options=channel_options(max_message_bytes))
-

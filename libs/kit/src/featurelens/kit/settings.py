@@ -26,7 +26,9 @@ class ServiceSettings(BaseSettings):
         "auto", description="text for terminals, json for containers; auto picks by whether stderr is a TTY."
     )
     grace_period_s: float = Field(
-        10.0, ge=0, description="Seconds in-flight calls get to finish after SIGTERM before they are cancelled."
+        10.0,
+        ge=0,
+        description="Seconds in-flight calls get to finish after SIGTERM before they are cancelled.",
     )
     max_message_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="Largest gRPC message sent or received, in bytes."

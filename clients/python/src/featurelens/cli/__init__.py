@@ -1,0 +1,1 @@
+"""The ``featurelens`` command line: run the services, embed corpora, inspect a server."""

@@ -1,0 +1,25 @@
+"""The ``featurelens`` command: one typer app, each command (or command group) in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from featurelens.cli.embed import embed
+from featurelens.cli.status import health, models
+from featurelens.cli.up import up
+
+app = typer.Typer(
+    name="featurelens",
+    help="Sparse, labelled, steerable features of text embeddings.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command()(up)
+app.command()(embed)
+app.command()(health)
+app.command()(models)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,189 @@
+"""``FeaturelensClient`` and ``AsyncFeaturelensClient``: one entry point, one sub-client per service."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Literal, Self
+
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from featurelens.client.encoder import AsyncEncoderClient, EncoderClient
+from featurelens.client.errors import NotFoundError
+from featurelens.client.sae import AsyncSaeClient, SaeClient
+from featurelens.client.search import AsyncSearchClient, SearchClient
+from featurelens.client.transport import (
+    DEFAULT_ADDRESS,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_TIMEOUT_S,
+    AsyncTransport,
+    SyncTransport,
+)
+
+HealthStatus = Literal["SERVING", "NOT_SERVING", "UNKNOWN", "SERVICE_UNKNOWN"]
+"""A health answer; SERVICE_UNKNOWN means the server does not host that service."""
+
+SERVICE_NAMES = {
+    "encoder": "featurelens.v1.EncoderService",
+    "sae": "featurelens.v1.SaeService",
+    "search": "featurelens.v1.SearchService",
+    "labelling": "featurelens.v1.LabellingService",
+    "family": "featurelens.v1.FamilyService",
+}
+"""Short service names and the full names their health is reported under."""
+
+
+def _full_service_name(service: str) -> str:
+    return SERVICE_NAMES.get(service, service)
+
+
+def _status_name(status: int) -> HealthStatus:
+    if status == health_pb2.HealthCheckResponse.SERVING:
+        return "SERVING"
+    if status == health_pb2.HealthCheckResponse.NOT_SERVING:
+        return "NOT_SERVING"
+    if status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN:
+        return "SERVICE_UNKNOWN"
+    return "UNKNOWN"
+
+
+class _Addresses:
+    """Which address each service is called at: its own when given, else the shared one."""
+
+    def __init__(self, address: str, encoder: str | None, sae: str | None, search: str | None) -> None:
+        self.default = address
+        self.by_service = {
+            "": address,
+            SERVICE_NAMES["encoder"]: encoder or address,
+            SERVICE_NAMES["sae"]: sae or address,
+            SERVICE_NAMES["search"]: search or address,
+        }
+
+    def of(self, service: str) -> str:
+        return self.by_service.get(_full_service_name(service), self.default)
+
+
+class FeaturelensClient:
+    """A blocking client of the featurelens services.
+
+    By default every service is called at ``address`` (the embedded ``featurelens up`` mode);
+    give ``encoder_address`` & co. when services run on their own ports (docker compose).
+    ``timeout_s`` bounds each unary call (None for no bound); streaming calls take their own.
+    Use as a context manager, or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        encoder_address: str | None = None,
+        sae_address: str | None = None,
+        search_address: str | None = None,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self._addresses = _Addresses(address, encoder_address, sae_address, search_address)
+        self._transports: dict[str, SyncTransport] = {}
+        for target in dict.fromkeys(self._addresses.by_service.values()):
+            self._transports[target] = SyncTransport(
+                target, timeout_s=timeout_s, max_message_bytes=max_message_bytes
+            )
+        self.encoder = EncoderClient(self._transport("encoder"))
+        """The encoder service: text to dense embeddings."""
+        self.sae = SaeClient(self._transport("sae"))
+        """The sae service: sparse latents, steering, training."""
+        self.search = SearchClient(self._transport("search"))
+        """The search service: indexing and (steered) search."""
+
+    def _transport(self, service: str) -> SyncTransport:
+        return self._transports[self._addresses.of(service)]
+
+    def health(self, service: str = "") -> HealthStatus:
+        """The health of a service ("encoder", "sae", ... or a full name) or, for "", of the server.
+
+        Raises ``UnavailableError`` when the server cannot be reached.
+        """
+        transport = self._transport(service)
+        stub = health_pb2_grpc.HealthStub(transport.channel)
+        request = health_pb2.HealthCheckRequest(service=_full_service_name(service))
+        try:
+            reply = transport.unary(stub.Check, request)
+        except NotFoundError:
+            return "SERVICE_UNKNOWN"
+        return _status_name(reply.status)
+
+    def close(self) -> None:
+        """Close the channels; the client cannot be used afterwards."""
+        for transport in self._transports.values():
+            transport.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class AsyncFeaturelensClient:
+    """An asyncio client of the featurelens services; mirrors ``FeaturelensClient``.
+
+    Channels open on first use inside the running event loop, so the client may be built
+    anywhere. Use as an async context manager, or ``await close()``.
+    """
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        encoder_address: str | None = None,
+        sae_address: str | None = None,
+        search_address: str | None = None,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self._addresses = _Addresses(address, encoder_address, sae_address, search_address)
+        self._transports: dict[str, AsyncTransport] = {}
+        for target in dict.fromkeys(self._addresses.by_service.values()):
+            self._transports[target] = AsyncTransport(
+                target, timeout_s=timeout_s, max_message_bytes=max_message_bytes
+            )
+        self.encoder = AsyncEncoderClient(self._transport("encoder"))
+        """The encoder service: text to dense embeddings."""
+        self.sae = AsyncSaeClient(self._transport("sae"))
+        """The sae service: sparse latents, steering, training."""
+        self.search = AsyncSearchClient(self._transport("search"))
+        """The search service: indexing and (steered) search."""
+
+    def _transport(self, service: str) -> AsyncTransport:
+        return self._transports[self._addresses.of(service)]
+
+    async def health(self, service: str = "") -> HealthStatus:
+        """The health of a service ("encoder", "sae", ... or a full name) or, for "", of the server.
+
+        Raises ``UnavailableError`` when the server cannot be reached.
+        """
+        transport = self._transport(service)
+        stub = transport.stub("health", lambda channel: health_pb2_grpc.HealthStub(channel))
+        request = health_pb2.HealthCheckRequest(service=_full_service_name(service))
+        try:
+            reply = await transport.unary(stub.Check, request)
+        except NotFoundError:
+            return "SERVICE_UNKNOWN"
+        return _status_name(reply.status)
+
+    async def close(self) -> None:
+        """Close the channels; using the client again opens new ones."""
+        for transport in self._transports.values():
+            await transport.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+__all__ = ["SERVICE_NAMES", "AsyncFeaturelensClient", "FeaturelensClient", "HealthStatus"]

@@ -1,0 +1,474 @@
+"""Requests from Python arguments and typed results from responses, shared by sync and async clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from featurelens.client import arrays
+from featurelens.client.types import (
+    ActivatedDocument,
+    ActivationBatch,
+    CorpusInfo,
+    Decoded,
+    DecoderDirections,
+    Document,
+    DocumentLike,
+    Embeddings,
+    FeatureContribution,
+    Filter,
+    Fusion,
+    Hit,
+    IndexProgress,
+    Intervention,
+    Latents,
+    ModelInfo,
+    Progress,
+    SaeConfig,
+    SaeInfo,
+    SaeMetrics,
+    SearchMode,
+    SearchResult,
+    SparseVector,
+    Steered,
+    TrainProgress,
+)
+from featurelens.v1 import common_pb2, encoder_pb2, sae_pb2, search_pb2
+
+SparseInput = SparseVector | tuple[npt.ArrayLike, npt.ArrayLike]
+"""A sparse row as a ``SparseVector`` or an ``(indices, values)`` pair."""
+
+_STEER_MODES = {"additive": common_pb2.STEER_MODE_ADDITIVE, "clamp": common_pb2.STEER_MODE_CLAMP}
+_SEARCH_MODES = {
+    "dense": search_pb2.SEARCH_MODE_DENSE,
+    "sparse": search_pb2.SEARCH_MODE_SPARSE,
+    "hybrid": search_pb2.SEARCH_MODE_HYBRID,
+}
+_FUSIONS = {"rrf": search_pb2.FUSION_RRF, "dbsf": search_pb2.FUSION_DBSF}
+
+
+# -- shared ---------------------------------------------------------------------------------------
+
+
+def text_list(texts: Sequence[str], what: str = "texts") -> list[str]:
+    """The texts as a list, refusing a bare string (which would embed its characters one by one)."""
+    if isinstance(texts, str):
+        raise TypeError(f"{what} must be a list of strings; wrap a single text in a list")
+    result = list(texts)
+    for i, text in enumerate(result):
+        if not isinstance(text, str):
+            raise TypeError(f"{what}[{i}] is a {type(text).__name__}, not a str")
+    return result
+
+
+def sparse_vector(message: common_pb2.SparseVector) -> SparseVector:
+    indices, values = arrays.from_sparse_vector(message)
+    return SparseVector(indices=indices, values=values)
+
+
+def sparse_message(row: SparseInput) -> common_pb2.SparseVector:
+    if isinstance(row, SparseVector):
+        return arrays.to_sparse_vector(row.indices, row.values)
+    indices, values = row
+    return arrays.to_sparse_vector(np.asarray(indices), np.asarray(values))
+
+
+def progress(message: common_pb2.Progress) -> Progress:
+    return Progress(
+        stage=message.stage,
+        done=message.done,
+        total=message.total,
+        rate_per_s=message.rate_per_s,
+        eta_s=message.eta_s,
+        message=message.message,
+    )
+
+
+def intervention_message(intervention: Intervention) -> common_pb2.Intervention:
+    message = common_pb2.Intervention(weight=intervention.weight, mode=_STEER_MODES[intervention.mode])
+    if intervention.feature is not None:
+        message.feature = intervention.feature
+    else:
+        message.family_id = intervention.family_id or ""
+    return message
+
+
+def document(message: common_pb2.Document) -> Document:
+    return Document(
+        id=message.id,
+        title=message.title,
+        text=message.text,
+        categories=tuple(message.categories),
+        date=message.date,
+    )
+
+
+def document_message(doc: DocumentLike) -> common_pb2.Document:
+    return common_pb2.Document(
+        id=doc.id, title=doc.title, text=doc.text, categories=list(doc.categories), date=doc.date
+    )
+
+
+# -- encoder --------------------------------------------------------------------------------------
+
+
+def embed_request(texts: Sequence[str], model: str | None) -> encoder_pb2.EmbedRequest:
+    return encoder_pb2.EmbedRequest(texts=text_list(texts), model=model or "")
+
+
+def embeddings(response: encoder_pb2.EmbedResponse | encoder_pb2.EmbedStreamResponse) -> Embeddings:
+    return Embeddings(
+        vectors=arrays.from_dense_matrix(response.embeddings),
+        model_id=response.model_id,
+        truncated=tuple(response.truncated),
+        cached_count=response.cached_count,
+    )
+
+
+def embed_stream_requests(
+    batches: Iterable[Sequence[str]], model: str | None
+) -> Iterator[encoder_pb2.EmbedStreamRequest]:
+    for batch_id, texts in enumerate(batches):
+        yield encoder_pb2.EmbedStreamRequest(texts=text_list(texts), model=model or "", batch_id=batch_id)
+
+
+async def embed_stream_requests_async(
+    batches: AsyncIterable[Sequence[str]], model: str | None
+) -> AsyncIterator[encoder_pb2.EmbedStreamRequest]:
+    batch_id = 0
+    async for texts in batches:
+        yield encoder_pb2.EmbedStreamRequest(texts=text_list(texts), model=model or "", batch_id=batch_id)
+        batch_id += 1
+
+
+def stream_embeddings(response: encoder_pb2.EmbedStreamResponse, expected_batch_id: int) -> Embeddings:
+    """The embeddings of one stream answer, checking the server kept the batches in order."""
+    if response.batch_id != expected_batch_id:
+        raise RuntimeError(
+            f"the encoder answered batch {response.batch_id} where batch {expected_batch_id} was due"
+        )
+    return embeddings(response)
+
+
+def model_infos(response: encoder_pb2.ListModelsResponse) -> list[ModelInfo]:
+    return [
+        ModelInfo(
+            id=m.id,
+            backend=m.backend,
+            dim=m.dim,
+            max_input_tokens=m.max_input_tokens,
+            is_default=m.is_default,
+        )
+        for m in response.models
+    ]
+
+
+# -- sae ------------------------------------------------------------------------------------------
+
+
+def sae_config_message(config: SaeConfig) -> sae_pb2.SaeConfig:
+    return sae_pb2.SaeConfig(
+        d_in=config.d_in,
+        num_latents=config.num_latents,
+        k=config.k,
+        k_aux=config.k_aux,
+        auxk_coef=config.auxk_coef,
+        dead_steps_threshold=config.dead_steps_threshold,
+        multik_coef=config.multik_coef,
+        multik_k=config.multik_k,
+    )
+
+
+def sae_info(message: sae_pb2.SaeInfo) -> SaeInfo:
+    c, m = message.config, message.metrics
+    return SaeInfo(
+        sae_id=message.sae_id,
+        config=SaeConfig(
+            num_latents=c.num_latents,
+            k=c.k,
+            d_in=c.d_in,
+            k_aux=c.k_aux,
+            auxk_coef=c.auxk_coef,
+            dead_steps_threshold=c.dead_steps_threshold,
+            multik_coef=c.multik_coef,
+            multik_k=c.multik_k,
+        ),
+        metrics=SaeMetrics(
+            train_nmse=m.train_nmse,
+            val_nmse=m.val_nmse,
+            dead_fraction=m.dead_fraction,
+            dense_fraction=m.dense_fraction,
+            steps=m.steps,
+            samples=m.samples,
+        ),
+        embedding_model=message.embedding_model,
+        created_unix=message.created_unix,
+        is_default=message.is_default,
+    )
+
+
+def encode_request(vectors: npt.ArrayLike, sae_id: str | None) -> sae_pb2.EncodeRequest:
+    return sae_pb2.EncodeRequest(sae_id=sae_id or "", vectors=arrays.to_dense_matrix(vectors))
+
+
+def latents(response: sae_pb2.EncodeResponse) -> Latents:
+    return Latents(sae_id=response.sae_id, rows=tuple(sparse_vector(row) for row in response.rows))
+
+
+def decode_request(rows: Iterable[SparseInput], sae_id: str | None) -> sae_pb2.DecodeRequest:
+    return sae_pb2.DecodeRequest(sae_id=sae_id or "", rows=[sparse_message(row) for row in rows])
+
+
+def decoded(response: sae_pb2.DecodeResponse) -> Decoded:
+    return Decoded(sae_id=response.sae_id, vectors=arrays.from_dense_matrix(response.vectors))
+
+
+def steer_request(
+    vector: npt.ArrayLike, interventions: Iterable[Intervention], sae_id: str | None
+) -> sae_pb2.SteerRequest:
+    return sae_pb2.SteerRequest(
+        sae_id=sae_id or "",
+        vector=arrays.to_dense_vector(vector),
+        interventions=[intervention_message(i) for i in interventions],
+    )
+
+
+def steered(response: sae_pb2.SteerResponse) -> Steered:
+    return Steered(
+        sae_id=response.sae_id,
+        vector=arrays.from_dense_vector(response.vector),
+        cosine_to_original=response.cosine_to_original,
+        latents_before=sparse_vector(response.latents_before),
+        latents_after=sparse_vector(response.latents_after),
+    )
+
+
+def decoder_directions_request(
+    features: Iterable[int], sae_id: str | None
+) -> sae_pb2.DecoderDirectionsRequest:
+    return sae_pb2.DecoderDirectionsRequest(sae_id=sae_id or "", features=[int(f) for f in features])
+
+
+def decoder_directions(response: sae_pb2.DecoderDirectionsResponse) -> DecoderDirections:
+    return DecoderDirections(sae_id=response.sae_id, directions=arrays.from_dense_matrix(response.directions))
+
+
+def train_request(
+    embeddings_path: str,
+    config: SaeConfig,
+    *,
+    batch_size: int | None,
+    learning_rate: float | None,
+    epochs: int | None,
+    max_steps: int | None,
+    seed: int,
+    val_fraction: float | None,
+    make_default: bool,
+) -> sae_pb2.TrainRequest:
+    # None means "the server's default", which the protocol spells as 0.
+    return sae_pb2.TrainRequest(
+        embeddings_path=embeddings_path,
+        config=sae_config_message(config),
+        batch_size=batch_size or 0,
+        learning_rate=learning_rate or 0.0,
+        epochs=epochs or 0,
+        max_steps=max_steps or 0,
+        seed=seed,
+        val_fraction=val_fraction or 0.0,
+        make_default=make_default,
+    )
+
+
+def train_progress(response: sae_pb2.TrainResponse) -> TrainProgress:
+    return TrainProgress(
+        progress=progress(response.progress),
+        epoch=response.epoch,
+        loss=response.loss,
+        nmse=response.nmse,
+        auxk_loss=response.auxk_loss,
+        val_nmse=response.val_nmse,
+        dead_fraction=response.dead_fraction,
+        result=sae_info(response.result) if response.HasField("result") else None,
+    )
+
+
+# -- search ---------------------------------------------------------------------------------------
+
+
+def index_setup(
+    corpus: str,
+    *,
+    corpus_path: str | None,
+    embedding_model: str | None,
+    sae_ids: Sequence[str],
+    batch_size: int | None,
+    limit: int | None,
+    sparse_only: bool,
+) -> search_pb2.IndexDocumentsRequest:
+    setup = search_pb2.IndexSetup(
+        corpus=corpus,
+        embedding_model=embedding_model or "",
+        sae_ids=text_list(sae_ids, "sae_ids"),
+        corpus_path=corpus_path or "",
+        batch_size=batch_size or 0,
+        limit=limit or 0,
+        sparse_only=sparse_only,
+    )
+    return search_pb2.IndexDocumentsRequest(setup=setup)
+
+
+def index_requests(
+    setup: search_pb2.IndexDocumentsRequest, documents: Iterable[DocumentLike], per_message: int
+) -> Iterator[search_pb2.IndexDocumentsRequest]:
+    yield setup
+    batch: list[common_pb2.Document] = []
+    for doc in documents:
+        batch.append(document_message(doc))
+        if len(batch) >= per_message:
+            yield search_pb2.IndexDocumentsRequest(documents=search_pb2.DocumentBatch(documents=batch))
+            batch = []
+    if batch:
+        yield search_pb2.IndexDocumentsRequest(documents=search_pb2.DocumentBatch(documents=batch))
+
+
+async def index_requests_async(
+    setup: search_pb2.IndexDocumentsRequest, documents: AsyncIterable[DocumentLike], per_message: int
+) -> AsyncIterator[search_pb2.IndexDocumentsRequest]:
+    yield setup
+    batch: list[common_pb2.Document] = []
+    async for doc in documents:
+        batch.append(document_message(doc))
+        if len(batch) >= per_message:
+            yield search_pb2.IndexDocumentsRequest(documents=search_pb2.DocumentBatch(documents=batch))
+            batch = []
+    if batch:
+        yield search_pb2.IndexDocumentsRequest(documents=search_pb2.DocumentBatch(documents=batch))
+
+
+def index_progress(response: search_pb2.IndexDocumentsResponse) -> IndexProgress:
+    return IndexProgress(
+        progress=progress(response.progress),
+        indexed=response.indexed,
+        failed=response.failed,
+        failed_ids=tuple(response.failed_ids),
+        failure_reason=response.failure_reason,
+    )
+
+
+def filter_message(f: Filter) -> search_pb2.Filter:
+    return search_pb2.Filter(
+        categories=list(f.categories),
+        date_from=f.date_from,
+        date_to=f.date_to,
+        features_must_fire=list(f.features_must_fire),
+        features_must_not_fire=list(f.features_must_not_fire),
+    )
+
+
+def search_request(
+    corpus: str,
+    *,
+    text: str | None,
+    vector: npt.ArrayLike | None,
+    mode: SearchMode,
+    sae_id: str | None,
+    fusion: Fusion,
+    dense_weight: float | None,
+    sparse_weight: float | None,
+    filter: Filter | None,
+    top_k: int,
+    offset: int,
+    explain: bool,
+    interventions: Iterable[Intervention],
+    with_rank_changes: bool,
+    with_text: bool,
+) -> search_pb2.SearchRequest:
+    if (text is None) == (vector is None):
+        raise ValueError("give the query as exactly one of text= or vector=")
+    if mode not in _SEARCH_MODES:
+        raise ValueError(f"mode must be one of {sorted(_SEARCH_MODES)}, got {mode!r}")
+    if fusion not in _FUSIONS:
+        raise ValueError(f"fusion must be one of {sorted(_FUSIONS)}, got {fusion!r}")
+    request = search_pb2.SearchRequest(
+        corpus=corpus,
+        mode=_SEARCH_MODES[mode],
+        sae_id=sae_id or "",
+        fusion=_FUSIONS[fusion],
+        dense_weight=dense_weight or 0.0,
+        sparse_weight=sparse_weight or 0.0,
+        top_k=top_k,
+        offset=offset,
+        explain=explain,
+        interventions=[intervention_message(i) for i in interventions],
+        with_rank_changes=with_rank_changes,
+        with_text=with_text,
+    )
+    if text is not None:
+        request.text = text
+    else:
+        request.vector.CopyFrom(arrays.to_dense_vector(vector if vector is not None else []))
+    if filter is not None:
+        request.filter.CopyFrom(filter_message(filter))
+    return request
+
+
+def hit(message: search_pb2.Hit) -> Hit:
+    return Hit(
+        document=document(message.document),
+        score=message.score,
+        rank=message.rank,
+        rank_before=message.rank_before,
+        explanation=tuple(
+            FeatureContribution(
+                feature=c.feature,
+                query_activation=c.query_activation,
+                document_activation=c.document_activation,
+                contribution=c.contribution,
+                label=c.label,
+            )
+            for c in message.explanation
+        ),
+    )
+
+
+def search_result(response: search_pb2.SearchResponse) -> SearchResult:
+    return SearchResult(
+        hits=tuple(hit(h) for h in response.hits),
+        sae_id=response.sae_id,
+        took_ms=response.took_ms,
+        steer_cosine=response.steer_cosine,
+        dropped=tuple(hit(h) for h in response.dropped),
+    )
+
+
+def activated_documents(
+    response: search_pb2.TopDocumentsResponse | search_pb2.SampleDocumentsResponse,
+) -> list[ActivatedDocument]:
+    return [
+        ActivatedDocument(document=document(d.document), activation=d.activation) for d in response.documents
+    ]
+
+
+def activation_batch(response: search_pb2.ExportActivationsResponse) -> ActivationBatch:
+    if len(response.doc_ids) != len(response.latents):
+        raise arrays.ArrayFormatError(
+            f"activation batch has {len(response.doc_ids)} ids but {len(response.latents)} latent rows"
+        )
+    return ActivationBatch(
+        doc_ids=tuple(response.doc_ids), latents=tuple(sparse_vector(row) for row in response.latents)
+    )
+
+
+def corpus_infos(response: search_pb2.ListCorporaResponse) -> list[CorpusInfo]:
+    return [
+        CorpusInfo(
+            corpus=c.corpus,
+            documents=c.documents,
+            dim=c.dim,
+            embedding_model=c.embedding_model,
+            sae_ids=tuple(c.sae_ids),
+        )
+        for c in response.corpora
+    ]

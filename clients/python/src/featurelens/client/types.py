@@ -1,0 +1,338 @@
+"""Typed results (and a few typed inputs) of the SDK, as frozen dataclasses.
+
+Dense vectors are numpy float32 arrays that view the received bytes without copying, so they are
+read-only (``np.array(x)`` gives a writable copy). Dataclasses that hold arrays compare by
+identity (``eq=False``), because numpy arrays have no single truth value for ``==``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+SteerMode = Literal["additive", "clamp"]
+SearchMode = Literal["dense", "sparse", "hybrid"]
+Fusion = Literal["rrf", "dbsf"]
+
+
+# -- shared ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class SparseVector:
+    """SAE latents of one vector: ``values[i]`` is the activation of latent ``indices[i]``."""
+
+    indices: np.ndarray
+    """Latent ids, int64."""
+    values: np.ndarray
+    """Activations, float32; same length as indices."""
+
+    def __len__(self) -> int:
+        return int(self.indices.size)
+
+    def to_dict(self) -> dict[int, float]:
+        """The latents as {latent id: activation}."""
+        return {int(i): float(v) for i, v in zip(self.indices, self.values, strict=True)}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Progress of a long-running job (training, indexing)."""
+
+    stage: str
+    """Short name of the current stage, e.g. "train", "embed", "upsert"."""
+    done: int
+    """Units of work done so far (steps, documents)."""
+    total: int
+    """Total units of work, or 0 when unknown."""
+    rate_per_s: float
+    """Units per second since the stage began."""
+    eta_s: float
+    """Estimated seconds until the stage ends, or -1 when unknown."""
+    message: str
+    """A human-readable line about the current state."""
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """Steer one feature (a latent id) or a whole family (a family id) by ``weight``.
+
+    Additive mode adds ``weight`` times the feature's unit decoder direction (negative weights
+    push away); clamp mode sets the feature's activation to ``weight`` (which must be >= 0).
+    """
+
+    weight: float
+    feature: int | None = None
+    family_id: str | None = None
+    mode: SteerMode = "additive"
+
+    def __post_init__(self) -> None:
+        if (self.feature is None) == (self.family_id is None):
+            raise ValueError("an intervention targets exactly one of feature or family_id")
+        if self.mode not in ("additive", "clamp"):
+            raise ValueError(f"mode must be 'additive' or 'clamp', got {self.mode!r}")
+
+
+class DocumentLike(Protocol):
+    """Anything with a document's fields, e.g. ``Document`` or ``featurelens.corpus.Record``."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def categories(self) -> Sequence[str]: ...
+    @property
+    def date(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Document:
+    """A document of a corpus."""
+
+    id: str
+    title: str = ""
+    text: str = ""
+    """The body text; empty in search results unless ``with_text`` was asked for."""
+    categories: tuple[str, ...] = ()
+    date: str = ""
+    """Listing date as YYYY-MM-DD, or empty."""
+
+
+# -- encoder --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Embeddings:
+    """Dense embeddings of a batch of texts, one row per text in request order."""
+
+    vectors: np.ndarray
+    """(len(texts), dim) float32, unit-normalised, read-only."""
+    model_id: str
+    """The model that produced them."""
+    truncated: tuple[bool, ...]
+    """truncated[i] is True when text i was longer than the model reads and was cut."""
+    cached_count: int
+    """How many rows came from the server's cache."""
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """The embedding dimension."""
+        return int(self.vectors.shape[1])
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model the encoder serves."""
+
+    id: str
+    """Id to pass as ``model=``."""
+    backend: str
+    """"sentence-transformers", "wordllama" or "openai"."""
+    dim: int
+    max_input_tokens: int
+    """Longest input in tokens, 0 when the backend has no limit."""
+    is_default: bool
+
+
+# -- sae ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SaeConfig:
+    """Shape and loss settings of a top-k SAE; zeros mean the server's documented defaults."""
+
+    num_latents: int
+    k: int
+    d_in: int = 0
+    """Input dimension; 0 takes it from the embedding store when training."""
+    k_aux: int = 0
+    auxk_coef: float = 0.0
+    dead_steps_threshold: int = 0
+    multik_coef: float = 0.0
+    multik_k: int = 0
+
+
+@dataclass(frozen=True)
+class SaeMetrics:
+    """Summary metrics of a trained SAE."""
+
+    train_nmse: float
+    val_nmse: float
+    dead_fraction: float
+    dense_fraction: float
+    steps: int
+    samples: int
+
+
+@dataclass(frozen=True)
+class SaeInfo:
+    """One SAE of the server's registry."""
+
+    sae_id: str
+    config: SaeConfig
+    metrics: SaeMetrics
+    embedding_model: str
+    """Encoder model id whose embeddings it was trained on."""
+    created_unix: int
+    is_default: bool
+
+
+@dataclass(frozen=True, eq=False)
+class Latents:
+    """The top-k latents of each encoded vector, one ``SparseVector`` per row, largest first."""
+
+    sae_id: str
+    rows: tuple[SparseVector, ...]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass(frozen=True, eq=False)
+class Decoded:
+    """Dense vectors decoded from sparse latents."""
+
+    sae_id: str
+    vectors: np.ndarray
+    """(rows, d_in) float32, read-only."""
+
+
+@dataclass(frozen=True, eq=False)
+class Steered:
+    """A steered vector and what steering changed."""
+
+    sae_id: str
+    vector: np.ndarray
+    """The steered vector (not normalised), float32, read-only."""
+    cosine_to_original: float
+    latents_before: SparseVector
+    latents_after: SparseVector
+
+
+@dataclass(frozen=True, eq=False)
+class DecoderDirections:
+    """Unit-norm decoder directions, one row per requested latent in request order."""
+
+    sae_id: str
+    directions: np.ndarray
+    """(len(features), d_in) float32, read-only."""
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """One progress message of a training run; the last one carries ``result``."""
+
+    progress: Progress
+    epoch: int
+    loss: float
+    nmse: float
+    auxk_loss: float
+    val_nmse: float
+    """Validation NMSE after the last finished epoch, or -1 before the first."""
+    dead_fraction: float
+    result: SaeInfo | None = None
+    """The trained SAE, on the final message only."""
+
+
+# -- search ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Restricts which documents a search may return."""
+
+    categories: tuple[str, ...] = ()
+    """The document has at least one of these categories."""
+    date_from: str = ""
+    """YYYY-MM-DD lower bound (inclusive), empty for none."""
+    date_to: str = ""
+    """YYYY-MM-DD upper bound (inclusive), empty for none."""
+    features_must_fire: tuple[int, ...] = ()
+    features_must_not_fire: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class FeatureContribution:
+    """One feature's share of why a hit matched."""
+
+    feature: int
+    query_activation: float
+    document_activation: float
+    contribution: float
+    label: str
+    """The feature's label, empty when unlabelled."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    document: Document
+    score: float
+    rank: int
+    """Rank from 1 (offset included)."""
+    rank_before: int = 0
+    """With rank changes: the rank in the unsteered result, 0 when it was not in it."""
+    explanation: tuple[FeatureContribution, ...] = ()
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Hits of a search and, for a steered search, what steering changed."""
+
+    hits: tuple[Hit, ...]
+    sae_id: str
+    took_ms: float
+    """Server time spent on the request."""
+    steer_cosine: float = 0.0
+    """With interventions: cosine between the original and the steered query vector."""
+    dropped: tuple[Hit, ...] = field(default=())
+    """With rank changes: unsteered hits that fell out of the steered result."""
+
+
+@dataclass(frozen=True)
+class ActivatedDocument:
+    """A document with one feature's activation on it."""
+
+    document: Document
+    activation: float
+
+
+@dataclass(frozen=True, eq=False)
+class ActivationBatch:
+    """SAE latents of a batch of documents: ``latents[i]`` belongs to ``doc_ids[i]``."""
+
+    doc_ids: tuple[str, ...]
+    latents: tuple[SparseVector, ...]
+
+
+@dataclass(frozen=True)
+class IndexProgress:
+    """One progress message of an indexing job."""
+
+    progress: Progress
+    indexed: int
+    failed: int
+    failed_ids: tuple[str, ...] = ()
+    """Ids of the documents of the batch that just failed."""
+    failure_reason: str = ""
+
+
+@dataclass(frozen=True)
+class CorpusInfo:
+    """An indexed corpus."""
+
+    corpus: str
+    documents: int
+    dim: int
+    embedding_model: str
+    sae_ids: tuple[str, ...]

@@ -1,0 +1,393 @@
+"""Real loopback servers for the SDK and CLI tests.
+
+Each server runs a kit ``GrpcServer`` in its own thread and event loop, so that blocking
+clients (and typer's CliRunner) can call it from the test thread. The encoder is the real
+``EncoderServicer`` with wordllama; the sae and search services are small in-test servicers
+(their real ones come later) that answer from their requests, so the SDK's conversions can be
+checked in both directions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+
+import numpy as np
+import pytest
+from grpc import aio
+from typing_extensions import override
+
+from featurelens.client.arrays import from_dense_matrix, from_dense_vector, to_dense_matrix, to_dense_vector
+from featurelens.embedding.backends import load_backend
+from featurelens.kit import GrpcServer, InvalidArgumentError, NotFoundError
+from featurelens.kit.server import Servicer
+from featurelens.services.encoder.cache import MemoryEmbeddingCache
+from featurelens.services.encoder.servicer import EncoderServicer
+from featurelens.v1 import common_pb2, sae_pb2, sae_pb2_grpc, search_pb2, search_pb2_grpc
+
+FAKE_DIM = 8
+FAKE_LATENTS = 32
+DEFAULT_SAE = "sae-32-k2"
+
+
+class BackgroundServer:
+    """A GrpcServer in a thread of its own; ``address`` is valid once ``start`` returns."""
+
+    def __init__(self, servicers: Sequence[Servicer]) -> None:
+        self._servicers = list(servicers)
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="test-grpc-server", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self.address = ""
+
+    def start(self) -> BackgroundServer:
+        self._thread.start()
+        if not self._ready.wait(60):
+            raise TimeoutError("the test server did not start within 60 s")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as error:
+            self._error = error
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        server = GrpcServer(self._servicers, host="127.0.0.1", port=0, grace_period_s=1.0)
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        await server.start()
+        try:
+            await server.wait_ready(timeout=60)
+            self.address = server.address
+            self._ready.set()
+            await self._stop.wait()
+        finally:
+            await server.stop(0)
+
+
+# -- the sae service, faked ------------------------------------------------------------------------
+
+
+def _sae_info(sae_id: str) -> sae_pb2.SaeInfo:
+    return sae_pb2.SaeInfo(
+        sae_id=sae_id,
+        config=sae_pb2.SaeConfig(d_in=FAKE_DIM, num_latents=FAKE_LATENTS, k=2),
+        metrics=sae_pb2.SaeMetrics(train_nmse=0.2, val_nmse=0.25, dead_fraction=0.1, steps=30, samples=960),
+        embedding_model="wordllama-l2-supercat-256",
+        created_unix=1_700_000_000,
+        is_default=sae_id == DEFAULT_SAE,
+    )
+
+
+def _top2(vector: np.ndarray) -> common_pb2.SparseVector:
+    """The two largest coordinates of a vector as latents (latent i = coordinate i)."""
+    indices = np.argsort(-vector, kind="stable")[:2]
+    return common_pb2.SparseVector(indices=indices.tolist(), values=vector[indices].tolist())
+
+
+class FakeSae(sae_pb2_grpc.SaeServiceServicer):
+    """Latent i is coordinate i of the input; decoding puts values back at their coordinates."""
+
+    service_names: Sequence[str] = ("featurelens.v1.SaeService",)
+
+    def add_to_server(self, server: aio.Server) -> None:
+        sae_pb2_grpc.add_SaeServiceServicer_to_server(self, server)
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    @staticmethod
+    def _sae(sae_id: str) -> str:
+        if sae_id not in ("", DEFAULT_SAE):
+            raise NotFoundError(f"no SAE with id {sae_id!r}; ListSaes names the trained ones")
+        return DEFAULT_SAE
+
+    @override
+    async def Encode(
+        self, request: sae_pb2.EncodeRequest, context: aio.ServicerContext
+    ) -> sae_pb2.EncodeResponse:
+        sae_id = self._sae(request.sae_id)
+        if request.vectors.dim != FAKE_DIM:
+            raise InvalidArgumentError(
+                f"vectors have dim {request.vectors.dim} but the SAE's d_in is {FAKE_DIM}"
+            )
+        vectors = from_dense_matrix(request.vectors)
+        return sae_pb2.EncodeResponse(sae_id=sae_id, rows=[_top2(v) for v in vectors])
+
+    @override
+    async def Decode(
+        self, request: sae_pb2.DecodeRequest, context: aio.ServicerContext
+    ) -> sae_pb2.DecodeResponse:
+        dense = np.zeros((len(request.rows), FAKE_DIM), dtype=np.float32)
+        for i, row in enumerate(request.rows):
+            dense[i, list(row.indices)] = list(row.values)
+        return sae_pb2.DecodeResponse(sae_id=self._sae(request.sae_id), vectors=to_dense_matrix(dense))
+
+    @override
+    async def Steer(
+        self, request: sae_pb2.SteerRequest, context: aio.ServicerContext
+    ) -> sae_pb2.SteerResponse:
+        before = np.array(from_dense_vector(request.vector))
+        after = before.copy()
+        for intervention in request.interventions:
+            if intervention.mode == common_pb2.STEER_MODE_CLAMP:
+                after[intervention.feature] = intervention.weight
+            else:
+                after[intervention.feature] += intervention.weight
+        cosine = float(before @ after / (np.linalg.norm(before) * np.linalg.norm(after)))
+        return sae_pb2.SteerResponse(
+            sae_id=self._sae(request.sae_id),
+            vector=to_dense_vector(after),
+            cosine_to_original=cosine,
+            latents_before=_top2(before),
+            latents_after=_top2(after),
+        )
+
+    @override
+    async def DecoderDirections(
+        self, request: sae_pb2.DecoderDirectionsRequest, context: aio.ServicerContext
+    ) -> sae_pb2.DecoderDirectionsResponse:
+        directions = np.eye(FAKE_LATENTS, FAKE_DIM, dtype=np.float32)[list(request.features)]
+        return sae_pb2.DecoderDirectionsResponse(
+            sae_id=self._sae(request.sae_id), directions=to_dense_matrix(directions)
+        )
+
+    @override
+    async def Train(
+        self, request: sae_pb2.TrainRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[sae_pb2.TrainResponse]:
+        if request.embeddings_path == "missing":
+            raise NotFoundError("no embedding store at 'missing'")
+        steps = request.max_steps or 3
+        for step in range(1, steps + 1):
+            progress = common_pb2.Progress(
+                stage="train", done=step, total=steps, rate_per_s=10.0, eta_s=steps - step
+            )
+            yield sae_pb2.TrainResponse(progress=progress, loss=1.0 / step, nmse=0.5 / step, val_nmse=-1)
+        yield sae_pb2.TrainResponse(
+            progress=common_pb2.Progress(stage="done", done=steps, total=steps),
+            val_nmse=0.25,
+            result=_sae_info(DEFAULT_SAE),
+        )
+
+    @override
+    async def ListSaes(
+        self, request: sae_pb2.ListSaesRequest, context: aio.ServicerContext
+    ) -> sae_pb2.ListSaesResponse:
+        return sae_pb2.ListSaesResponse(saes=[_sae_info(DEFAULT_SAE)])
+
+    @override
+    async def GetSae(
+        self, request: sae_pb2.GetSaeRequest, context: aio.ServicerContext
+    ) -> sae_pb2.GetSaeResponse:
+        if request.sae_id == "boom":
+            raise RuntimeError("registry file is corrupt")
+        if request.sae_id == "slow":
+            # Outlasts any test's deadline; grpc cancels it when the caller's deadline passes.
+            await asyncio.sleep(60)
+        return sae_pb2.GetSaeResponse(sae=_sae_info(self._sae(request.sae_id)))
+
+
+# -- the search service, faked ---------------------------------------------------------------------
+
+
+def _doc(i: int, with_text: bool) -> common_pb2.Document:
+    return common_pb2.Document(
+        id=f"doc-{i}",
+        title=f"Title {i}",
+        text=f"Body {i}" if with_text else "",
+        categories=["cs.LG"],
+        date="2025-04-01",
+    )
+
+
+class FakeSearch(search_pb2_grpc.SearchServiceServicer):
+    """Indexes nothing for real: counts what it is sent and answers with numbered documents."""
+
+    service_names: Sequence[str] = ("featurelens.v1.SearchService",)
+
+    def __init__(self) -> None:
+        self.last_search: search_pb2.SearchRequest | None = None
+        self.indexed: list[common_pb2.Document] = []
+
+    def add_to_server(self, server: aio.Server) -> None:
+        search_pb2_grpc.add_SearchServiceServicer_to_server(self, server)
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    @override
+    async def IndexDocuments(
+        self, request_iterator: AsyncIterator[search_pb2.IndexDocumentsRequest], context: aio.ServicerContext
+    ) -> AsyncIterator[search_pb2.IndexDocumentsResponse]:
+        setup: search_pb2.IndexSetup | None = None
+        indexed = 0
+        async for request in request_iterator:
+            if request.HasField("setup"):
+                setup = request.setup
+                if setup.corpus_path:
+                    count = setup.limit or 5
+                    yield search_pb2.IndexDocumentsResponse(
+                        progress=common_pb2.Progress(stage="upsert", done=count, total=count), indexed=count
+                    )
+                continue
+            if setup is None:
+                raise InvalidArgumentError("the first message of IndexDocuments must be the setup")
+            for document in request.documents.documents:
+                self.indexed.append(document)
+                indexed += 1
+            yield search_pb2.IndexDocumentsResponse(
+                progress=common_pb2.Progress(stage="upsert", done=indexed), indexed=indexed
+            )
+
+    @override
+    async def Search(
+        self, request: search_pb2.SearchRequest, context: aio.ServicerContext
+    ) -> search_pb2.SearchResponse:
+        if request.corpus != "arxiv":
+            raise NotFoundError(f"no corpus named {request.corpus!r}")
+        self.last_search = request
+        top_k = request.top_k or 10
+        hits = [
+            search_pb2.Hit(
+                document=_doc(i, request.with_text),
+                score=1.0 - i / 100,
+                rank=request.offset + i + 1,
+                rank_before=i + 2 if request.with_rank_changes else 0,
+                explanation=[
+                    search_pb2.FeatureContribution(
+                        feature=7,
+                        query_activation=0.5,
+                        document_activation=2.0,
+                        contribution=1.0,
+                        label="galaxies",
+                    )
+                ]
+                if request.explain
+                else [],
+            )
+            for i in range(top_k)
+        ]
+        return search_pb2.SearchResponse(
+            hits=hits,
+            sae_id=request.sae_id or DEFAULT_SAE,
+            took_ms=1.5,
+            steer_cosine=0.9 if request.interventions else 0.0,
+            dropped=[search_pb2.Hit(document=_doc(99, False), score=0.1, rank=0, rank_before=3)]
+            if request.with_rank_changes
+            else [],
+        )
+
+    @override
+    async def TopDocuments(
+        self, request: search_pb2.TopDocumentsRequest, context: aio.ServicerContext
+    ) -> search_pb2.TopDocumentsResponse:
+        documents = [
+            search_pb2.ActivatedDocument(document=_doc(i, request.with_text), activation=float(request.n - i))
+            for i in range(request.n or 10)
+        ]
+        return search_pb2.TopDocumentsResponse(documents=documents)
+
+    @override
+    async def SampleDocuments(
+        self, request: search_pb2.SampleDocumentsRequest, context: aio.ServicerContext
+    ) -> search_pb2.SampleDocumentsResponse:
+        rng = np.random.default_rng(request.seed)
+        picks = rng.choice(100, size=request.n or 10, replace=False)
+        documents = [
+            search_pb2.ActivatedDocument(
+                document=_doc(int(i), request.with_text), activation=1.0 if request.firing else 0.0
+            )
+            for i in picks
+        ]
+        return search_pb2.SampleDocumentsResponse(documents=documents)
+
+    @override
+    async def ExportActivations(
+        self, request: search_pb2.ExportActivationsRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[search_pb2.ExportActivationsResponse]:
+        batch_size = request.batch_size or 1000
+        ids = [f"doc-{i}" for i in range(5)]
+        for start in range(0, len(ids), batch_size):
+            chunk = ids[start : start + batch_size]
+            latents = [common_pb2.SparseVector(indices=[int(d[-1]), 31], values=[1.0, 0.5]) for d in chunk]
+            yield search_pb2.ExportActivationsResponse(doc_ids=chunk, latents=latents)
+
+    @override
+    async def ListCorpora(
+        self, request: search_pb2.ListCorporaRequest, context: aio.ServicerContext
+    ) -> search_pb2.ListCorporaResponse:
+        corpus = search_pb2.CorpusInfo(
+            corpus="arxiv",
+            documents=5,
+            dim=256,
+            embedding_model="wordllama-l2-supercat-256",
+            sae_ids=[DEFAULT_SAE],
+        )
+        return search_pb2.ListCorporaResponse(corpora=[corpus])
+
+    @override
+    async def DeleteDocuments(
+        self, request: search_pb2.DeleteDocumentsRequest, context: aio.ServicerContext
+    ) -> search_pb2.DeleteDocumentsResponse:
+        existing = {f"doc-{i}" for i in range(5)}
+        return search_pb2.DeleteDocumentsResponse(deleted=len(existing & set(request.doc_ids)))
+
+
+# -- fixtures --------------------------------------------------------------------------------------
+
+
+def wordllama_encoder() -> EncoderServicer:
+    """The real encoder servicer with the fast static wordllama model and an in-process cache."""
+    loader = functools.partial(load_backend, "wordllama", batch_size=64)
+    return EncoderServicer({"wordllama": loader}, MemoryEmbeddingCache(16 * 1024 * 1024))
+
+
+@pytest.fixture(scope="session")
+def encoder_address() -> Iterator[str]:
+    """A loopback server with the real encoder (wordllama)."""
+    server = BackgroundServer([wordllama_encoder()]).start()
+    yield server.address
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_search() -> FakeSearch:
+    return FakeSearch()
+
+
+@pytest.fixture(scope="session")
+def services_address(fake_search: FakeSearch) -> Iterator[str]:
+    """A loopback server with the faked sae and search services (and no encoder)."""
+    server = BackgroundServer([FakeSae(), fake_search]).start()
+    yield server.address
+    server.stop()
+
+
+@pytest.fixture
+def closed_address() -> str:
+    """An address nothing listens on."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"

@@ -1,0 +1,245 @@
+"""Static checks of docker-compose.yml and the service Dockerfiles, so a deployment fails here
+rather than at `docker compose up`: files that exist, ports that agree, settings that are real."""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import inspect
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from featurelens.kit import ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+SERVICES: dict[str, Any] = COMPOSE["services"]
+SERVICE_DOCKERFILE = re.compile(r"^services/(?P<name>[a-z_]+)/Dockerfile$")
+ROOT_USERS = {"root", "0", "0:0", "root:root"}
+
+
+# -- reading the files -----------------------------------------------------------------------------
+
+
+@dataclass
+class Stage:
+    """One FROM ... section of a Dockerfile, as (instruction, arguments) pairs."""
+
+    base: str
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def all(self, keyword: str) -> list[str]:
+        return [args for kw, args in self.instructions if kw == keyword]
+
+
+def dockerfile_stages(path: Path) -> list[Stage]:
+    """The stages of a Dockerfile, with continuation lines joined and comments dropped."""
+    text = re.sub(
+        r"\\\n",
+        " ",
+        "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")),
+    )
+    stages: list[Stage] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        keyword, _, args = line.strip().partition(" ")
+        keyword, args = keyword.upper(), args.strip()
+        if keyword == "FROM":
+            stages.append(Stage(base=args))
+        elif stages:
+            stages[-1].instructions.append((keyword, args))
+        else:
+            assert keyword == "ARG", f"{path}: {keyword} before the first FROM"
+    return stages
+
+
+def words(args: str) -> list[str]:
+    """The words of an instruction in exec (JSON array) or shell form."""
+    return list(json.loads(args)) if args.startswith("[") else shlex.split(args)
+
+
+def env_of(stage: Stage) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for args in stage.all("ENV"):
+        tokens = shlex.split(args)
+        if tokens and "=" not in tokens[0]:
+            env[tokens[0]] = " ".join(tokens[1:])  # the legacy `ENV KEY value` form
+            continue
+        for token in tokens:
+            key, _, value = token.partition("=")
+            env[key] = value
+    return env
+
+
+def dockerignore_patterns() -> list[str]:
+    path = ROOT / ".dockerignore"
+    if not path.exists():
+        return []
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return [line.rstrip("/") for line in lines if line and not line.startswith(("#", "!"))]
+
+
+def is_ignored(source: str, patterns: list[str]) -> bool:
+    parts = Path(source).parts
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    return any(fnmatch.fnmatch(prefix, pattern) for prefix in prefixes for pattern in patterns)
+
+
+def settings_class(service: str) -> type[ServiceSettings]:
+    """The one ServiceSettings subclass defined in featurelens.services.<service>.settings."""
+    module = importlib.import_module(f"featurelens.services.{service}.settings")
+    classes = [
+        cls
+        for _, cls in inspect.getmembers(module, inspect.isclass)
+        if issubclass(cls, ServiceSettings) and cls.__module__ == module.__name__
+    ]
+    assert len(classes) == 1, f"{module.__name__} should define one ServiceSettings subclass, found {classes}"
+    return classes[0]
+
+
+def unknown_settings(variables: dict[str, Any], service: str) -> list[str]:
+    cls = settings_class(service)
+    prefix = f"FEATURELENS_{service.upper()}_"
+    fields = {name.upper() for name in cls.model_fields}
+    return [
+        key
+        for key in variables
+        if key.startswith("FEATURELENS_") and not (key.startswith(prefix) and key[len(prefix) :] in fields)
+    ]
+
+
+def environment(spec: dict[str, Any]) -> dict[str, str]:
+    env = spec.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def container_ports(spec: dict[str, Any]) -> set[int]:
+    ports = set()
+    for port in spec.get("ports", []):
+        target = port["target"] if isinstance(port, dict) else str(port).split(":")[-1]
+        ports.add(int(str(target).split("/")[0]))
+    return ports
+
+
+def dockerfile_of(spec: dict[str, Any]) -> Path:
+    build = spec["build"] if isinstance(spec["build"], dict) else {"context": spec["build"]}
+    return ROOT / build.get("context", ".") / build.get("dockerfile", "Dockerfile")
+
+
+FEATURELENS_SERVICES = {
+    name: match["name"]
+    for name, spec in SERVICES.items()
+    if "build" in spec
+    and (match := SERVICE_DOCKERFILE.match(dockerfile_of(spec).resolve().relative_to(ROOT).as_posix()))
+}
+DOCKERFILES = sorted({dockerfile_of(spec) for spec in SERVICES.values() if "build" in spec})
+
+
+# -- docker-compose.yml ----------------------------------------------------------------------------
+
+
+def test_the_compose_file_defines_the_encoder_with_redis_and_qdrant() -> None:
+    assert {"redis", "qdrant", "encoder"} <= set(SERVICES)
+    assert FEATURELENS_SERVICES["encoder"] == "encoder"
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_service_has_an_image_or_a_build_whose_files_exist(name: str) -> None:
+    spec = SERVICES[name]
+    assert "image" in spec or "build" in spec, f"{name} has neither image nor build"
+    if "build" in spec:
+        build = spec["build"] if isinstance(spec["build"], dict) else {"context": spec["build"]}
+        assert (ROOT / build.get("context", ".")).is_dir(), f"{name}: build context does not exist"
+        assert dockerfile_of(spec).is_file(), f"{name}: {dockerfile_of(spec)} does not exist"
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_service_has_a_healthcheck_and_depends_only_on_defined_services(name: str) -> None:
+    spec = SERVICES[name]
+    assert spec.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    depends_on = spec.get("depends_on", {})
+    assert set(depends_on) <= set(SERVICES), f"{name} depends on undefined services"
+    if isinstance(depends_on, dict):
+        for dependency, condition in depends_on.items():
+            if condition.get("condition") == "service_healthy":
+                assert "healthcheck" in SERVICES[dependency], f"{dependency} has no healthcheck to wait for"
+
+
+@pytest.mark.parametrize("name", sorted(FEATURELENS_SERVICES))
+def test_a_featurelens_service_publishes_the_port_it_listens_on_and_checks_health_there(name: str) -> None:
+    spec, service = SERVICES[name], FEATURELENS_SERVICES[name]
+    final = dockerfile_stages(dockerfile_of(spec))[-1]
+    env = {**env_of(final), **environment(spec)}
+    listening = int(env.get(f"FEATURELENS_{service.upper()}_PORT", settings_class(service)().port))
+    exposed = {int(port.split("/")[0]) for args in final.all("EXPOSE") for port in args.split()}
+
+    assert container_ports(spec) == {listening}
+    assert listening in exposed
+    health = " ".join(map(str, spec["healthcheck"]["test"]))
+    assert "featurelens.kit.healthcheck" in health
+    assert f"--port {listening}" in health
+
+
+@pytest.mark.parametrize("name", sorted(FEATURELENS_SERVICES))
+def test_featurelens_variables_in_compose_name_real_settings_with_valid_values(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec, service = SERVICES[name], FEATURELENS_SERVICES[name]
+    env = environment(spec)
+
+    assert unknown_settings(env, service) == []
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings_class(service)()  # raises a ValidationError naming any value that does not parse
+
+
+# -- Dockerfiles -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_a_dockerfile_has_a_healthcheck_an_exposed_port_and_runs_as_a_non_root_user(dockerfile: Path) -> None:
+    stages = dockerfile_stages(dockerfile)
+    assert stages, "no FROM"
+    final = stages[-1]
+
+    healthchecks = final.all("HEALTHCHECK")
+    assert healthchecks
+    assert not healthchecks[-1].upper().startswith("NONE")
+    assert final.all("EXPOSE")
+    users = final.all("USER")
+    assert users, "the image runs as root"
+    assert users[-1].strip() not in ROOT_USERS
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_a_dockerfile_copies_only_files_that_exist_and_are_in_the_build_context(dockerfile: Path) -> None:
+    ignored = dockerignore_patterns()
+    for stage in dockerfile_stages(dockerfile):
+        for keyword in ("COPY", "ADD"):
+            for args in stage.all(keyword):
+                tokens = words(args)
+                if any(token.startswith("--from") for token in tokens):
+                    continue
+                sources = [t for t in tokens if not t.startswith("--")][:-1]
+                for source in sources:
+                    assert list(ROOT.glob(source)), f"{keyword} {source}: nothing there"
+                    assert not is_ignored(source, ignored), f"{keyword} {source}: excluded by .dockerignore"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_featurelens_variables_in_a_dockerfile_name_real_settings(dockerfile: Path) -> None:
+    match = SERVICE_DOCKERFILE.match(dockerfile.relative_to(ROOT).as_posix())
+    if match is None:
+        pytest.skip("not a featurelens service image")
+    for stage in dockerfile_stages(dockerfile):
+        assert unknown_settings(env_of(stage), match["name"]) == []
