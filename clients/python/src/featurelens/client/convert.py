@@ -306,6 +306,7 @@ def index_setup(
     batch_size: int | None,
     limit: int | None,
     sparse_only: bool,
+    embeddings_path: str | None = None,
 ) -> search_pb2.IndexDocumentsRequest:
     setup = search_pb2.IndexSetup(
         corpus=corpus,
@@ -315,6 +316,7 @@ def index_setup(
         batch_size=batch_size or 0,
         limit=limit or 0,
         sparse_only=sparse_only,
+        embeddings_path=embeddings_path or "",
     )
     return search_pb2.IndexDocumentsRequest(setup=setup)
 

@@ -51,11 +51,15 @@ class SearchClient:
         batch_size: int | None = None,
         limit: int | None = None,
         sparse_only: bool = False,
+        embeddings_path: str | None = None,
         documents_per_message: int = DOCUMENTS_PER_MESSAGE,
         timeout_s: float | None = None,
     ) -> Iterator[IndexProgress]:
         """Index streamed ``documents`` (``Document`` or ``featurelens.corpus.Record``), or a corpus
-        file the server can read (``corpus_path``); yields progress as the server reports it."""
+        file the server can read (``corpus_path``); yields progress as the server reports it.
+
+        ``embeddings_path`` names an embedding store on the server whose vectors are used for the
+        documents it holds, so they are not embedded again."""
         _check_index_source(documents, corpus_path)
         setup = convert.index_setup(
             corpus,
@@ -65,6 +69,7 @@ class SearchClient:
             batch_size=batch_size,
             limit=limit,
             sparse_only=sparse_only,
+            embeddings_path=embeddings_path,
         )
         requests = convert.index_requests(setup, documents or (), documents_per_message)
         for response in self._transport.bidi_stream(self._stub.IndexDocuments, requests, timeout_s):
@@ -192,6 +197,7 @@ class AsyncSearchClient:
         batch_size: int | None = None,
         limit: int | None = None,
         sparse_only: bool = False,
+        embeddings_path: str | None = None,
         documents_per_message: int = DOCUMENTS_PER_MESSAGE,
         timeout_s: float | None = None,
     ) -> AsyncIterator[IndexProgress]:
@@ -205,6 +211,7 @@ class AsyncSearchClient:
             batch_size=batch_size,
             limit=limit,
             sparse_only=sparse_only,
+            embeddings_path=embeddings_path,
         )
         if isinstance(documents, AsyncIterable):
             requests: (

@@ -1,0 +1,116 @@
+"""Protobuf messages of the search API from store results and back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from featurelens.client.arrays import ArrayFormatError, from_sparse_vector, to_dense_vector
+from featurelens.corpus import Record
+from featurelens.kit import InvalidArgumentError
+from featurelens.services.search.corpora import Corpus
+from featurelens.services.search.explain import Contribution
+from featurelens.store import ScoredPoint, SparseVec
+from featurelens.store import schema as fields
+from featurelens.v1 import common_pb2, search_pb2
+
+#: Payload fields a hit carries; the text only when asked for.
+HIT_FIELDS: tuple[str, ...] = (fields.TITLE, fields.CATEGORIES, fields.DATE)
+
+
+def hit_fields(with_text: bool) -> list[str]:
+    """The payload fields to fetch for hits."""
+    return [*HIT_FIELDS, fields.TEXT] if with_text else list(HIT_FIELDS)
+
+
+def sparse_vec(message: common_pb2.SparseVector) -> SparseVec:
+    """A SparseVector message as a SparseVec (checked: equal lengths, unique, finite)."""
+    try:
+        indices, values = from_sparse_vector(message)
+    except ArrayFormatError as error:
+        raise InvalidArgumentError(str(error)) from None
+    return SparseVec(indices, values)
+
+
+def sparse_vector(vector: SparseVec) -> common_pb2.SparseVector:
+    """A SparseVec as a SparseVector message."""
+    return common_pb2.SparseVector(indices=vector.indices.tolist(), values=vector.values.tolist())
+
+
+def dense_vector(vector: npt.NDArray[np.floating[Any]]) -> common_pb2.DenseVector:
+    return to_dense_vector(vector)
+
+
+def record_payload(record: Record) -> dict[str, Any]:
+    """The payload stored for a document (the store adds doc_id and the firing features)."""
+    return {
+        fields.TITLE: record.title,
+        fields.TEXT: record.text,
+        fields.CATEGORIES: list(record.categories),
+        fields.DATE: record.date,
+    }
+
+
+def record(document: common_pb2.Document) -> Record:
+    """A streamed Document as a corpus Record (not yet validated)."""
+    return Record(
+        id=document.id,
+        title=document.title,
+        text=document.text,
+        categories=tuple(document.categories),
+        date=document.date,
+    )
+
+
+def document(doc_id: str, payload: Mapping[str, Any]) -> common_pb2.Document:
+    """A Document message from a stored payload (text only if the payload holds it)."""
+    return common_pb2.Document(
+        id=doc_id,
+        title=str(payload.get(fields.TITLE, "")),
+        text=str(payload.get(fields.TEXT, "")),
+        categories=[str(c) for c in payload.get(fields.CATEGORIES, ()) or ()],
+        date=str(payload.get(fields.DATE, "") or ""),
+    )
+
+
+def contributions(
+    items: Iterable[Contribution], labels: Mapping[int, str]
+) -> list[search_pb2.FeatureContribution]:
+    return [
+        search_pb2.FeatureContribution(
+            feature=item.feature,
+            query_activation=item.query_activation,
+            document_activation=item.document_activation,
+            contribution=item.contribution,
+            label=labels.get(item.feature, ""),
+        )
+        for item in items
+    ]
+
+
+def hit(
+    point: ScoredPoint,
+    rank: int,
+    rank_before: int = 0,
+    explanation: Sequence[search_pb2.FeatureContribution] = (),
+) -> search_pb2.Hit:
+    return search_pb2.Hit(
+        document=document(point.doc_id, point.payload),
+        score=point.score,
+        rank=rank,
+        rank_before=rank_before,
+        explanation=explanation,
+    )
+
+
+def corpus_info(corpus: Corpus) -> search_pb2.CorpusInfo:
+    return search_pb2.CorpusInfo(
+        corpus=corpus.name,
+        documents=corpus.documents,
+        dim=corpus.dim,
+        embedding_model=corpus.embedding_model,
+        sae_ids=list(corpus.sae_ids),
+    )

@@ -1,0 +1,104 @@
+"""A feature's documents, for the labelling and family services: top-activating ones, seeded
+samples of firing or non-firing ones, and every document's latents."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from featurelens.services.search import convert
+from featurelens.services.search.corpora import Corpora, Corpus
+from featurelens.services.search.dependencies import Dependencies
+from featurelens.services.search.saes import resolve_sae
+from featurelens.store import DocFilter, FeatureRef, QueryRequest, SearchMode, SparseVec, StoredPoint
+from featurelens.v1 import search_pb2
+
+
+class FeatureDocuments:
+    """Reads a feature's documents out of the corpora."""
+
+    def __init__(self, corpora: Corpora, dependencies: Dependencies) -> None:
+        self.corpora = corpora
+        self.dependencies = dependencies
+
+    async def _feature(self, corpus_name: str, sae_id: str, feature: int) -> tuple[Corpus, str]:
+        corpus = await self.corpora.get(corpus_name)
+        sae_id = await resolve_sae(corpus, sae_id, self.dependencies)
+        corpus.check_feature(sae_id, feature)
+        return corpus, sae_id
+
+    async def top(
+        self, corpus_name: str, sae_id: str, feature: int, n: int, with_text: bool
+    ) -> list[search_pb2.ActivatedDocument]:
+        """The ``n`` documents on which the feature fires most strongly, strongest first."""
+        corpus, sae_id = await self._feature(corpus_name, sae_id, feature)
+        # A sparse query on the one latent with value 1 scores each document by its activation.
+        request = QueryRequest(
+            mode=SearchMode.SPARSE,
+            sparse=SparseVec([feature], [1.0]),
+            sae_id=sae_id,
+            top_k=n,
+            with_payload=convert.hit_fields(with_text),
+        )
+        hits = await self.corpora.run(self.corpora.store.query, corpus.name, request)
+        return [
+            search_pb2.ActivatedDocument(document=convert.document(h.doc_id, h.payload), activation=h.score)
+            for h in hits
+            if h.score > 0
+        ]
+
+    async def sample(
+        self, corpus_name: str, sae_id: str, feature: int, n: int, firing: bool, seed: int, with_text: bool
+    ) -> list[search_pb2.ActivatedDocument]:
+        """A seeded sample of documents on which the feature fires (or does not)."""
+        corpus, sae_id = await self._feature(corpus_name, sae_id, feature)
+        ref = (FeatureRef(sae_id, feature),)
+        doc_filter = DocFilter(must_fire=ref) if firing else DocFilter(must_not_fire=ref)
+        points = await self.corpora.run(
+            self.corpora.store.sample,
+            corpus.name,
+            n,
+            seed,
+            filter=doc_filter,
+            with_payload=convert.hit_fields(with_text),
+            with_sparse=[sae_id],
+        )
+        return [
+            search_pb2.ActivatedDocument(
+                document=convert.document(p.doc_id, p.payload), activation=_activation(p, sae_id, feature)
+            )
+            for p in points
+        ]
+
+    async def export(
+        self, corpus_name: str, sae_id: str, batch_size: int
+    ) -> AsyncIterator[search_pb2.ExportActivationsResponse]:
+        """Every document's latents of the SAE, ``batch_size`` documents per message."""
+        corpus = await self.corpora.get(corpus_name)
+        sae_id = await resolve_sae(corpus, sae_id, self.dependencies)
+        offset: str | None = None
+        while True:
+            page = await self.corpora.run(
+                self.corpora.store.scroll,
+                corpus.name,
+                limit=batch_size,
+                offset=offset,
+                with_payload=False,
+                with_sparse=[sae_id],
+            )
+            if page.points:
+                empty = SparseVec([], [])
+                yield search_pb2.ExportActivationsResponse(
+                    doc_ids=[p.doc_id for p in page.points],
+                    latents=[convert.sparse_vector(p.sparse.get(sae_id, empty)) for p in page.points],
+                )
+            if page.next_offset is None:
+                return
+            offset = page.next_offset
+
+
+def _activation(point: StoredPoint, sae_id: str, feature: int) -> float:
+    latents = point.sparse.get(sae_id)
+    if latents is None:
+        return 0.0
+    where = (latents.indices == feature).nonzero()[0]
+    return float(latents.values[where[0]]) if where.size else 0.0

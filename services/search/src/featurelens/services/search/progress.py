@@ -1,0 +1,61 @@
+"""Progress of an indexing job, as IndexDocumentsResponse messages."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from featurelens.v1 import common_pb2, search_pb2
+
+
+class IndexProgress:
+    """Counts of one job (documents indexed, skipped because unchanged, failed) and its rate."""
+
+    def __init__(self, total: int = 0) -> None:
+        self.total = total
+        self.indexed = 0
+        self.unchanged = 0
+        self.failed = 0
+        self._started = time.perf_counter()
+
+    @property
+    def done(self) -> int:
+        """Documents dealt with so far, whatever the outcome."""
+        return self.indexed + self.failed
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self._started
+
+    def message(self, stage: str, line: str = "") -> search_pb2.IndexDocumentsResponse:
+        """The job's state now, with a human-readable line."""
+        elapsed = self.elapsed_s
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        eta = -1.0
+        if self.total and rate > 0:
+            eta = max(self.total - self.done, 0) / rate
+        if not line:
+            of_total = f" of {self.total:,}" if self.total else ""
+            line = f"{self.done:,}{of_total} documents, {rate:,.0f}/s"
+            if self.unchanged:
+                line += f", {self.unchanged:,} unchanged"
+            if self.failed:
+                line += f", {self.failed:,} failed"
+        return search_pb2.IndexDocumentsResponse(
+            progress=common_pb2.Progress(
+                stage=stage, done=self.done, total=self.total, rate_per_s=rate, eta_s=eta, message=line
+            ),
+            indexed=self.indexed,
+            failed=self.failed,
+        )
+
+    def failure(
+        self, doc_ids: Sequence[str], reason: str, count: int | None = None
+    ) -> search_pb2.IndexDocumentsResponse:
+        """Counts ``count`` (default: one per id) documents as failed and reports them with the reason."""
+        failed = len(doc_ids) if count is None else count
+        self.failed += failed
+        response = self.message("index", f"{failed:,} documents failed: {reason}")
+        response.failed_ids.extend(doc_ids)
+        response.failure_reason = reason
+        return response

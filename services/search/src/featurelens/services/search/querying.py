@@ -1,0 +1,202 @@
+"""Search: embed the query, steer it through the SAE, query the store, explain the hits.
+
+Dense mode searches the embedding; sparse mode the query's SAE latents; hybrid fuses both legs.
+A steered query searches the steered vector (dense leg) and its re-encoded latents (sparse
+leg). An intervention list that changes nothing (none, or only additive weights of 0) is not
+sent to the sae service at all, so its ranking is the unsteered ranking exactly. Family targets
+are expanded to their member features first (by a ``FamilyExpander``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from featurelens.kit import FailedPreconditionError, InvalidArgumentError
+from featurelens.services.search import convert
+from featurelens.services.search.corpora import Corpora, Corpus
+from featurelens.services.search.dependencies import Dependencies
+from featurelens.services.search.explain import LabelLookup, explain
+from featurelens.services.search.families import FamilyExpander
+from featurelens.services.search.saes import resolve_sae
+from featurelens.services.search.validation import SearchQuery
+from featurelens.store import DocFilter, FeatureRef, QueryRequest, ScoredPoint, SearchMode, SparseVec
+from featurelens.v1 import common_pb2, search_pb2
+
+
+@dataclass(frozen=True, eq=False)
+class QueryVectors:
+    """What one run of the query searches with."""
+
+    dense: npt.NDArray[np.float32]
+    sparse: SparseVec | None
+
+
+class Searcher:
+    """Runs checked SearchQuery objects against the corpora."""
+
+    def __init__(
+        self, corpora: Corpora, dependencies: Dependencies, labels: LabelLookup, families: FamilyExpander
+    ) -> None:
+        self.corpora = corpora
+        self.dependencies = dependencies
+        self.labels = labels
+        self.families = families
+
+    async def search(self, query: SearchQuery) -> search_pb2.SearchResponse:
+        corpus = await self.corpora.get(query.corpus)
+        sae_id = await resolve_sae(corpus, query.sae_id, self.dependencies) if query.needs_sae else ""
+        interventions = await self._expand(query.interventions, sae_id)
+        self._check_features(query, corpus, sae_id, interventions)
+        vector = await self._query_vector(query, corpus)
+        needs_latents = query.mode is not SearchMode.DENSE or query.explain
+        response = search_pb2.SearchResponse(sae_id=sae_id)
+        steering = changes_query(interventions)
+        if steering:
+            steered = await self.dependencies.steer(sae_id, vector, interventions)
+            before = QueryVectors(vector, steered.latents_before)
+            after = QueryVectors(_unit(steered.vector), steered.latents_after)
+            response.steer_cosine = steered.cosine
+        else:
+            latents = None
+            if needs_latents:
+                _, rows = await self.dependencies.encode(sae_id, vector[np.newaxis, :])
+                latents = rows[0]
+            before = after = QueryVectors(vector, latents)
+            if query.interventions:
+                response.steer_cosine = 1.0
+        doc_filter = _doc_filter(query, sae_id)
+        if steering and query.with_rank_changes:
+            hits, unsteered = await asyncio.gather(
+                self._run(query, corpus, sae_id, after, doc_filter, query.top_k, query.offset),
+                self._run(query, corpus, sae_id, before, doc_filter, query.top_k + query.offset, 0),
+            )
+        else:
+            hits = await self._run(query, corpus, sae_id, after, doc_filter, query.top_k, query.offset)
+            unsteered = None
+        explanations = await self._explain(query, sae_id, after.sparse, hits)
+        ranks_before = {p.doc_id: rank for rank, p in enumerate(unsteered or (), start=1)}
+        for position, (point, explanation) in enumerate(zip(hits, explanations, strict=True)):
+            rank = query.offset + position + 1
+            rank_before = 0
+            if query.with_rank_changes:
+                rank_before = ranks_before.get(point.doc_id, 0) if unsteered is not None else rank
+            response.hits.append(convert.hit(point, rank, rank_before, explanation))
+        if unsteered is not None:
+            kept = {point.doc_id for point in hits}
+            for rank, point in enumerate(unsteered[query.offset :], start=query.offset + 1):
+                if point.doc_id not in kept:
+                    response.dropped.append(convert.hit(point, 0, rank))
+        return response
+
+    async def _expand(
+        self, items: Sequence[common_pb2.Intervention], sae_id: str
+    ) -> list[common_pb2.Intervention]:
+        """The interventions with each family target replaced by its member features."""
+        expanded = []
+        for item in items:
+            if item.WhichOneof("target") != "family_id":
+                expanded.append(item)
+                continue
+            for feature in await self.families.features(sae_id, item.family_id):
+                expanded.append(common_pb2.Intervention(feature=feature, weight=item.weight, mode=item.mode))
+        return expanded
+
+    @staticmethod
+    def _check_features(
+        query: SearchQuery, corpus: Corpus, sae_id: str, interventions: Sequence[common_pb2.Intervention]
+    ) -> None:
+        for feature in query.must_fire:
+            corpus.check_feature(sae_id, feature, "filter feature")
+        for feature in query.must_not_fire:
+            corpus.check_feature(sae_id, feature, "filter feature")
+        for position, item in enumerate(interventions):
+            corpus.check_feature(sae_id, item.feature, f"intervention {position}: feature")
+
+    async def _query_vector(self, query: SearchQuery, corpus: Corpus) -> npt.NDArray[np.float32]:
+        if query.text is not None:
+            embedded = await self.dependencies.embed([query.text], corpus.embedding_model)
+            vector = embedded.vectors[0]
+            if vector.shape[0] != corpus.dim:
+                raise FailedPreconditionError(
+                    f"the encoder's model {embedded.model_id!r} makes {vector.shape[0]}-dim embeddings, but "
+                    f"corpus {corpus.name!r} holds {corpus.dim}-dim ones"
+                )
+            return np.array(vector, dtype=np.float32)
+        assert query.vector is not None
+        if query.vector.shape[0] != corpus.dim:
+            raise InvalidArgumentError(
+                f"the query vector has {query.vector.shape[0]} dims, but corpus {corpus.name!r} holds "
+                f"{corpus.dim}-dim embeddings"
+            )
+        return query.vector
+
+    async def _run(
+        self,
+        query: SearchQuery,
+        corpus: Corpus,
+        sae_id: str,
+        vectors: QueryVectors,
+        doc_filter: DocFilter | None,
+        top_k: int,
+        offset: int,
+    ) -> list[ScoredPoint]:
+        mode = query.mode
+        if mode is not SearchMode.DENSE and (vectors.sparse is None or not np.any(vectors.sparse.values)):
+            # No latent fires on the query: the sparse leg matches nothing.
+            if mode is SearchMode.SPARSE:
+                return []
+            mode = SearchMode.DENSE
+        request = QueryRequest(
+            mode=mode,
+            dense=vectors.dense,
+            sparse=vectors.sparse if mode is not SearchMode.DENSE else None,
+            sae_id=sae_id or None,
+            top_k=top_k,
+            offset=offset,
+            filter=doc_filter,
+            fusion=query.fusion,
+            dense_weight=query.dense_weight,
+            sparse_weight=query.sparse_weight,
+            with_payload=convert.hit_fields(query.with_text),
+            with_sparse=[sae_id] if query.explain else False,
+        )
+        return await self.corpora.run(self.corpora.store.query, corpus.name, request)
+
+    async def _explain(
+        self, query: SearchQuery, sae_id: str, latents: SparseVec | None, hits: Sequence[ScoredPoint]
+    ) -> list[list[search_pb2.FeatureContribution]]:
+        if not query.explain or latents is None:
+            return [[] for _ in hits]
+        empty = SparseVec([], [])
+        shared = [explain(latents, point.sparse.get(sae_id, empty)) for point in hits]
+        features = sorted({item.feature for items in shared for item in items})
+        labels = await self.labels.labels(sae_id, features) if features else {}
+        return [convert.contributions(items, labels) for items in shared]
+
+
+def changes_query(interventions: Sequence[common_pb2.Intervention]) -> bool:
+    """Whether interventions change a query: additive with weight 0 does not; any clamp does."""
+    return any(item.mode == common_pb2.STEER_MODE_CLAMP or item.weight != 0.0 for item in interventions)
+
+
+def _unit(vector: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    norm = float(np.linalg.norm(vector))
+    if not np.isfinite(norm) or norm == 0.0:
+        raise FailedPreconditionError("steering cancelled the query vector out; use smaller weights")
+    return (vector / norm).astype(np.float32)
+
+
+def _doc_filter(query: SearchQuery, sae_id: str) -> DocFilter | None:
+    flt = DocFilter(
+        categories=query.categories,
+        date_from=query.date_from,
+        date_to=query.date_to,
+        must_fire=tuple(FeatureRef(sae_id, f) for f in query.must_fire),
+        must_not_fire=tuple(FeatureRef(sae_id, f) for f in query.must_not_fire),
+    )
+    return None if flt.is_empty() else flt

@@ -1,0 +1,247 @@
+"""Checks of incoming requests that need no corpus: each failure is a sentence saying what to fix.
+
+Checks that depend on a corpus (the vector's dimension, feature ids below the SAE's size,
+whether the SAE is indexed) happen in ``querying`` once the corpus is known.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from featurelens.client.arrays import ArrayFormatError, from_dense_vector
+from featurelens.corpus import Record
+from featurelens.kit import InvalidArgumentError
+from featurelens.store import FusionMethod, InvalidQueryError, SearchMode
+from featurelens.store import schema as store_schema
+from featurelens.v1 import common_pb2, search_pb2
+
+DEFAULT_TOP_K = 10
+MAX_DOC_ID_CHARS = 512
+
+_MODES = {
+    search_pb2.SEARCH_MODE_UNSPECIFIED: SearchMode.DENSE,
+    search_pb2.SEARCH_MODE_DENSE: SearchMode.DENSE,
+    search_pb2.SEARCH_MODE_SPARSE: SearchMode.SPARSE,
+    search_pb2.SEARCH_MODE_HYBRID: SearchMode.HYBRID,
+}
+_FUSIONS = {
+    search_pb2.FUSION_UNSPECIFIED: FusionMethod.RRF,
+    search_pb2.FUSION_RRF: FusionMethod.RRF,
+    search_pb2.FUSION_DBSF: FusionMethod.DBSF,
+}
+_STEER_MODES = (
+    common_pb2.STEER_MODE_UNSPECIFIED,
+    common_pb2.STEER_MODE_ADDITIVE,
+    common_pb2.STEER_MODE_CLAMP,
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on requests, from the settings."""
+
+    max_top_k: int = 1000
+    max_offset: int = 10_000
+    max_interventions: int = 32
+    max_steer_weight: float = 10.0
+
+
+@dataclass(frozen=True, eq=False)
+class SearchQuery:
+    """A checked SearchRequest (corpus-independent checks done)."""
+
+    corpus: str
+    text: str | None
+    vector: npt.NDArray[np.float32] | None
+    mode: SearchMode
+    sae_id: str
+    fusion: FusionMethod
+    dense_weight: float
+    sparse_weight: float
+    categories: tuple[str, ...]
+    date_from: str | None
+    date_to: str | None
+    must_fire: tuple[int, ...]
+    must_not_fire: tuple[int, ...]
+    top_k: int
+    offset: int
+    explain: bool
+    interventions: tuple[common_pb2.Intervention, ...]
+    with_rank_changes: bool
+    with_text: bool
+
+    @property
+    def needs_sae(self) -> bool:
+        """Whether the request uses an SAE (a named one is always checked against the corpus)."""
+        return (
+            bool(self.sae_id)
+            or self.mode is not SearchMode.DENSE
+            or self.explain
+            or bool(self.must_fire or self.must_not_fire)
+            or bool(self.interventions)
+        )
+
+
+def corpus_name(name: str) -> str:
+    """A valid corpus name, or InvalidArgumentError."""
+    if not name:
+        raise InvalidArgumentError("corpus is empty; name the corpus (ListCorpora lists them)")
+    try:
+        return store_schema.check_collection_name(name)
+    except InvalidQueryError:
+        raise InvalidArgumentError(
+            f"corpus name {name[:140]!r} is invalid: use 1 to 128 letters, digits, '-' or '_', "
+            "starting with a letter or digit"
+        ) from None
+
+
+def count(value: int, what: str, maximum: int) -> int:
+    """A result count: 0 means the default (10), else 1 to ``maximum``."""
+    if value == 0:
+        return min(DEFAULT_TOP_K, maximum)
+    if value > maximum:
+        raise InvalidArgumentError(f"{what} is {value}; the limit is {maximum}")
+    return value
+
+
+def date(value: str, what: str) -> str | None:
+    """A YYYY-MM-DD day, None when empty."""
+    if not value:
+        return None
+    try:
+        store_schema.date_int(value)
+    except InvalidQueryError:
+        raise InvalidArgumentError(
+            f"{what} {value[:40]!r} is not a calendar day written YYYY-MM-DD"
+        ) from None
+    return value
+
+
+def _query_vector(message: common_pb2.DenseVector) -> npt.NDArray[np.float32]:
+    try:
+        vector = from_dense_vector(message)
+    except ArrayFormatError as error:
+        raise InvalidArgumentError(f"the query vector is malformed: {error}") from None
+    if not np.any(vector):
+        raise InvalidArgumentError("the query vector is all zeros, so it has no direction to search in")
+    return np.array(vector, dtype=np.float32)
+
+
+def _weight(value: float, what: str) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise InvalidArgumentError(f"{what} must be a finite, non-negative number, got {value}")
+    return value or 1.0
+
+
+def interventions(
+    items: list[common_pb2.Intervention], limits: Limits
+) -> tuple[common_pb2.Intervention, ...]:
+    """Checked interventions (family targets are expanded to features later, in ``querying``)."""
+    if len(items) > limits.max_interventions:
+        raise InvalidArgumentError(f"{len(items)} interventions; the limit is {limits.max_interventions}")
+    for position, item in enumerate(items):
+        target = item.WhichOneof("target")
+        if target is None or (target == "family_id" and not item.family_id):
+            raise InvalidArgumentError(f"intervention {position} names no feature or family; set one")
+        if item.mode not in _STEER_MODES:
+            raise InvalidArgumentError(
+                f"intervention {position} has mode {item.mode}, which is not a steer mode; use "
+                "STEER_MODE_ADDITIVE or STEER_MODE_CLAMP"
+            )
+        if not math.isfinite(item.weight):
+            raise InvalidArgumentError(f"intervention {position} has a weight that is not a finite number")
+        if abs(item.weight) > limits.max_steer_weight:
+            raise InvalidArgumentError(
+                f"intervention {position} has weight {item.weight:g}; weights range from "
+                f"-{limits.max_steer_weight:g} to {limits.max_steer_weight:g}"
+            )
+        if item.mode == common_pb2.STEER_MODE_CLAMP and item.weight < 0:
+            raise InvalidArgumentError(
+                f"intervention {position} clamps to {item.weight:g}; activations are never negative"
+            )
+    return tuple(items)
+
+
+def search_query(request: search_pb2.SearchRequest, limits: Limits) -> SearchQuery:
+    """A checked query, or InvalidArgumentError naming what is wrong."""
+    corpus = corpus_name(request.corpus)
+    kind = request.WhichOneof("query")
+    text = vector = None
+    if kind is None:
+        raise InvalidArgumentError("the query is empty: set text or vector")
+    if kind == "text":
+        if not request.text.strip():
+            raise InvalidArgumentError("the query text is empty (or only whitespace)")
+        text = request.text
+    else:
+        vector = _query_vector(request.vector)
+    mode = _MODES.get(request.mode)
+    if mode is None:
+        raise InvalidArgumentError(
+            f"mode {request.mode} is not a search mode; use SEARCH_MODE_DENSE, SEARCH_MODE_SPARSE or "
+            "SEARCH_MODE_HYBRID"
+        )
+    fusion = _FUSIONS.get(request.fusion)
+    if fusion is None:
+        raise InvalidArgumentError(
+            f"fusion {request.fusion} is not a fusion method; use FUSION_RRF or FUSION_DBSF"
+        )
+    top_k = count(request.top_k, "top_k", limits.max_top_k)
+    if request.offset > limits.max_offset:
+        raise InvalidArgumentError(f"offset is {request.offset}; pages go no deeper than {limits.max_offset}")
+    flt = request.filter
+    date_from = date(flt.date_from, "filter.date_from")
+    date_to = date(flt.date_to, "filter.date_to")
+    if date_from and date_to and date_from > date_to:
+        raise InvalidArgumentError(f"filter.date_from {date_from} is after filter.date_to {date_to}")
+    if any(not category for category in flt.categories):
+        raise InvalidArgumentError("filter.categories holds an empty category")
+    both = sorted(set(flt.features_must_fire) & set(flt.features_must_not_fire))
+    if both:
+        raise InvalidArgumentError(
+            f"feature {both[0]} is in both features_must_fire and features_must_not_fire, so nothing matches"
+        )
+    return SearchQuery(
+        corpus=corpus,
+        text=text,
+        vector=vector,
+        mode=mode,
+        sae_id=request.sae_id,
+        fusion=fusion,
+        dense_weight=_weight(request.dense_weight, "dense_weight"),
+        sparse_weight=_weight(request.sparse_weight, "sparse_weight"),
+        categories=tuple(dict.fromkeys(flt.categories)),
+        date_from=date_from,
+        date_to=date_to,
+        must_fire=tuple(dict.fromkeys(flt.features_must_fire)),
+        must_not_fire=tuple(dict.fromkeys(flt.features_must_not_fire)),
+        top_k=top_k,
+        offset=request.offset,
+        explain=request.explain,
+        interventions=interventions(list(request.interventions), limits),
+        with_rank_changes=request.with_rank_changes,
+        with_text=request.with_text,
+    )
+
+
+def document_problem(record: Record) -> str | None:
+    """Why a document cannot be indexed, or None when it can."""
+    if not record.id or record.id != record.id.strip():
+        return "its id is empty or has surrounding whitespace"
+    if len(record.id) > MAX_DOC_ID_CHARS:
+        return f"its id is longer than {MAX_DOC_ID_CHARS} characters"
+    if not record.text.strip():
+        return "its text is empty"
+    if any(not category for category in record.categories):
+        return "it has an empty category"
+    if record.date:
+        try:
+            store_schema.date_int(record.date)
+        except InvalidQueryError:
+            # No value in the reason: documents with the same problem are reported together.
+            return "its date is not a calendar day written YYYY-MM-DD"
+    return None

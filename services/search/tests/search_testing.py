@@ -1,0 +1,171 @@
+"""Helpers of the search tests: the real encoder (wordllama), sae and search servicers on loopback.
+
+Everything is real: the wordllama model behind the encoder servicer, an SAE trained by the
+library on wordllama embeddings of real astro-ph abstracts behind the sae servicer, and
+qdrant-edge in a temporary folder behind the search servicer. The backend wrapper below only
+counts the calls that reach the model (to prove when the encoder was not asked).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from grpc import aio
+
+from featurelens.corpus import Record, read_corpus
+from featurelens.embedding.backends import EmbeddingBackend, EmbedResult
+from featurelens.kit import GrpcServer
+from featurelens.services.encoder.cache import MemoryEmbeddingCache
+from featurelens.services.encoder.servicer import EncoderServicer
+from featurelens.services.sae.registry import SaeRegistry
+from featurelens.services.sae.servicer import SaeServicer
+from featurelens.services.search.__main__ import build_servicer
+from featurelens.services.search.families import FamilyExpander
+from featurelens.services.search.servicer import SearchServicer
+from featurelens.services.search.settings import SearchSettings
+from featurelens.store import DocumentStore
+from featurelens.v1 import common_pb2, search_pb2, search_pb2_grpc
+
+DATA_DIR = Path(
+    os.environ.get("FEATURELENS_DATA_DIR", Path(__file__).resolve().parents[4] / "shared" / "data")
+)
+ASTRO = DATA_DIR / "arxiv_astro.jsonl.gz"
+CORPUS = "astro"
+#: Every 7th paper of the astro file: ~1,500 papers spread over the whole year and every category.
+STRIDE = 7
+DOCS = 1500
+
+
+class CountingBackend:
+    """Counts the calls and texts that reach the wrapped model."""
+
+    def __init__(self, inner: EmbeddingBackend) -> None:
+        self.inner = inner
+        self.model_id = inner.model_id
+        self.backend = inner.backend
+        self.dim = inner.dim
+        self.max_input_tokens = inner.max_input_tokens
+        self.calls = 0
+        self.texts = 0
+        self._lock = threading.Lock()
+
+    def embed(self, texts: Sequence[str]) -> EmbedResult:
+        with self._lock:
+            self.calls += 1
+            self.texts += len(texts)
+        return self.inner.embed(texts)
+
+
+def astro_records(limit: int = DOCS) -> list[Record]:
+    """Real astro-ph papers (skips the test without the data)."""
+    if not ASTRO.is_file():
+        pytest.skip(f"real corpus not found at {ASTRO} (set FEATURELENS_DATA_DIR)")
+    return list(itertools.islice(read_corpus(ASTRO), 0, STRIDE * limit, STRIDE))
+
+
+def document(record: Record) -> common_pb2.Document:
+    return common_pb2.Document(
+        id=record.id,
+        title=record.title,
+        text=record.text,
+        categories=list(record.categories),
+        date=record.date,
+    )
+
+
+def setup_message(corpus: str = CORPUS, **fields: Any) -> search_pb2.IndexDocumentsRequest:
+    return search_pb2.IndexDocumentsRequest(setup=search_pb2.IndexSetup(corpus=corpus, **fields))
+
+
+def batch_message(documents: Iterable[common_pb2.Document]) -> search_pb2.IndexDocumentsRequest:
+    return search_pb2.IndexDocumentsRequest(documents=search_pb2.DocumentBatch(documents=list(documents)))
+
+
+def index_requests(
+    records: Sequence[Record], batch: int = 256, corpus: str = CORPUS, **setup: Any
+) -> list[search_pb2.IndexDocumentsRequest]:
+    """A setup message and the records in batches."""
+    messages = [setup_message(corpus, batch_size=batch, **setup)]
+    for start in range(0, len(records), batch):
+        messages.append(batch_message(document(r) for r in records[start : start + batch]))
+    return messages
+
+
+@dataclass
+class Stack:
+    """The three servicers in one server on 127.0.0.1, with a search stub."""
+
+    server: GrpcServer
+    search: SearchServicer
+    sae: SaeServicer
+    backend: CountingBackend
+    channel: aio.Channel
+    stub: search_pb2_grpc.SearchServiceAsyncStub
+
+    async def index(
+        self, requests: Sequence[search_pb2.IndexDocumentsRequest]
+    ) -> list[search_pb2.IndexDocumentsResponse]:
+        """Run one IndexDocuments stream to its end; all its responses."""
+        return [response async for response in self.stub.IndexDocuments(iter(requests))]
+
+
+@asynccontextmanager
+async def serve_stack(
+    backend: CountingBackend,
+    models_dir: Path,
+    edge_path: Path,
+    *,
+    corpus_roots: Sequence[Path] = (),
+    encoder_address: str | None = None,
+    sae_address: str | None = None,
+    open_store: Callable[[], DocumentStore] | None = None,
+    families: FamilyExpander | None = None,
+    **settings: Any,
+) -> AsyncIterator[Stack]:
+    """encoder + sae + search in one GrpcServer on 127.0.0.1:0, as the embedded mode hosts them.
+
+    ``encoder_address`` / ``sae_address`` (default: this server) point the search service elsewhere;
+    ``open_store`` replaces the edge store of the settings; ``families`` expands family targets.
+    """
+    encoder = EncoderServicer({"wordllama": lambda: backend}, MemoryEmbeddingCache(64 * 1024 * 1024))
+    sae = SaeServicer(SaeRegistry(models_dir))
+    options: dict[str, Any] = {"encoder_timeout_s": 20.0, "sae_timeout_s": 20.0} | settings
+    search_settings = SearchSettings(
+        storage="edge", edge_path=edge_path, corpus_roots=list(corpus_roots), **options
+    )
+    search = build_servicer(search_settings)
+    if open_store is not None:
+        search = SearchServicer(open_store, search.dependencies, search_settings)
+    if families is not None:
+        search.families = families
+    server = GrpcServer([encoder, sae, search], host="127.0.0.1", port=0, grace_period_s=2.0)
+    await server.start()
+    # The embedded mode picks its port before it builds the servicers; here port 0 is bound first
+    # and the search service's dependencies (whose channels open on first use) pointed at it.
+    search.dependencies.encoder.address = encoder_address or server.address
+    search.dependencies.sae.address = sae_address or server.address
+    try:
+        await server.wait_ready(timeout=60)
+        async with aio.insecure_channel(server.address) as channel:
+            yield Stack(server, search, sae, backend, channel, search_pb2_grpc.SearchServiceStub(channel))
+    finally:
+        await server.stop(0)
+
+
+async def failure_of(call: Awaitable[object]) -> aio.AioRpcError:
+    """The status error a call ends with (fails the test when the call succeeds)."""
+    with pytest.raises(aio.AioRpcError) as caught:
+        await call
+    return caught.value
+
+
+def hit_ids(response: search_pb2.SearchResponse) -> list[str]:
+    return [hit.document.id for hit in response.hits]
