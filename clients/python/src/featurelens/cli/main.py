@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from featurelens.cli.embed import embed
+from featurelens.cli.sae import sae_app
 from featurelens.cli.status import health, models
 from featurelens.cli.up import up
 
@@ -19,6 +20,7 @@ app.command()(up)
 app.command()(embed)
 app.command()(health)
 app.command()(models)
+app.add_typer(sae_app, name="sae")
 
 
 if __name__ == "__main__":

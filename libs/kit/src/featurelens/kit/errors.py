@@ -30,6 +30,10 @@ class FailedPreconditionError(ServiceError):
     """The system is not in a state that allows the call (e.g. no SAE trained yet)."""
 
 
+class PermissionDeniedError(ServiceError):
+    """The request asks for something no client may have (e.g. a server path outside the allowed roots)."""
+
+
 class UnavailableError(ServiceError):
     """A dependency (encoder, sae, Qdrant, an LLM endpoint) cannot be reached."""
 
@@ -47,6 +51,7 @@ _STATUS_BY_ERROR: dict[type[BaseException], grpc.StatusCode] = {
     NotFoundError: grpc.StatusCode.NOT_FOUND,
     AlreadyExistsError: grpc.StatusCode.ALREADY_EXISTS,
     FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
+    PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
     UnavailableError: grpc.StatusCode.UNAVAILABLE,
     ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,

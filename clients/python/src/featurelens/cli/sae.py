@@ -1,0 +1,560 @@
+"""``featurelens sae``: train, evaluate and sweep top-k SAEs in this process, on local embeddings.
+
+EMBEDDINGS is an embedding store directory (written by ``featurelens embed``) or a ``.npy``
+file holding an (n, d_in) float matrix. Training runs here with featurelens-core (torch is
+imported inside the commands, so the rest of the CLI starts fast and works without it).
+
+``featurelens sae train ... --out MODELS_DIR`` writes the checkpoint to ``MODELS_DIR/<sae_id>/``,
+the layout the sae service serves from its models directory, so pointing ``--out`` at that
+directory makes the new SAE available to the service. The run trains into a hidden staging folder
+(``MODELS_DIR/.train-*``, which the service never lists) and is renamed into place only when
+it finished; an existing checkpoint of the same sae_id (same config, recipe and data) is replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import numpy as np
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+
+from featurelens.cli.console import console, err_console, fail
+
+if TYPE_CHECKING:
+    from featurelens.sae import EvalReport, SaeConfig, StepMetrics, TrainConfig, TrainResult
+    from featurelens.sae.sweep import SweepResult, SweepRun
+
+sae_app = typer.Typer(
+    name="sae",
+    help="Train, evaluate and sweep top-k sparse autoencoders locally on stored embeddings.",
+    no_args_is_help=True,
+)
+
+#: Where ``featurelens sae train`` stages a run inside the models directory (never listed by the service).
+STAGING_PREFIX = ".train-"
+#: Width of the longest bar of the text density histogram.
+HISTOGRAM_WIDTH = 40
+#: Steps between progress reports from the library.
+STEP_EVERY = 5
+
+EmbeddingsArgument = Annotated[
+    Path,
+    typer.Argument(help="Embedding store directory (from `featurelens embed`) or a .npy file of (n, d_in)."),
+]
+BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=2, help="Rows per training step.")]
+EpochsOption = Annotated[int, typer.Option(min=1, help="Passes over the training rows.")]
+MaxStepsOption = Annotated[
+    int | None, typer.Option("--max-steps", min=1, help="Stop after this many steps (even mid-epoch).")
+]
+LrOption = Annotated[float, typer.Option("--lr", help="Adam learning rate (> 0).")]
+SeedOption = Annotated[int, typer.Option(min=0, help="Seeds the initialisation, the split and the order.")]
+ValFractionOption = Annotated[
+    float,
+    typer.Option("--val-fraction", help="Fraction of rows held out for validation, in [0, 1)."),
+]
+DeviceOption = Annotated[str, typer.Option(help="Torch device: cpu, cuda or cuda:N.")]
+
+
+# -- inputs -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Embeddings:
+    """Embeddings to train or evaluate on, memory-mapped where possible."""
+
+    vectors: np.ndarray
+    model_id: str | None
+
+
+def _open_embeddings(path: Path) -> _Embeddings:
+    """The vectors of an embedding store directory or a .npy file; exit 2 with a sentence otherwise."""
+    if path.is_dir():
+        try:
+            from featurelens.embedding.store import EmbeddingStore, EmbeddingStoreError
+        except ModuleNotFoundError as error:
+            raise fail(
+                "`featurelens sae` needs featurelens-core: pip install 'featurelens-client[server]'"
+            ) from error
+        try:
+            # A read-only store takes no lock; its memmap stays valid after close.
+            with EmbeddingStore.open(path, read_only=True) as store:
+                vectors, model_id = store.vectors(), store.model_id
+        except EmbeddingStoreError as error:
+            raise fail(str(error), code=2) from error
+    elif path.is_file() and path.suffix == ".npy":
+        try:
+            vectors = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise fail(f"{path} is not a readable .npy file: {error}", code=2) from error
+        model_id = None
+        if vectors.ndim != 2 or not np.issubdtype(vectors.dtype, np.floating):
+            raise fail(
+                f"{path} must hold a 2-D float matrix (n, d_in), "
+                f"found shape {vectors.shape} of {vectors.dtype}.",
+                code=2,
+            )
+    elif not path.exists():
+        raise fail(
+            f"{path} does not exist; pass an embedding store directory (from `featurelens embed`) "
+            "or a .npy file.",
+            code=2,
+        )
+    else:
+        raise fail(f"{path} is neither an embedding store directory nor a .npy file.", code=2)
+    if len(vectors) == 0:
+        raise fail(f"{path} holds no embeddings yet.", code=2)
+    return _Embeddings(vectors, model_id)
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as error:
+        raise fail(f"--device must be cpu, cuda or cuda:N, got {device!r}.", code=2) from error
+    if kind not in ("cpu", "cuda"):
+        raise fail(f"--device must be cpu, cuda or cuda:N, got {device!r}.", code=2)
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise fail(f"--device {device} was asked for, but CUDA is not available here; use --device cpu.", 2)
+
+
+def _parse_list(value: str, option: str) -> list[int]:
+    """Parse "3072,4608,6144"; exit 2 with a sentence naming the option otherwise."""
+    try:
+        numbers = [int(part) for part in value.replace(" ", "").split(",") if part]
+    except ValueError:
+        numbers = []
+    if not numbers or any(n <= 0 for n in numbers):
+        raise fail(f"{option} takes comma-separated positive whole numbers like 768,1536; got {value!r}.", 2)
+    return numbers
+
+
+# -- progress -------------------------------------------------------------------------------------------
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(bar_width=20),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]} NMSE {task.fields[nmse]} dead {task.fields[dead]}"),
+        TextColumn("{task.fields[rate]} ETA {task.fields[eta]}"),
+        console=err_console,
+        transient=False,
+    )
+
+
+_EMPTY_FIELDS: dict[str, Any] = {"loss": "-", "nmse": "-", "dead": "-", "rate": "- rows/s", "eta": "-:--"}
+
+
+def _step_fields(metrics: StepMetrics) -> dict[str, Any]:
+    return {
+        "completed": metrics.step,
+        "total": metrics.total_steps,
+        "loss": f"{metrics.loss:.4f}",
+        "nmse": f"{metrics.nmse:.4f}",
+        "dead": f"{100 * metrics.dead_fraction:.1f}%",
+        "rate": f"{metrics.samples_per_s:,.0f} rows/s",
+        "eta": _clock(metrics.eta_s),
+    }
+
+
+def _clock(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "-:--"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return _clock(seconds)
+
+
+def _pct(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.1f}%"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+# -- train ----------------------------------------------------------------------------------------------
+
+
+@sae_app.command("train")
+def train(
+    embeddings: EmbeddingsArgument,
+    latents: Annotated[int, typer.Option("--latents", min=1, help="Number of latents (dictionary size).")],
+    k: Annotated[int, typer.Option("--k", min=1, help="Latents kept per input by the top-k activation.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Models directory: the checkpoint goes to OUT/<sae_id>/.")
+    ],
+    batch_size: BatchSizeOption = 1024,
+    lr: LrOption = 1e-4,
+    epochs: EpochsOption = 1,
+    max_steps: MaxStepsOption = None,
+    seed: SeedOption = 0,
+    val_fraction: ValFractionOption = 0.1,
+    device: DeviceOption = "cpu",
+    k_aux: Annotated[int, typer.Option("--k-aux", min=0, help="Dead latents used by AuxK; 0: 2*k.")] = 0,
+    auxk_coef: Annotated[
+        float, typer.Option("--auxk-coef", min=0.0, help="Weight of the AuxK loss; 0 switches it off.")
+    ] = 1.0 / 32.0,
+    dead_steps: Annotated[
+        int,
+        typer.Option("--dead-steps", min=0, help="Steps unfired before a latent is dead; 0: one epoch."),
+    ] = 0,
+    multik_coef: Annotated[
+        float, typer.Option("--multik-coef", min=0.0, help="Weight of the multi-k (4*k) loss; 0 skips it.")
+    ] = 0.0,
+    embedding_model: Annotated[
+        str | None,
+        typer.Option("--embedding-model", help="Name of the embedding model (default: the store's)."),
+    ] = None,
+) -> None:
+    """Train a top-k SAE on stored embeddings and write its checkpoint to OUT/<sae_id>/."""
+    data = _open_embeddings(embeddings)
+    try:
+        from featurelens.sae import SaeConfig, SaeConfigError, TrainConfig
+    except ModuleNotFoundError as error:
+        raise fail("`featurelens sae` needs torch and featurelens-core[sae] installed.") from error
+    try:
+        sae_cfg = SaeConfig(
+            d_in=int(data.vectors.shape[1]),
+            num_latents=latents,
+            k=k,
+            k_aux=k_aux,
+            auxk_coef=auxk_coef,
+            dead_steps_threshold=dead_steps,
+            multik_coef=multik_coef,
+        ).validate()
+        train_cfg = TrainConfig(
+            batch_size=batch_size,
+            lr=lr,
+            epochs=epochs,
+            max_steps=max_steps,
+            seed=seed,
+            val_fraction=val_fraction,
+            device=device,
+        ).validate()
+    except SaeConfigError as error:
+        raise fail(str(error), code=2) from error
+    _check_device(device)
+    if out.exists() and not out.is_dir():
+        raise fail(f"--out {out} is a file; it must be a (models) directory.", code=2)
+
+    model_name = embedding_model or data.model_id
+    result, final_dir, seconds = _train_into(out, data.vectors, sae_cfg, train_cfg, model_name)
+    _print_train_summary(result, final_dir, model_name, seconds)
+
+
+def _train_into(
+    out: Path, vectors: np.ndarray, sae_cfg: SaeConfig, train_cfg: TrainConfig, model_name: str | None
+) -> tuple[TrainResult, Path, float]:
+    """Train with a progress bar into a staging folder of `out`, then rename it to out/<sae_id>."""
+    from featurelens.sae import SaeConfigError, TrainCallbacks, train_sae
+
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
+    started = time.perf_counter()
+    description = f"L={sae_cfg.num_latents} k={sae_cfg.k}"
+    try:
+        with _progress() as bar:
+            task = bar.add_task(description, total=None, **_EMPTY_FIELDS)
+            result = train_sae(
+                vectors,
+                sae_cfg,
+                train_cfg,
+                callbacks=TrainCallbacks(
+                    on_step=lambda m: bar.update(task, **_step_fields(m)), step_every=STEP_EVERY
+                ),
+                checkpoint_dir=staging,
+                embedding_model=model_name,
+            )
+        final_dir = out / result.sae_id
+        _replace_dir(staging, final_dir)
+    except SaeConfigError as error:
+        raise fail(str(error), code=2) from error
+    except KeyboardInterrupt:
+        raise fail("interrupted; no checkpoint was written", code=130) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return result, final_dir, time.perf_counter() - started
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Rename src to dst; an existing dst is moved aside first and removed once src is in place."""
+    if not dst.exists():
+        src.rename(dst)
+        return
+    old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
+    dst.rename(old)
+    src.rename(dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _print_train_summary(result: TrainResult, path: Path, model_name: str | None, seconds: float) -> None:
+    cfg = result.sae.cfg
+    final = result.final_train
+    table = Table(title="trained SAE", show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    rows = [
+        ("sae_id", result.sae_id),
+        ("checkpoint", str(path)),
+        ("embedding model", model_name or "-"),
+        ("d_in", str(cfg.d_in)),
+        ("num_latents", str(cfg.num_latents)),
+        ("k", str(cfg.k)),
+        ("steps", f"{result.steps:,} of {result.batch_size:,} rows"),
+        ("train NMSE", _num(final.nmse if final else None)),
+        ("val NMSE", _num(result.final_val.nmse if result.final_val else None)),
+        ("dead %", _pct(final.dead_fraction if final else None)),
+        ("dense %", _pct(final.dense_fraction if final else None)),
+        ("samples/s", f"{result.samples_per_s:,.0f}"),
+        ("time", _duration(seconds)),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+
+
+# -- eval -----------------------------------------------------------------------------------------------
+
+
+@sae_app.command("eval")
+def evaluate_command(
+    checkpoint: Annotated[Path, typer.Argument(help="SAE checkpoint directory (MODELS_DIR/<sae_id>).")],
+    embeddings: EmbeddingsArgument,
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate on the first N rows only.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows per batch.")] = 1024,
+    device: DeviceOption = "cpu",
+    bins: Annotated[int, typer.Option(min=2, max=200, help="Bins of the log10 density histogram.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+) -> None:
+    """Reconstruction NMSE, dead and dense fractions and the feature-density histogram of an SAE."""
+    data = _open_embeddings(embeddings)
+    try:
+        from featurelens.sae import SaeCheckpointError, evaluate, load_sae, read_checkpoint
+    except ModuleNotFoundError as error:
+        raise fail("`featurelens sae` needs torch and featurelens-core[sae] installed.") from error
+    _check_device(device)
+    try:
+        info = read_checkpoint(checkpoint)
+        sae = load_sae(checkpoint, device=device)
+    except SaeCheckpointError as error:
+        raise fail(str(error), code=2) from error
+    d_in = int(data.vectors.shape[1])
+    if d_in != sae.d_in:
+        raise fail(
+            f"The SAE {info.sae_id} takes {sae.d_in}-dimensional embeddings, "
+            f"but {embeddings} holds {d_in}-dimensional ones.",
+            code=2,
+        )
+    if info.embedding_model and data.model_id and info.embedding_model != data.model_id:
+        err_console.print(
+            f"[yellow]warning:[/] the SAE was trained on {info.embedding_model} embeddings, "
+            f"these are {data.model_id}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    rows = data.vectors if limit is None else data.vectors[:limit]
+    with warnings.catch_warnings():
+        # Batches of a read-only memmap reach torch.from_numpy as read-only views; they are only read.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        report = evaluate(sae, rows, batch_size, num_bins=bins)
+    if as_json:
+        typer.echo(json.dumps(_report_json(info.sae_id, report, sae.num_latents)))
+        return
+    _print_report(info.sae_id, report, sae.num_latents)
+
+
+def _report_json(sae_id: str, report: EvalReport, num_latents: int) -> dict[str, Any]:
+    return {
+        "sae_id": sae_id,
+        "num_rows": report.num_rows,
+        "num_latents": num_latents,
+        "nmse": report.nmse if math.isfinite(report.nmse) else None,
+        "dead_fraction": report.dead_fraction,
+        "dense_fraction": report.dense_fraction,
+        "density_histogram": {
+            "bins": [round(edge, 6) for edge in report.histogram_bins],
+            "counts": report.histogram_counts,
+        },
+    }
+
+
+def _print_report(sae_id: str, report: EvalReport, num_latents: int) -> None:
+    table = Table(title=f"{sae_id} on {report.num_rows:,} rows", show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    table.add_row("NMSE", _num(report.nmse))
+    table.add_row("dead %", f"{_pct(report.dead_fraction)} (never fire on these rows)")
+    table.add_row("dense %", f"{_pct(report.dense_fraction)} (fire on more than 10% of the rows)")
+    console.print(table)
+    console.print(_histogram_text(report, num_latents), highlight=False)
+
+
+def _histogram_text(report: EvalReport, num_latents: int) -> str:
+    """The log10 feature-density histogram as text bars, empty bins at either end left out."""
+    counts = report.histogram_counts
+    nonzero = [i for i, c in enumerate(counts) if c]
+    lines = ["feature density (fraction of rows a latent fires on), log10:"]
+    if nonzero:
+        peak = max(counts)
+        for i in range(nonzero[0], nonzero[-1] + 1):
+            low, high = report.histogram_bins[i], report.histogram_bins[i + 1]
+            bar = "█" * (max(1, round(HISTOGRAM_WIDTH * counts[i] / peak)) if counts[i] else 0)
+            lines.append(f"  {low:6.2f} … {high:6.2f} │{bar:<{HISTOGRAM_WIDTH}} {counts[i]:,}")
+    dead = round(report.dead_fraction * num_latents)
+    lines.append(f"  {'dead':>15} │ {dead:,} latents never fire")
+    return "\n".join(lines)
+
+
+# -- sweep ----------------------------------------------------------------------------------------------
+
+
+@sae_app.command("sweep")
+def sweep(
+    embeddings: EmbeddingsArgument,
+    latents: Annotated[
+        str, typer.Option("--latents", help="Comma-separated num_latents, e.g. 3072,4608,6144.")
+    ],
+    ks: Annotated[str, typer.Option("--k", help="Comma-separated k, e.g. 16,32.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for sweep.json, the plots and runs/.")],
+    epochs: EpochsOption = 1,
+    max_steps: MaxStepsOption = None,
+    batch_size: BatchSizeOption = 1024,
+    lr: LrOption = 1e-4,
+    seed: SeedOption = 0,
+    val_fraction: ValFractionOption = 0.1,
+    device: DeviceOption = "cpu",
+    save_checkpoints: Annotated[
+        bool, typer.Option("--save-checkpoints", help="Keep every run's checkpoint in OUT/runs/<sae_id>/.")
+    ] = False,
+    plots: Annotated[bool, typer.Option(help="Write the PNG plots.")] = True,
+) -> None:
+    """Train one SAE per (num_latents, k), fit NMSE power laws in num_latents and in FLOPs, plot them."""
+    latent_list = _parse_list(latents, "--latents")
+    k_list = _parse_list(ks, "--k")
+    data = _open_embeddings(embeddings)
+    try:
+        from featurelens.sae import SaeConfigError, TrainConfig
+        from featurelens.sae.sweep import SweepCallbacks, run_sweep, sweep_configs
+    except ModuleNotFoundError as error:
+        raise fail("`featurelens sae` needs torch and featurelens-core[sae] installed.") from error
+    try:
+        grid = sweep_configs(int(data.vectors.shape[1]), latent_list, k_list)
+        train_cfg = TrainConfig(
+            batch_size=batch_size,
+            lr=lr,
+            epochs=epochs,
+            max_steps=max_steps,
+            seed=seed,
+            val_fraction=val_fraction,
+            device=device,
+        ).validate()
+    except SaeConfigError as error:
+        raise fail(str(error), code=2) from error
+    _check_device(device)
+    if out.exists() and not out.is_dir():
+        raise fail(f"--out {out} is a file; it must be a directory.", code=2)
+
+    with _progress() as bar:
+        overall = bar.add_task("sweep", total=len(grid), **_EMPTY_FIELDS)
+        run_task: list[TaskID] = []
+
+        def on_run_start(index: int, total: int, cfg: SaeConfig) -> None:
+            if run_task:
+                bar.remove_task(run_task.pop())
+            description = f"run {index + 1}/{total}: L={cfg.num_latents} k={cfg.k}"
+            run_task.append(bar.add_task(description, total=None, **_EMPTY_FIELDS))
+
+        def on_step(index: int, metrics: StepMetrics) -> None:
+            bar.update(run_task[-1], **_step_fields(metrics))
+
+        def on_run_end(index: int, run: SweepRun) -> None:
+            bar.update(overall, completed=index + 1, nmse=_num(run.nmse), dead=_pct(run.dead_fraction))
+
+        try:
+            result = run_sweep(
+                data.vectors,
+                latent_list,
+                k_list,
+                train_cfg,
+                out_dir=out,
+                callbacks=SweepCallbacks(
+                    on_run_start=on_run_start, on_step=on_step, on_run_end=on_run_end, step_every=STEP_EVERY
+                ),
+                save_checkpoints=save_checkpoints,
+                plots=plots,
+                embedding_model=data.model_id,
+            )
+        except SaeConfigError as error:
+            raise fail(str(error), code=2) from error
+        except KeyboardInterrupt:
+            bar.stop()
+            raise fail(f"interrupted; the runs that finished are in {out / 'sweep.json'}", code=130) from None
+    _print_sweep(result)
+
+
+def _print_sweep(result: SweepResult) -> None:
+    runs = Table(title=f"{len(result.runs)} SAEs on {result.num_rows:,} rows (d_in {result.d_in})")
+    for column in ("latents", "k", "steps", "train NMSE", "val NMSE", "dead %", "dense %", "FLOPs", "time"):
+        runs.add_column(column, justify="right", no_wrap=column in ("FLOPs", "time"))
+    for run in result.runs:
+        runs.add_row(
+            str(run.num_latents),
+            str(run.k),
+            f"{run.steps:,}",
+            _num(run.train_nmse),
+            _num(run.val_nmse),
+            _pct(run.dead_fraction),
+            _pct(run.dense_fraction),
+            f"{run.flops.dense_equivalent:.2e}",
+            _duration(run.train_seconds),
+        )
+    console.print(runs)
+
+    fits = result.fits
+    metric = "held-out" if fits.nmse_metric == "val_nmse" else "training"
+    table = Table(
+        title=f"power laws of the {metric} NMSE per k (least squares in log-log)",
+        caption="NMSE = a·L^-b (L = num_latents); NMSE = c·FLOPs^-e; b train: the training NMSE's b",
+    )
+    for column in ("k", "a", "b", "R²", "c", "e", "R² ", "b train", "points"):
+        table.add_column(column, justify="right")
+    for k in sorted(fits.latents):
+        by_latents, by_flops, train = fits.latents[k], fits.flops[k], fits.train_latents[k]
+        table.add_row(
+            str(k),
+            f"{by_latents.a:.4g}",
+            f"{by_latents.b:.4f}",
+            f"{by_latents.r2:.3f}",
+            f"{by_flops.a:.4g}",
+            f"{by_flops.b:.4f}",
+            f"{by_flops.r2:.3f}",
+            f"{train.b:.4f}",
+            str(by_latents.n_points),
+        )
+    if fits.latents:
+        console.print(table)
+    else:
+        console.print("no fits: each k needs at least two num_latents", highlight=False)
+    console.print(f"wrote {result.json_path}", highlight=False, soft_wrap=True)
+    for path in result.plot_paths:
+        console.print(f"wrote {path}", highlight=False, soft_wrap=True)

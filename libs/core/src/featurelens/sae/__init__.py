@@ -1,0 +1,62 @@
+"""Top-k sparse autoencoders on text embeddings (Gao et al. 2024; O'Neill et al. 2024).
+
+A plain library: no services, no environment; device and dtype are arguments and side effects
+are callbacks. The API follows EleutherAI's sparsify: config dataclasses, named-tuple outputs,
+checkpoints as config.json + model.safetensors.
+
+    from featurelens.sae import SaeConfig, TrainConfig, train_sae, save_sae, load_sae
+
+    result = train_sae(embeddings, SaeConfig(d_in=1536, num_latents=9216, k=64), TrainConfig(epochs=10))
+    code = result.sae.encode(x)                      # EncoderOutput(values, indices)
+    x_hat = result.sae.decode(code.values, code.indices)
+"""
+
+from featurelens.sae.analysis import DENSE_THRESHOLD, EvalReport, evaluate
+from featurelens.sae.checkpoint import (
+    CheckpointInfo,
+    SaeCheckpointError,
+    load_sae,
+    load_train_state,
+    make_sae_id,
+    read_checkpoint,
+    save_sae,
+)
+from featurelens.sae.config import SaeConfig, SaeConfigError, TrainConfig
+from featurelens.sae.data import EmbeddingsLike, data_fingerprint, epoch_permutation, split_rows
+from featurelens.sae.model import EncoderOutput, ForwardOutput, SparseAutoencoder
+from featurelens.sae.sparse_ops import TrainingWorkspace, selected_pre_activations, sparse_decode
+from featurelens.sae.steering import steer_additive, steer_clamp
+from featurelens.sae.train import EpochMetrics, StepMetrics, TrainCallbacks, TrainResult, train_sae
+
+__all__ = [
+    "DENSE_THRESHOLD",
+    "CheckpointInfo",
+    "EmbeddingsLike",
+    "EncoderOutput",
+    "EpochMetrics",
+    "EvalReport",
+    "ForwardOutput",
+    "SaeCheckpointError",
+    "SaeConfig",
+    "SaeConfigError",
+    "SparseAutoencoder",
+    "StepMetrics",
+    "TrainCallbacks",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingWorkspace",
+    "data_fingerprint",
+    "epoch_permutation",
+    "evaluate",
+    "load_sae",
+    "load_train_state",
+    "make_sae_id",
+    "read_checkpoint",
+    "save_sae",
+    "selected_pre_activations",
+    "sparse_decode",
+    "split_rows",
+    "steer_additive",
+    "steer_clamp",
+    "train_sae",
+]

@@ -1,0 +1,1 @@
+"""featurelens sae service: top-k sparse autoencoders over gRPC (encode, decode, steer, train)."""

@@ -1,0 +1,230 @@
+"""Protobuf messages of the sae API ⇄ numpy arrays, with the format checks of each field.
+
+Format problems (byte counts, NaN, repeated indices) become InvalidArgumentError with a sentence
+naming the field and the row; checks against a particular SAE (its d_in, num_latents) are the
+servicer's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from featurelens.client.arrays import (
+    ArrayFormatError,
+    from_dense_matrix,
+    from_dense_vector,
+    to_dense_matrix,
+    to_dense_vector,
+)
+from featurelens.kit import InvalidArgumentError
+from featurelens.sae import EpochMetrics, StepMetrics
+from featurelens.services.sae.registry import SaeEntry
+from featurelens.v1 import common_pb2, sae_pb2
+
+FLOAT32 = np.dtype(np.float32)
+
+
+# -- requests -----------------------------------------------------------------------------------
+
+
+def dense_rows(message: common_pb2.DenseMatrix, field: str = "vectors") -> np.ndarray:
+    """A DenseMatrix as a writable (count, dim) float32 array; NaN/inf named by row."""
+    if message.count == 0:
+        raise InvalidArgumentError(f"{field} is empty; send at least one vector")
+    try:
+        matrix = from_dense_matrix(message, check_finite=False)
+    except ArrayFormatError as error:
+        raise InvalidArgumentError(f"{field}: {error}") from None
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all():
+        row = int(np.argmin(finite))
+        raise InvalidArgumentError(f"{field} row {row} holds a NaN or infinite value")
+    # The bytes buffer is read-only and torch wants writable memory; one copy, made here.
+    return matrix.copy()
+
+
+def dense_vector(message: common_pb2.DenseVector, field: str = "vector") -> np.ndarray:
+    """A DenseVector as a writable (dim,) float32 array."""
+    if message.dim == 0 and not message.data:
+        raise InvalidArgumentError(f"{field} is empty; send the vector as little-endian float32 bytes")
+    try:
+        return from_dense_vector(message).copy()
+    except ArrayFormatError as error:
+        raise InvalidArgumentError(f"{field}: {error}") from None
+
+
+def sparse_rows(
+    rows: Sequence[common_pb2.SparseVector], num_latents: int, sae_id: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse rows as (n, m) int64 indices and float32 values, padded with (latent 0, value 0).
+
+    Padding adds exactly 0 to a decode, so rows of different lengths share one call.
+    """
+    width = max(1, max(len(row.indices) for row in rows))
+    indices = np.zeros((len(rows), width), dtype=np.int64)
+    values = np.zeros((len(rows), width), dtype=FLOAT32)
+    for number, row in enumerate(rows):
+        if len(row.indices) != len(row.values):
+            raise InvalidArgumentError(
+                f"rows[{number}] has {len(row.indices)} indices but {len(row.values)} values; "
+                "send one value per index"
+            )
+        if not row.indices:
+            continue
+        row_indices = np.asarray(row.indices, dtype=np.int64)
+        row_values = np.asarray(row.values, dtype=FLOAT32)
+        top = int(row_indices.max())
+        if top >= num_latents:
+            raise InvalidArgumentError(
+                f"rows[{number}]: latent {top} is out of range; SAE {sae_id} has {num_latents} latents"
+            )
+        if np.unique(row_indices).size != row_indices.size:
+            raise InvalidArgumentError(f"rows[{number}] repeats a latent; each latent may appear once")
+        if not np.isfinite(row_values).all():
+            raise InvalidArgumentError(f"rows[{number}] holds a NaN or infinite value")
+        indices[number, : row_indices.size] = row_indices
+        values[number, : row_values.size] = row_values
+    return indices, values
+
+
+# -- responses ----------------------------------------------------------------------------------
+
+
+def encode_response(sae_id: str, values: np.ndarray, indices: np.ndarray) -> sae_pb2.EncodeResponse:
+    """One SparseVector per row: the non-zero latents, largest first (as the encoder sorts them)."""
+    response = sae_pb2.EncodeResponse(sae_id=sae_id)
+    # One tolist per array is much cheaper than a numpy slice per row.
+    all_values = values.tolist()
+    all_indices = indices.tolist()
+    nonzero = (values != 0).sum(axis=1).tolist()
+    for row_values, row_indices, count in zip(all_values, all_indices, nonzero, strict=True):
+        if count == len(row_values):
+            response.rows.add(indices=row_indices, values=row_values)
+        else:
+            # Values are sorted descending and non-negative, so the zeros are the tail.
+            response.rows.add(indices=row_indices[:count], values=row_values[:count])
+    return response
+
+
+def sparse_vector(values: np.ndarray, indices: np.ndarray) -> common_pb2.SparseVector:
+    """One encoded row (sorted, non-negative) as a SparseVector without its zero tail."""
+    count = int((values != 0).sum())
+    return common_pb2.SparseVector(indices=indices[:count].tolist(), values=values[:count].tolist())
+
+
+def decode_response(sae_id: str, vectors: np.ndarray) -> sae_pb2.DecodeResponse:
+    return sae_pb2.DecodeResponse(sae_id=sae_id, vectors=to_dense_matrix(vectors))
+
+
+def directions_response(sae_id: str, directions: np.ndarray) -> sae_pb2.DecoderDirectionsResponse:
+    return sae_pb2.DecoderDirectionsResponse(sae_id=sae_id, directions=to_dense_matrix(directions))
+
+
+def steer_response(
+    sae_id: str,
+    steered: np.ndarray,
+    cosine: float,
+    before: tuple[np.ndarray, np.ndarray],
+    after: tuple[np.ndarray, np.ndarray],
+) -> sae_pb2.SteerResponse:
+    return sae_pb2.SteerResponse(
+        sae_id=sae_id,
+        vector=to_dense_vector(steered),
+        cosine_to_original=cosine,
+        latents_before=sparse_vector(*before),
+        latents_after=sparse_vector(*after),
+    )
+
+
+def sae_info(entry: SaeEntry, *, is_default: bool) -> sae_pb2.SaeInfo:
+    """The registry's view of one SAE as a SaeInfo message."""
+    info = entry.info
+    cfg = info.sae_config
+    metrics: dict[str, Any] = info.metrics or {}
+    steps = int(metrics.get("steps") or 0)
+    batch_size = info.train_config.batch_size if info.train_config is not None else 0
+    return sae_pb2.SaeInfo(
+        sae_id=entry.sae_id,
+        config=sae_pb2.SaeConfig(
+            d_in=cfg.d_in,
+            num_latents=cfg.num_latents,
+            k=cfg.k,
+            k_aux=cfg.k_aux,
+            auxk_coef=cfg.auxk_coef,
+            dead_steps_threshold=cfg.dead_steps_threshold,
+            multik_coef=cfg.multik_coef,
+            multik_k=cfg.multik_k,
+        ),
+        metrics=sae_pb2.SaeMetrics(
+            train_nmse=_number(metrics.get("final_train_nmse")),
+            val_nmse=_number(metrics.get("final_val_nmse")),
+            dead_fraction=_number(metrics.get("dead_fraction")),
+            dense_fraction=_number(metrics.get("dense_fraction")),
+            steps=steps,
+            # metrics.json records steps, not samples; batch_size × steps is exact unless the
+            # store held fewer training rows than one batch.
+            samples=int(metrics.get("samples") or steps * batch_size),
+        ),
+        embedding_model=info.embedding_model or "",
+        created_unix=entry.created_unix,
+        is_default=is_default,
+    )
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def step_response(metrics: StepMetrics, *, batch_size: int, val_nmse: float) -> sae_pb2.TrainResponse:
+    """A progress message from the library's step report."""
+    eta = metrics.eta_s if math.isfinite(metrics.eta_s) else -1.0
+    message = (
+        f"step {metrics.step:,}/{metrics.total_steps:,} · epoch {metrics.epoch + 1} · "
+        f"loss {metrics.loss:.4f} · nmse {metrics.nmse:.4f} · dead {metrics.dead_fraction:.1%} · "
+        f"{metrics.samples_per_s:,.0f} samples/s"
+    )
+    return sae_pb2.TrainResponse(
+        progress=common_pb2.Progress(
+            stage="train",
+            done=metrics.step,
+            total=metrics.total_steps,
+            rate_per_s=metrics.samples_per_s / batch_size if batch_size else 0.0,
+            eta_s=eta,
+            message=message,
+        ),
+        epoch=metrics.epoch,
+        loss=metrics.loss,
+        nmse=metrics.nmse,
+        auxk_loss=metrics.auxk_loss,
+        val_nmse=val_nmse,
+        dead_fraction=metrics.dead_fraction,
+    )
+
+
+def epoch_response(
+    metrics: EpochMetrics, *, total_steps: int, batch_size: int, last: StepMetrics | None
+) -> sae_pb2.TrainResponse:
+    """A progress message at the end of an epoch (with its validation NMSE)."""
+    val = metrics.val_nmse if metrics.val_nmse is not None else -1.0
+    val_text = f"{metrics.val_nmse:.4f}" if metrics.val_nmse is not None else "n/a"
+    return sae_pb2.TrainResponse(
+        progress=common_pb2.Progress(
+            stage="train",
+            done=metrics.step,
+            total=total_steps,
+            rate_per_s=last.samples_per_s / batch_size if last is not None and batch_size else 0.0,
+            eta_s=last.eta_s if last is not None and math.isfinite(last.eta_s) else -1.0,
+            message=f"epoch {metrics.epoch + 1} done · train nmse {metrics.train_nmse:.4f} · "
+            f"val nmse {val_text}",
+        ),
+        epoch=metrics.epoch,
+        loss=last.loss if last is not None else 0.0,
+        nmse=metrics.train_nmse,
+        auxk_loss=last.auxk_loss if last is not None else 0.0,
+        val_nmse=val,
+        dead_fraction=metrics.dead_fraction,
+    )

@@ -1,0 +1,626 @@
+"""The SaeService: validates requests, runs the SAE library, converts the answers.
+
+Inference (encode, decode, steer, directions) runs on one worker thread, so the event loop stays
+free and concurrent passes never fight over the cores; Encode calls are micro-batched per SAE
+(``batcher.py``). Training runs in a thread of its own (``training.py``), one run at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import shutil
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+import numpy as np
+import torch
+from grpc import aio
+from typing_extensions import override
+
+from featurelens.embedding.store import MANIFEST_FILE, EmbeddingStore, EmbeddingStoreError
+from featurelens.kit import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
+from featurelens.sae import (
+    EpochMetrics,
+    SaeCheckpointError,
+    SaeConfig,
+    SaeConfigError,
+    SparseAutoencoder,
+    StepMetrics,
+    TrainConfig,
+    TrainResult,
+    steer_additive,
+    steer_clamp,
+)
+from featurelens.services.sae import convert
+from featurelens.services.sae.batcher import EncodeBatcher
+from featurelens.services.sae.registry import LoadedSae, SaeEntry, SaeRegistry
+from featurelens.services.sae.training import TrainingJob
+from featurelens.v1 import common_pb2, sae_pb2, sae_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+SERVICE_NAME = sae_pb2.DESCRIPTOR.services_by_name["SaeService"].full_name
+
+#: TrainRequest fields whose 0 means "the default" (see sae.proto).
+DEFAULT_BATCH_SIZE = 1024
+DEFAULT_LEARNING_RATE = 1e-4
+DEFAULT_VAL_FRACTION = 0.1
+MAX_TRAIN_BATCH_SIZE = 1 << 16
+
+
+@dataclass(frozen=True)
+class SteerPlan:
+    """Validated interventions, split by mode; clamps are applied first, then additive shifts."""
+
+    clamp_features: list[int]
+    clamp_values: list[float]
+    add_features: list[int]
+    add_weights: list[float]
+
+
+class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
+    """Serves the SAEs of a registry: encode, decode, steer, decoder directions, train, list.
+
+    A request with an empty ``sae_id`` uses the registry's default SAE. ``start()`` loads the
+    default SAE and warms it up with one encode (health turns SERVING after that, or at once
+    when no SAE exists yet).
+    """
+
+    service_names: Sequence[str] = (SERVICE_NAME,)
+
+    def __init__(
+        self,
+        registry: SaeRegistry,
+        *,
+        max_batch: int = 4096,
+        batch_window_ms: float = 1.0,
+        batch_max_rows: int = 1024,
+        max_interventions: int = 64,
+        max_steer_weight: float = 100.0,
+        train_data_roots: Sequence[Path] = (),
+        max_num_latents: int = 1_000_000,
+        max_train_epochs: int = 1000,
+        train_progress_interval_s: float = 0.5,
+    ) -> None:
+        self.registry = registry
+        self.max_batch = max_batch
+        self.batch_window_s = batch_window_ms / 1000.0
+        self.batch_max_rows = batch_max_rows
+        self.max_interventions = max_interventions
+        self.max_steer_weight = max_steer_weight
+        self.train_data_roots = [Path(root) for root in train_data_roots]
+        self.max_num_latents = max_num_latents
+        self.max_train_epochs = max_train_epochs
+        self.train_progress_interval_s = train_progress_interval_s
+        # One inference thread: torch already spreads one pass over every core.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sae-infer")
+        self._batchers: dict[str, tuple[LoadedSae, EncodeBatcher]] = {}
+        self._started = False
+        #: The current (or last) training run.
+        self.training: TrainingJob | None = None
+
+    # -- lifecycle (the kit's Servicer protocol) --------------------------------------------
+
+    def add_to_server(self, server: aio.Server) -> None:
+        sae_pb2_grpc.add_SaeServiceServicer_to_server(self, server)
+
+    async def start(self) -> None:
+        """Check the device, list the checkpoints, load and warm up the default SAE."""
+        device = torch.device(self.registry.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(
+                f"the sae service is configured for device {self.registry.device!r}, but torch sees no "
+                "CUDA device here; set FEATURELENS_SAE_DEVICE=cpu or run it on a GPU host"
+            )
+        await asyncio.to_thread(self.registry.remove_stale_staging)
+        entries = await asyncio.to_thread(self.registry.scan)
+        default = self.registry.default_id()
+        if default is not None:
+            loaded = await asyncio.to_thread(self.registry.load, default)
+            await self.batcher(loaded).encode(np.zeros((1, loaded.sae.d_in), dtype=np.float32))
+            logger.info("default SAE %s ready (%d SAEs registered)", default, len(entries))
+        else:
+            logger.info("no SAE in %s yet; serving (Train creates one)", self.registry.models_dir)
+        self._started = True
+
+    async def close(self) -> None:
+        job = self.training
+        if job is not None and job.running:
+            job.cancel()
+            await asyncio.to_thread(job.thread.join, 30.0)
+        for sae_id, (_, batcher) in list(self._batchers.items()):
+            await batcher.close()
+            stats = batcher.stats
+            logger.info(
+                "encode batcher of %s: %d requests, %d rows in %d forward passes (largest %d rows)",
+                sae_id, stats.requests, stats.rows, stats.forward_passes, stats.largest_pass_rows,
+            )  # fmt: skip
+        self._batchers.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- RPCs ---------------------------------------------------------------------------------
+
+    @override
+    async def Encode(
+        self, request: sae_pb2.EncodeRequest, context: aio.ServicerContext
+    ) -> sae_pb2.EncodeResponse:
+        self._require_started()
+        self._check_count(request.vectors.count, "vectors")
+        rows = convert.dense_rows(request.vectors)
+        loaded = await self.sae(request.sae_id)
+        self._check_dim(rows.shape[1], loaded, "vectors have")
+        values, indices = await self.batcher(loaded).encode(rows)
+        return convert.encode_response(loaded.sae_id, values, indices)
+
+    @override
+    async def Decode(
+        self, request: sae_pb2.DecodeRequest, context: aio.ServicerContext
+    ) -> sae_pb2.DecodeResponse:
+        self._require_started()
+        if not request.rows:
+            raise InvalidArgumentError("rows is empty; send at least one sparse row")
+        self._check_count(len(request.rows), "rows")
+        loaded = await self.sae(request.sae_id)
+        indices, values = convert.sparse_rows(request.rows, loaded.sae.num_latents, loaded.sae_id)
+        vectors = await self._infer(_decode, loaded.sae, indices, values)
+        return convert.decode_response(loaded.sae_id, vectors)
+
+    @override
+    async def Steer(
+        self, request: sae_pb2.SteerRequest, context: aio.ServicerContext
+    ) -> sae_pb2.SteerResponse:
+        self._require_started()
+        vector = convert.dense_vector(request.vector)
+        loaded = await self.sae(request.sae_id)
+        self._check_dim(vector.shape[0], loaded, "the vector has")
+        plan = self._steer_plan(request.interventions, loaded)
+        steered, before, after = await self._infer(_steer, loaded.sae, vector, plan)
+        return convert.steer_response(loaded.sae_id, steered, _cosine(vector, steered), before, after)
+
+    @override
+    async def DecoderDirections(
+        self, request: sae_pb2.DecoderDirectionsRequest, context: aio.ServicerContext
+    ) -> sae_pb2.DecoderDirectionsResponse:
+        self._require_started()
+        if not request.features:
+            raise InvalidArgumentError("features is empty; name at least one latent")
+        self._check_count(len(request.features), "features")
+        loaded = await self.sae(request.sae_id)
+        features = list(request.features)
+        for feature in features:
+            self._check_feature(feature, loaded)
+        directions = await self._infer(_directions, loaded.sae, features)
+        return convert.directions_response(loaded.sae_id, directions)
+
+    @override
+    async def Train(
+        self, request: sae_pb2.TrainRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[sae_pb2.TrainResponse]:
+        self._require_started()
+        store_path = self._train_store_path(request.embeddings_path)
+        store = await asyncio.to_thread(_open_store, store_path, request.embeddings_path)
+        sae_cfg, train_cfg = self._train_configs(request, store)
+        if self.training is not None and self.training.running:
+            raise FailedPreconditionError(
+                "a training run is already in progress on this server; wait for it to end (one at a time)"
+            )
+        job = TrainingJob(
+            store.vectors(),
+            sae_cfg,
+            train_cfg,
+            checkpoint_dir=self.registry.staging_dir(),
+            embedding_model=store.model_id,
+            progress_interval_s=self.train_progress_interval_s,
+        )
+        self.training = job
+        logger.info(
+            "training on %s (%d rows, dim %d): %d latents, k %d, batch %d, %d epochs",
+            store_path, len(store), store.dim, sae_cfg.num_latents, sae_cfg.k, train_cfg.batch_size,
+            train_cfg.epochs,
+        )  # fmt: skip
+        job.start()
+        # The library shrinks a batch larger than the training split to the split.
+        rows = len(store)
+        batch_size = min(train_cfg.batch_size, rows - round(rows * train_cfg.val_fraction))
+        # A client that cancels (or a deadline) ends this generator with CancelledError or
+        # GeneratorExit: the finally stops the run before its next step.
+        try:
+            yield sae_pb2.TrainResponse(
+                progress=common_pb2.Progress(
+                    stage="prepare",
+                    total=0,
+                    eta_s=-1.0,
+                    message=f"reading {len(store):,} rows of dim {store.dim}; training "
+                    f"{sae_cfg.num_latents:,} latents with k={sae_cfg.k}",
+                ),
+                val_nmse=-1.0,
+            )
+            last: StepMetrics | None = None
+            val_nmse = -1.0
+            async for event in job.events():
+                if isinstance(event, StepMetrics):
+                    last = event
+                    yield convert.step_response(event, batch_size=batch_size, val_nmse=val_nmse)
+                elif isinstance(event, EpochMetrics):
+                    val_nmse = event.val_nmse if event.val_nmse is not None else -1.0
+                    total = last.total_steps if last is not None else 0
+                    yield convert.epoch_response(event, total_steps=total, batch_size=batch_size, last=last)
+            result = _training_result(job)
+            if result.cancelled:
+                raise FailedPreconditionError("the training run was stopped before it finished")
+            entry = await asyncio.to_thread(self._register, job, make_default=request.make_default)
+        finally:
+            if job.running:
+                job.cancel()
+        is_default = self.registry.default_id() == entry.sae_id
+        val_text = f"{result.final_val.nmse:.4f}" if result.final_val is not None else "n/a"
+        yield sae_pb2.TrainResponse(
+            progress=common_pb2.Progress(
+                stage="done",
+                done=result.steps,
+                total=result.total_steps,
+                rate_per_s=result.samples_per_s / result.batch_size if result.batch_size else 0.0,
+                eta_s=0.0,
+                message=f"trained {entry.sae_id} in {result.steps:,} steps · val nmse {val_text}",
+            ),
+            epoch=max(0, train_cfg.epochs - 1) if last is None else last.epoch,
+            loss=last.loss if last is not None else 0.0,
+            nmse=result.final_train.nmse if result.final_train is not None else 0.0,
+            auxk_loss=last.auxk_loss if last is not None else 0.0,
+            val_nmse=result.final_val.nmse if result.final_val is not None else val_nmse,
+            dead_fraction=result.dead_fraction,
+            result=convert.sae_info(entry, is_default=is_default),
+        )
+
+    @override
+    async def ListSaes(
+        self, request: sae_pb2.ListSaesRequest, context: aio.ServicerContext
+    ) -> sae_pb2.ListSaesResponse:
+        self._require_started()
+        entries = await asyncio.to_thread(self.registry.scan)
+        default = self.registry.default_id()
+        return sae_pb2.ListSaesResponse(
+            saes=[convert.sae_info(entry, is_default=entry.sae_id == default) for entry in entries]
+        )
+
+    @override
+    async def GetSae(
+        self, request: sae_pb2.GetSaeRequest, context: aio.ServicerContext
+    ) -> sae_pb2.GetSaeResponse:
+        self._require_started()
+        sae_id = request.sae_id or await self._default_id()
+        entry = await asyncio.to_thread(self.registry.entry, sae_id)
+        return sae_pb2.GetSaeResponse(
+            sae=convert.sae_info(entry, is_default=self.registry.default_id() == entry.sae_id)
+        )
+
+    def _register(self, job: TrainingJob, *, make_default: bool) -> SaeEntry:
+        try:
+            return self.registry.register(job.checkpoint_dir, make_default=make_default)
+        except BaseException:
+            shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
+            raise
+
+    # -- SAEs and batchers --------------------------------------------------------------------
+
+    async def sae(self, sae_id: str) -> LoadedSae:
+        """The loaded SAE named by a request (empty = the default), loading it if needed."""
+        sae_id = sae_id or await self._default_id()
+        loaded = self.registry.loaded(sae_id)
+        if loaded is None:
+            loaded = await asyncio.to_thread(self.registry.load, sae_id)
+            await self._drop_stale_batchers()
+        return loaded
+
+    async def _default_id(self) -> str:
+        default = self.registry.default_id()
+        if default is None:
+            # A checkpoint may have been copied into models_dir since the last scan.
+            await asyncio.to_thread(self.registry.scan)
+            default = self.registry.default_id()
+        if default is None:
+            raise FailedPreconditionError(
+                "no SAE is registered yet and the request names none; train one with Train "
+                "(or copy a checkpoint folder into the models directory)"
+            )
+        return default
+
+    def batcher(self, loaded: LoadedSae) -> EncodeBatcher:
+        """The encode batcher of a loaded SAE (one per SAE, made on first use)."""
+        current = self._batchers.get(loaded.sae_id)
+        if current is not None and current[0] is loaded:
+            return current[1]
+        batcher = EncodeBatcher(
+            partial(_encode, loaded.sae),
+            self._executor,
+            max_rows=self.batch_max_rows,
+            window_s=self.batch_window_s,
+            name=loaded.sae_id,
+        )
+        self._batchers[loaded.sae_id] = (loaded, batcher)
+        if current is not None:
+            asyncio.get_running_loop().create_task(current[1].close())
+        return batcher
+
+    async def _drop_stale_batchers(self) -> None:
+        """Close the batchers of SAEs the registry unloaded (or replaced) to free their weights."""
+        for sae_id, (loaded, batcher) in list(self._batchers.items()):
+            if self.registry.loaded(sae_id) is not loaded:
+                del self._batchers[sae_id]
+                await batcher.close()
+
+    async def _infer(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a blocking torch function on the inference thread."""
+        call = partial(function, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    # -- validation ---------------------------------------------------------------------------
+
+    def _require_started(self) -> None:
+        if not self._started:
+            raise UnavailableError("the sae service is still loading its default SAE; retry shortly")
+
+    def _check_count(self, count: int, field: str) -> None:
+        if count > self.max_batch:
+            raise ResourceExhaustedError(
+                f"{count:,} {field} in one call; the limit is {self.max_batch:,} (split the batch)"
+            )
+
+    @staticmethod
+    def _check_dim(dim: int, loaded: LoadedSae, what: str) -> None:
+        if dim != loaded.sae.d_in:
+            raise InvalidArgumentError(f"{what} dim {dim} but SAE {loaded.sae_id} expects {loaded.sae.d_in}")
+
+    @staticmethod
+    def _check_feature(feature: int, loaded: LoadedSae) -> None:
+        if feature >= loaded.sae.num_latents:
+            raise InvalidArgumentError(
+                f"feature {feature} is out of range; SAE {loaded.sae_id} has {loaded.sae.num_latents} latents"
+            )
+
+    def _steer_plan(self, interventions: Sequence[common_pb2.Intervention], loaded: LoadedSae) -> SteerPlan:
+        if len(interventions) > self.max_interventions:
+            raise InvalidArgumentError(
+                f"{len(interventions)} interventions in one call; the limit is {self.max_interventions}"
+            )
+        plan = SteerPlan([], [], [], [])
+        seen: set[int] = set()
+        limit = self.max_steer_weight
+        for number, intervention in enumerate(interventions):
+            where = f"interventions[{number}]"
+            target = intervention.WhichOneof("target")
+            if target == "family_id":
+                raise InvalidArgumentError(
+                    f"{where} targets family {intervention.family_id!r}; the sae service steers features "
+                    "only: resolve families through the search service"
+                )
+            if target != "feature":
+                raise InvalidArgumentError(f"{where} names no feature; set its feature field")
+            feature = intervention.feature
+            self._check_feature(feature, loaded)
+            if feature in seen:
+                raise InvalidArgumentError(
+                    f"{where}: feature {feature} appears more than once; steer it once"
+                )
+            seen.add(feature)
+            weight = float(intervention.weight)
+            if not math.isfinite(weight):
+                raise InvalidArgumentError(f"{where}: the weight of feature {feature} is not a finite number")
+            mode = intervention.mode
+            if mode in (common_pb2.STEER_MODE_UNSPECIFIED, common_pb2.STEER_MODE_ADDITIVE):
+                if abs(weight) > limit:
+                    raise InvalidArgumentError(
+                        f"{where}: additive weight {weight:g} on feature {feature} is beyond ±{limit:g}"
+                    )
+                plan.add_features.append(feature)
+                plan.add_weights.append(weight)
+            elif mode == common_pb2.STEER_MODE_CLAMP:
+                if weight < 0:
+                    raise InvalidArgumentError(
+                        f"{where}: clamp value {weight:g} on feature {feature} is negative; "
+                        "latent activations are ≥ 0 (use an additive weight to push a feature down)"
+                    )
+                if weight > limit:
+                    raise InvalidArgumentError(
+                        f"{where}: clamp value {weight:g} on feature {feature} is above {limit:g}"
+                    )
+                plan.clamp_features.append(feature)
+                plan.clamp_values.append(weight)
+            else:
+                raise InvalidArgumentError(f"{where}: unknown steer mode {mode}")
+        return plan
+
+    # -- training requests --------------------------------------------------------------------
+
+    def _train_store_path(self, requested: str) -> Path:
+        """The embedding store a Train request names, only if it lies inside a train data root.
+
+        Symlinks and ".." are resolved before the check, so no path can escape the roots; a
+        relative path is looked up under each root in turn.
+        """
+        if not self.train_data_roots:
+            raise PermissionDeniedError(
+                "Train is disabled on this server: it reads embedding stores only from the folders "
+                "listed in FEATURELENS_SAE_TRAIN_DATA_ROOTS, and none are set"
+            )
+        if not requested.strip():
+            raise InvalidArgumentError(
+                "embeddings_path is empty; name an embedding store folder on the server"
+            )
+        if "\x00" in requested:
+            raise InvalidArgumentError("embeddings_path contains a NUL character")
+        roots = [root.resolve() for root in self.train_data_roots]
+        path = Path(requested).expanduser() if requested.startswith("~") else Path(requested)
+        candidates = [path] if path.is_absolute() else [root / path for root in roots]
+        allowed: list[Path] = []
+        for candidate in candidates:
+            resolved = candidate.resolve()
+            if any(resolved.is_relative_to(root) for root in roots):
+                allowed.append(resolved)
+        if not allowed:
+            raise PermissionDeniedError(
+                f"embeddings_path {requested!r} is outside the folders this server may train from "
+                "(FEATURELENS_SAE_TRAIN_DATA_ROOTS)"
+            )
+        for resolved in allowed:
+            if resolved.exists():
+                return resolved
+        raise NotFoundError(f"no embedding store at {requested!r}")
+
+    def _train_configs(
+        self, request: sae_pb2.TrainRequest, store: EmbeddingStore
+    ) -> tuple[SaeConfig, TrainConfig]:
+        cfg = request.config
+        d_in = cfg.d_in or store.dim
+        if d_in != store.dim:
+            raise InvalidArgumentError(
+                f"config.d_in is {d_in} but the store {request.embeddings_path!r} holds vectors "
+                f"of dim {store.dim}"
+            )
+        if cfg.num_latents == 0:
+            raise InvalidArgumentError("config.num_latents is 0; set the number of latents (e.g. 16 × d_in)")
+        if cfg.num_latents > self.max_num_latents:
+            raise InvalidArgumentError(
+                f"config.num_latents {cfg.num_latents:,} is above this server's limit of "
+                f"{self.max_num_latents:,}"
+            )
+        if cfg.k == 0:
+            raise InvalidArgumentError("config.k is 0; top-k needs k of at least 1")
+        if cfg.k > cfg.num_latents:
+            raise InvalidArgumentError(
+                f"config.k ({cfg.k}) is larger than config.num_latents ({cfg.num_latents}); k latents of "
+                "num_latents are kept"
+            )
+        batch_size = request.batch_size or DEFAULT_BATCH_SIZE
+        if batch_size > MAX_TRAIN_BATCH_SIZE:
+            raise InvalidArgumentError(
+                f"batch_size {batch_size:,} is above the limit of {MAX_TRAIN_BATCH_SIZE:,}"
+            )
+        epochs = request.epochs or 1
+        if epochs > self.max_train_epochs:
+            raise InvalidArgumentError(
+                f"epochs {epochs} is above this server's limit of {self.max_train_epochs}"
+            )
+        val_fraction = request.val_fraction or DEFAULT_VAL_FRACTION
+        if not 0 <= val_fraction < 0.5:
+            raise InvalidArgumentError(f"val_fraction must be in [0, 0.5), got {val_fraction:g}")
+        learning_rate = request.learning_rate or DEFAULT_LEARNING_RATE
+        if not (math.isfinite(learning_rate) and learning_rate > 0):
+            raise InvalidArgumentError(
+                f"learning_rate must be a positive finite number, got {learning_rate:g}"
+            )
+        if len(store) == 0:
+            raise InvalidArgumentError(f"the embedding store {request.embeddings_path!r} holds no rows yet")
+        try:
+            sae_cfg = SaeConfig(
+                d_in=d_in,
+                num_latents=cfg.num_latents,
+                k=cfg.k,
+                k_aux=cfg.k_aux,
+                auxk_coef=float(cfg.auxk_coef) if cfg.auxk_coef else SaeConfig.auxk_coef,
+                dead_steps_threshold=cfg.dead_steps_threshold,
+                multik_coef=float(cfg.multik_coef),
+                multik_k=cfg.multik_k,
+            ).validate()
+            train_cfg = TrainConfig(
+                batch_size=batch_size,
+                lr=float(learning_rate),
+                epochs=epochs,
+                max_steps=request.max_steps or None,
+                seed=request.seed,
+                # float32 → float64 turns 0.1 into 0.10000000149; round so ids match a notebook's 0.1.
+                val_fraction=round(float(val_fraction), 6),
+                device=self.registry.device,
+            ).validate()
+        except SaeConfigError as error:
+            raise InvalidArgumentError(str(error)) from None
+        return sae_cfg, train_cfg
+
+
+# -- inference (on the worker thread) ---------------------------------------------------------
+
+
+def _encode(sae: SparseAutoencoder, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with torch.inference_mode():
+        code = sae.encode(torch.from_numpy(rows))
+        return code.values.float().cpu().numpy(), code.indices.cpu().numpy()
+
+
+def _decode(sae: SparseAutoencoder, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        device = sae.device
+        out = sae.decode(torch.from_numpy(values).to(device), torch.from_numpy(indices).to(device))
+        return out.float().cpu().numpy()
+
+
+def _directions(sae: SparseAutoencoder, features: list[int]) -> np.ndarray:
+    with torch.inference_mode():
+        return sae.decoder_directions(features).float().cpu().numpy()
+
+
+def _steer(
+    sae: SparseAutoencoder, vector: np.ndarray, plan: SteerPlan
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Clamps first (they re-encode the vector), then the additive shifts, then both codes."""
+    with torch.inference_mode():
+        original = torch.from_numpy(vector).to(sae.device)
+        steered = original
+        if plan.clamp_features:
+            steered = steer_clamp(sae, steered, plan.clamp_features, plan.clamp_values)
+        if plan.add_features:
+            steered = steer_additive(sae, steered, plan.add_features, plan.add_weights)
+        code = sae.encode(torch.stack([original, steered.to(original.dtype)]))
+        values = code.values.float().cpu().numpy()
+        indices = code.indices.cpu().numpy()
+        steered_np = steered.float().cpu().numpy()
+    return steered_np, (values[0], indices[0]), (values[1], indices[1])
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    norms = float(np.linalg.norm(a64) * np.linalg.norm(b64))
+    if norms == 0.0:
+        return 1.0 if np.array_equal(a64, b64) else 0.0
+    return float(np.dot(a64, b64) / norms)
+
+
+def _open_store(path: Path, requested: str) -> EmbeddingStore:
+    if not path.is_dir() or not (path / MANIFEST_FILE).is_file():
+        raise InvalidArgumentError(
+            f"{requested!r} is not an embedding store (a folder with {MANIFEST_FILE}); "
+            "write one with `featurelens embed`"
+        )
+    try:
+        return EmbeddingStore.open(path, read_only=True)
+    except EmbeddingStoreError as error:
+        raise InvalidArgumentError(f"the embedding store {requested!r} cannot be read: {error}") from None
+
+
+def _training_result(job: TrainingJob) -> TrainResult:
+    """The job's result, with library errors mapped to status codes."""
+    try:
+        return job.result()
+    except SaeConfigError as error:
+        raise InvalidArgumentError(f"training failed: {error}") from None
+    except SaeCheckpointError as error:
+        raise FailedPreconditionError(f"training could not write its checkpoint: {error}") from None
+    except torch.OutOfMemoryError as error:
+        raise ResourceExhaustedError(
+            f"training ran out of memory on {job.train_cfg.device}: {error}"
+        ) from None

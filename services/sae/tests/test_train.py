@@ -1,0 +1,235 @@
+"""Train: streamed progress, a registered result, cancellation, and where it may read data from."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc import aio
+from sae_testing import Running, matrix, serve_sae, vectors, write_store
+
+from featurelens.v1 import sae_pb2, sae_pb2_grpc
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+DENIED = grpc.StatusCode.PERMISSION_DENIED
+
+
+def tiny_request(path: str, **fields: object) -> sae_pb2.TrainRequest:
+    """A run of a few steps on a few hundred rows."""
+    options: dict[str, object] = {"batch_size": 32, "max_steps": 12, "epochs": 2, "seed": 3}
+    config = sae_pb2.SaeConfig(num_latents=64, k=4)
+    return sae_pb2.TrainRequest(embeddings_path=path, config=config, **(options | fields))  # type: ignore[arg-type]
+
+
+async def train(
+    stub: sae_pb2_grpc.SaeServiceAsyncStub, request: sae_pb2.TrainRequest
+) -> list[sae_pb2.TrainResponse]:
+    return [message async for message in stub.Train(request)]
+
+
+async def train_failure(
+    stub: sae_pb2_grpc.SaeServiceAsyncStub, request: sae_pb2.TrainRequest
+) -> aio.AioRpcError:
+    with pytest.raises(aio.AioRpcError) as caught:
+        await train(stub, request)
+    return caught.value
+
+
+def staging_folders(models_dir: Path) -> list[Path]:
+    return list(models_dir.glob(".train-*"))
+
+
+async def test_train_streams_progress_and_ends_with_a_registered_sae(
+    running: Running, train_roots: Path, models_dir: Path
+) -> None:
+    write_store(train_roots / "corpus")
+
+    messages = await train(running.stub, tiny_request("corpus"))
+
+    progress = messages[:-1]
+    final = messages[-1]
+    assert progress[0].progress.stage == "prepare"
+    steps = [m.progress.done for m in progress if m.progress.stage == "train"]
+    assert steps
+    assert steps == sorted(steps)
+    assert all(m.progress.total == 12 for m in progress[1:])
+    assert final.progress.stage == "done"
+    assert final.progress.done == 12
+    sae_id = final.result.sae_id
+    assert sae_id.startswith("sae-")
+    assert final.result.config.num_latents == 64
+    assert final.result.config.d_in == 32
+    assert final.result.metrics.steps == 12
+    assert final.result.embedding_model == "test-model"
+    assert not final.result.is_default
+    assert (models_dir / sae_id / "model.safetensors").is_file()
+    assert not staging_folders(models_dir)
+
+    listed = await running.stub.ListSaes(sae_pb2.ListSaesRequest())
+    assert sae_id in [info.sae_id for info in listed.saes]
+    got = await running.stub.GetSae(sae_pb2.GetSaeRequest(sae_id=sae_id))
+    assert got.sae.metrics.val_nmse > 0
+    assert got.sae.metrics.train_nmse > 0
+    assert got.sae.metrics.samples == 12 * 32
+    assert 0 <= got.sae.metrics.dead_fraction <= 1
+    encoded = await running.stub.Encode(sae_pb2.EncodeRequest(sae_id=sae_id, vectors=matrix(vectors(2))))
+    assert all(0 < len(row.indices) <= 4 for row in encoded.rows)
+
+
+async def test_train_with_make_default_makes_the_new_sae_the_default(
+    running: Running, train_roots: Path
+) -> None:
+    write_store(train_roots / "corpus")
+
+    messages = await train(running.stub, tiny_request(str(train_roots / "corpus"), make_default=True))
+
+    sae_id = messages[-1].result.sae_id
+    assert messages[-1].result.is_default
+    encoded = await running.stub.Encode(sae_pb2.EncodeRequest(vectors=matrix(vectors(1))))
+    assert encoded.sae_id == sae_id
+    got = await running.stub.GetSae(sae_pb2.GetSaeRequest())
+    assert got.sae.sae_id == sae_id
+
+
+async def test_cancelling_train_stops_the_worker_and_registers_nothing(
+    running: Running, train_roots: Path, models_dir: Path
+) -> None:
+    write_store(train_roots / "corpus")
+    before = await running.stub.ListSaes(sae_pb2.ListSaesRequest())
+    # Thousands of steps: far longer than the test waits.
+    call = running.stub.Train(tiny_request("corpus", batch_size=8, max_steps=0, epochs=500))
+
+    async for message in call:
+        if message.progress.stage == "train":
+            break
+    call.cancel()
+
+    job = running.servicer.training
+    assert job is not None
+    await asyncio.to_thread(job.thread.join, 30)
+    assert not job.thread.is_alive()
+    assert job.stop_requested.is_set()
+    assert job.result().cancelled
+    after = await running.stub.ListSaes(sae_pb2.ListSaesRequest())
+    assert [s.sae_id for s in after.saes] == [s.sae_id for s in before.saes]
+    assert not staging_folders(models_dir)
+
+
+async def test_a_second_train_while_one_runs_is_refused(running: Running, train_roots: Path) -> None:
+    write_store(train_roots / "corpus")
+    call = running.stub.Train(tiny_request("corpus", batch_size=8, max_steps=0, epochs=500))
+    async for message in call:
+        if message.progress.stage == "train":
+            break
+
+    error = await train_failure(running.stub, tiny_request("corpus"))
+
+    call.cancel()
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "already in progress" in (error.details() or "")
+    job = running.servicer.training
+    assert job is not None
+    await asyncio.to_thread(job.thread.join, 30)
+
+
+@pytest.mark.parametrize(
+    ("fields", "config", "words"),
+    [
+        ({}, {"num_latents": 64, "k": 65}, ["config.k (65)", "num_latents (64)"]),
+        ({}, {"num_latents": 64, "k": 0}, ["config.k is 0"]),
+        ({}, {"num_latents": 0, "k": 4}, ["num_latents is 0"]),
+        ({}, {"num_latents": 2_000_000, "k": 4}, ["2,000,000", "1,000,000"]),
+        ({}, {"d_in": 16, "num_latents": 64, "k": 4}, ["config.d_in is 16", "dim 32"]),
+        ({}, {"num_latents": 64, "k": 4, "multik_k": 2}, ["multik_k"]),
+        ({}, {"num_latents": 64, "k": 4, "auxk_coef": float("nan")}, ["auxk_coef"]),
+        ({"val_fraction": 0.7}, {"num_latents": 64, "k": 4}, ["val_fraction", "0.5"]),
+        ({"val_fraction": -0.1}, {"num_latents": 64, "k": 4}, ["val_fraction"]),
+        ({"learning_rate": float("inf")}, {"num_latents": 64, "k": 4}, ["learning_rate"]),
+        ({"epochs": 5000}, {"num_latents": 64, "k": 4}, ["epochs 5000"]),
+        ({"batch_size": 1}, {"num_latents": 64, "k": 4}, ["batch_size"]),
+    ],
+)
+async def test_nonsense_training_settings_are_invalid_arguments(
+    running: Running,
+    train_roots: Path,
+    fields: dict[str, object],
+    config: dict[str, object],
+    words: list[str],
+) -> None:
+    write_store(train_roots / "corpus")
+    request = tiny_request("corpus", **fields)
+    request.config.CopyFrom(sae_pb2.SaeConfig(**config))  # type: ignore[arg-type]
+
+    error = await train_failure(running.stub, request)
+
+    assert error.code() == INVALID, error.details()
+    for word in words:
+        assert word in (error.details() or "")
+
+
+async def test_a_missing_store_inside_the_roots_is_not_found(running: Running, train_roots: Path) -> None:
+    error = await train_failure(running.stub, tiny_request("no-such-store"))
+
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert "no-such-store" in (error.details() or "")
+
+
+async def test_a_folder_that_is_not_a_store_is_an_invalid_argument(
+    running: Running, train_roots: Path
+) -> None:
+    (train_roots / "plain").mkdir()
+
+    error = await train_failure(running.stub, tiny_request("plain"))
+
+    assert error.code() == INVALID
+    assert "not an embedding store" in (error.details() or "")
+
+
+@pytest.mark.parametrize("path", ["/etc", "/etc/passwd", "../outside", "corpus/../../outside", "/"])
+async def test_paths_outside_the_train_data_roots_are_denied(
+    running: Running, train_roots: Path, path: str
+) -> None:
+    write_store(train_roots.parent / "outside")
+    write_store(train_roots / "corpus")
+
+    error = await train_failure(running.stub, tiny_request(path))
+
+    assert error.code() == DENIED
+    assert "outside the folders this server may train from" in (error.details() or "")
+
+
+async def test_a_symlink_out_of_the_roots_is_denied(running: Running, train_roots: Path) -> None:
+    outside = write_store(train_roots.parent / "outside")
+    (train_roots / "link").symlink_to(outside, target_is_directory=True)
+
+    error = await train_failure(running.stub, tiny_request("link"))
+
+    assert error.code() == DENIED
+
+
+async def test_train_is_disabled_without_train_data_roots(models_dir: Path, tmp_path: Path) -> None:
+    write_store(tmp_path / "corpus")
+    async with serve_sae(models_dir) as running:
+        error = await train_failure(running.stub, tiny_request(str(tmp_path / "corpus")))
+
+    assert error.code() == DENIED
+    assert "FEATURELENS_SAE_TRAIN_DATA_ROOTS" in (error.details() or "")
+
+
+async def test_the_first_sae_trained_on_an_empty_registry_becomes_the_default(tmp_path: Path) -> None:
+    roots = tmp_path / "stores"
+    write_store(roots / "corpus")
+    async with serve_sae(tmp_path / "models", train_data_roots=[roots]) as running:
+        no_sae = await asyncio.gather(
+            running.stub.Encode(sae_pb2.EncodeRequest(vectors=matrix(vectors(1)))), return_exceptions=True
+        )
+        messages = await train(running.stub, tiny_request("corpus"))
+        encoded = await running.stub.Encode(sae_pb2.EncodeRequest(vectors=matrix(vectors(1))))
+
+    assert isinstance(no_sae[0], aio.AioRpcError)
+    assert no_sae[0].code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no SAE is registered yet" in (no_sae[0].details() or "")
+    assert messages[-1].result.is_default
+    assert encoded.sae_id == messages[-1].result.sae_id
