@@ -27,7 +27,7 @@ from rich.table import Table
 
 from featurelens.client import FeaturelensClient
 from featurelens.client.errors import UnavailableError
-from featurelens.client.types import Intervention, SaeConfig, SearchResult
+from featurelens.client.types import Intervention, SaeConfig, SearchResult, SparseVector
 from featurelens.corpus import count_records, read_corpus
 from featurelens.embedding import EmbeddingStore, embed_corpus
 
@@ -120,13 +120,19 @@ def embed(client: FeaturelensClient, store_path: Path) -> EmbeddingStore:
 
 
 def train(
-    client: FeaturelensClient, store: EmbeddingStore, config: SaeConfig, epochs: int, batch_size: int, lr: float
+    client: FeaturelensClient,
+    store: EmbeddingStore,
+    config: SaeConfig,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
 ) -> str:
     for sae in client.sae.list_saes():
-        if sae.config.num_latents == config.num_latents and sae.config.k == config.k:
-            if sae.embedding_model == store.model_id:
-                console.print(f"reusing SAE {sae.sae_id} (val NMSE {sae.metrics.val_nmse:.3f})")
-                return sae.sae_id
+        same_shape = (sae.config.num_latents, sae.config.k) == (config.num_latents, config.k)
+        if same_shape and sae.embedding_model == store.model_id:
+            console.print(f"reusing SAE {sae.sae_id} (val NMSE {sae.metrics.val_nmse:.3f})")
+            return sae.sae_id
     with progress_bar() as bar:
         task = bar.add_task(f"train SAE latents={config.num_latents} k={config.k}", total=None, rate="")
         result = None
@@ -207,10 +213,14 @@ def show(title: str, result: SearchResult, categories: dict[str, tuple[str, ...]
     console.print(table)
 
 
+def as_dict(latents: SparseVector) -> dict[int, float]:
+    return dict(zip(latents.indices.tolist(), latents.values.tolist(), strict=True))
+
+
 def moved_features(client: FeaturelensClient, sae_id: str, query: np.ndarray, steer: Intervention) -> None:
     steered = client.sae.steer(query, [steer], sae_id=sae_id)
-    before = dict(zip(steered.latents_before.indices.tolist(), steered.latents_before.values.tolist(), strict=True))
-    after = dict(zip(steered.latents_after.indices.tolist(), steered.latents_after.values.tolist(), strict=True))
+    before = as_dict(steered.latents_before)
+    after = as_dict(steered.latents_after)
     changes = {f: after.get(f, 0.0) - before.get(f, 0.0) for f in before.keys() | after.keys()}
     top = sorted(changes.items(), key=lambda kv: -abs(kv[1]))[:6]
     moved = ", ".join(f"{f}: {before.get(f, 0):.2f}→{after.get(f, 0):.2f}" for f, _ in top)
@@ -219,7 +229,9 @@ def moved_features(client: FeaturelensClient, sae_id: str, query: np.ndarray, st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--latents", type=int, default=3072)
     parser.add_argument("--k", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=30)
@@ -238,7 +250,7 @@ def main() -> None:
             store = embed(client, STORE)
             console.rule("2. train a top-k SAE")
             config = SaeConfig(num_latents=args.latents, k=args.k)
-            sae_id = train(client, store, config, args.epochs, args.batch_size, args.lr)
+            sae_id = train(client, store, config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
             console.rule("3. index into Qdrant")
             index(client, store, sae_id)
 
