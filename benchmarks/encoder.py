@@ -1,0 +1,209 @@
+"""Encoder service overhead: texts/s of each local model called directly vs through gRPC on loopback.
+
+    .venv/bin/python benchmarks/encoder.py [--texts 2000] [--batch-size 64] [--repeats 3]
+
+On real abstracts (title + abstract of arxiv_astro.jsonl.gz) in batches of ``--batch-size``:
+
+- ``direct_texts_per_s``: ``backend.embed(batch)`` in this process, batch after batch.
+- ``service_texts_per_s``: sequential ``Embed`` calls (one in flight at a time) to an encoder
+  served on 127.0.0.1 by the same process, with the Redis cache on and cold (the benchmark's keys
+  are deleted first), so every call looks up, embeds and writes back its rows.
+- ``overhead_ratio``: service time / direct time of the same batch (1.05 = 5% overhead), the
+  median over all batches. Each batch goes direct and through the service back to back (order
+  swapped every batch), so drifting load on a shared machine hits both sides alike. The texts/s
+  figures are per batch too: batch size / median direct seconds, and that divided by the ratio.
+- ``cached_p50_ms`` (and p99): latency of a one-text ``Embed`` whose row is already in Redis,
+  over 200 calls, as the client sees it.
+- ``stream_texts_per_s``: the same batches through ``EmbedStream`` (up to 2 batches in flight
+  inside the server), cold cache; extra, for information.
+
+Needs Redis at 127.0.0.1:6379 (``scripts/ensure_redis.sh``). Progress goes to stderr; the
+figures are the one JSON line printed last on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import redis
+from grpc import aio
+
+from featurelens.corpus import read_corpus
+from featurelens.embedding.backends import EmbeddingBackend, load_backend
+from featurelens.kit import GrpcServer
+from featurelens.services.encoder.cache import RedisEmbeddingCache, cache_key
+from featurelens.services.encoder.servicer import EncoderServicer
+from featurelens.v1 import encoder_pb2, encoder_pb2_grpc
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+DATA = Path(os.environ.get("FEATURELENS_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+BACKENDS = ("wordllama", "sentence-transformers")
+WARM_UP_TEXT = "benchmark warm-up call"
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def forget(model_id: str, texts: Sequence[str]) -> None:
+    """Delete the benchmark's own cache keys, so the next pass starts cold."""
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = [cache_key(model_id, text) for text in texts]
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
+    client.close()
+
+
+async def served(backend: EmbeddingBackend, batch_size: int) -> tuple[GrpcServer, EncoderServicer]:
+    servicer = EncoderServicer(
+        {backend.backend: lambda: backend},
+        RedisEmbeddingCache(REDIS_URL, ttl_s=3600),
+        batch_size=batch_size,
+    )
+    server = GrpcServer([servicer], host="127.0.0.1", port=0)
+    await server.start()
+    await server.wait_ready(timeout=120)
+    return server, servicer
+
+
+async def interleaved_pass(
+    backend: EmbeddingBackend, stub: encoder_pb2_grpc.EncoderServiceAsyncStub, batches: list[list[str]]
+) -> list[tuple[float, float]]:
+    """(direct seconds, service seconds) of each batch, the two measured back to back."""
+    timings = []
+    for number, batch in enumerate(batches):
+        seconds = {}
+        for side in ("direct", "service") if number % 2 == 0 else ("service", "direct"):
+            started = time.perf_counter()
+            if side == "direct":
+                backend.embed(batch)
+            else:
+                reply = await stub.Embed(encoder_pb2.EmbedRequest(texts=batch))
+                assert reply.cached_count == 0
+                assert reply.embeddings.count == len(batch)
+            seconds[side] = time.perf_counter() - started
+        timings.append((seconds["direct"], seconds["service"]))
+    return timings
+
+
+async def stream_pass(stub: encoder_pb2_grpc.EncoderServiceAsyncStub, batches: list[list[str]]) -> float:
+    async def requests() -> AsyncIterator[encoder_pb2.EmbedStreamRequest]:
+        for number, batch in enumerate(batches):
+            yield encoder_pb2.EmbedStreamRequest(batch_id=number, texts=batch)
+
+    started = time.perf_counter()
+    count = 0
+    async for reply in stub.EmbedStream(requests()):
+        count += reply.embeddings.count
+    assert count == sum(map(len, batches))
+    return time.perf_counter() - started
+
+
+async def cached_latencies_ms(
+    stub: encoder_pb2_grpc.EncoderServiceAsyncStub, texts: list[str]
+) -> list[float]:
+    for text in texts:  # warm the cache
+        await stub.Embed(encoder_pb2.EmbedRequest(texts=[text]))
+    latencies = []
+    for text in texts:
+        started = time.perf_counter()
+        reply = await stub.Embed(encoder_pb2.EmbedRequest(texts=[text]))
+        latencies.append((time.perf_counter() - started) * 1000)
+        assert reply.cached_count == 1
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+async def bench_backend(
+    spec: str, texts: list[str], args: argparse.Namespace, figures: dict[str, Any]
+) -> None:
+    progress(f"[{spec}] loading")
+    backend = load_backend(spec, batch_size=args.batch_size)
+    batches = [texts[i : i + args.batch_size] for i in range(0, len(texts), args.batch_size)]
+    server, _ = await served(backend, args.batch_size)
+    repeats = args.repeats if spec == "wordllama" else 1
+    try:
+        async with aio.insecure_channel(server.address) as channel:
+            stub = encoder_pb2_grpc.EncoderServiceStub(channel)
+            backend.embed(batches[0])  # warm both paths before timing
+            await stub.Embed(encoder_pb2.EmbedRequest(texts=[WARM_UP_TEXT]))
+            timings: list[tuple[float, float]] = []
+            for repeat in range(repeats):
+                forget(backend.model_id, texts)
+                timings += (pass_timings := await interleaved_pass(backend, stub, batches))
+                direct_s = sum(direct for direct, _ in pass_timings)
+                service_s = sum(service for _, service in pass_timings)
+                progress(
+                    f"[{spec}] pass {repeat + 1}/{repeats}: direct {len(texts) / direct_s:.0f} texts/s, "
+                    f"service {len(texts) / service_s:.0f} texts/s, ratio {service_s / direct_s:.3f}"
+                )
+            # Per-batch pairs, measured back to back, and their median: a burst of load from
+            # elsewhere on the machine skews one pair, not the figure.
+            ratio = statistics.median(service / direct for direct, service in timings)
+            direct_s = statistics.median(direct for direct, _ in timings)
+            texts_per_batch = len(texts) / len(batches)
+            figures["direct_texts_per_s"][spec] = round(texts_per_batch / direct_s, 1)
+            figures["service_texts_per_s"][spec] = round(texts_per_batch / (direct_s * ratio), 1)
+            figures["overhead_ratio"][spec] = round(ratio, 4)
+            if spec == "wordllama":
+                forget(backend.model_id, texts)
+                stream_s = await stream_pass(stub, batches)
+                figures["stream_texts_per_s"][spec] = round(len(texts) / stream_s, 1)
+                progress(f"[{spec}] EmbedStream: {len(texts) / stream_s:.0f} texts/s")
+            if spec == args.cached_model:
+                probe = texts[: args.cached_calls]
+                forget(backend.model_id, probe)
+                latencies = await cached_latencies_ms(stub, probe)
+                figures["cached_p50_ms"] = round(statistics.median(latencies), 3)
+                figures["cached_p99_ms"] = round(percentile(latencies, 99), 3)
+                figures["cached_model"] = backend.model_id
+                progress(f"[{spec}] cached one-text Embed: p50 {figures['cached_p50_ms']} ms")
+            forget(backend.model_id, [*texts, WARM_UP_TEXT])
+    finally:
+        await server.stop(0)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--texts", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5, help="passes for wordllama (MiniLM runs one)")
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS))
+    parser.add_argument("--cached-model", default="sentence-transformers")
+    parser.add_argument("--cached-calls", type=int, default=200)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    texts = [record.embedding_text for record in read_corpus(DATA / "arxiv_astro.jsonl.gz", limit=args.texts)]
+    progress(f"{len(texts)} abstracts, batches of {args.batch_size}, sequential calls")
+    figures: dict[str, Any] = {
+        "direct_texts_per_s": {},
+        "service_texts_per_s": {},
+        "overhead_ratio": {},
+        "stream_texts_per_s": {},
+        "cached_p50_ms": None,
+        "texts": len(texts),
+        "batch_size": args.batch_size,
+    }
+    if args.cached_model not in args.backends:
+        args.cached_model = args.backends[0]
+    for spec in args.backends:
+        await bench_backend(spec, texts, args, figures)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

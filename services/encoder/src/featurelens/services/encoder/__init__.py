@@ -1,0 +1,1 @@
+"""featurelens encoder service: text to dense embeddings over gRPC, with an embedding cache."""

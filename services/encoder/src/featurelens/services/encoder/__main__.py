@@ -1,0 +1,89 @@
+"""Run the encoder service: ``python -m featurelens.services.encoder``.
+
+This is the only module that reads the environment (through ``EncoderSettings``).
+``build_servicer`` is also what the embedded mode (``featurelens up``) calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+from featurelens.embedding.backends import load_backend, resolve_api_key
+from featurelens.kit import GrpcServer, configure_logging
+from featurelens.services.encoder.cache import EmbeddingCache, MemoryEmbeddingCache, RedisEmbeddingCache
+from featurelens.services.encoder.servicer import BackendLoader, EncoderServicer
+from featurelens.services.encoder.settings import EncoderSettings
+
+
+def backend_options(spec: str, settings: EncoderSettings) -> dict[str, Any]:
+    """Keyword arguments of ``load_backend`` for one spec."""
+    kind = spec.strip().lower()
+    if kind == "openai":
+        options: dict[str, Any] = {
+            "model": settings.openai_model,
+            "api_key": resolve_api_key(
+                settings.openai_api_key.get_secret_value(), settings.openai_api_key_file
+            ),
+            "timeout_s": settings.openai_timeout_s,
+            "max_retries": settings.openai_max_retries,
+        }
+        if settings.openai_base_url:
+            options["base_url"] = settings.openai_base_url
+        return options
+    if kind in ("sentence-transformers", "sentence_transformers", "minilm"):
+        return {"device": settings.device, "batch_size": settings.batch_size}
+    return {"batch_size": settings.batch_size}
+
+
+def build_cache(settings: EncoderSettings) -> EmbeddingCache:
+    """Redis when a URL is set, else a bounded in-process LRU."""
+    if settings.redis_url:
+        return RedisEmbeddingCache(
+            settings.redis_url,
+            ttl_s=settings.cache_ttl_s,
+            timeout_s=settings.cache_timeout_s,
+            max_connections=settings.redis_max_connections,
+        )
+    return MemoryEmbeddingCache(settings.memory_cache_bytes)
+
+
+def build_servicer(settings: EncoderSettings) -> EncoderServicer:
+    """An encoder servicer per the settings; models load when the server starts it."""
+    loaders: dict[str, BackendLoader] = {
+        spec: functools.partial(load_backend, spec, **backend_options(spec, settings))
+        for spec in settings.models
+    }
+    return EncoderServicer(
+        loaders,
+        build_cache(settings),
+        default_model=settings.default_model,
+        max_texts=settings.max_texts,
+        max_text_bytes=settings.max_text_bytes,
+        batch_size=settings.batch_size,
+        remote_concurrency=settings.openai_concurrency,
+    )
+
+
+async def serve(settings: EncoderSettings) -> None:
+    """Serve until SIGTERM or SIGINT, then drain and stop."""
+    # Built inside the running loop: a grpc.aio server binds to the loop it is created in.
+    server = GrpcServer(
+        [build_servicer(settings)],
+        host=settings.host,
+        port=settings.port,
+        grace_period_s=settings.grace_period_s,
+        max_message_bytes=settings.max_message_bytes,
+    )
+    await server.serve_until_signalled()
+
+
+def main() -> None:
+    settings = EncoderSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()
