@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import Field
 from typer.testing import CliRunner
 
 from featurelens.cli.main import app
@@ -173,6 +174,7 @@ class DemoSettings(ServiceSettings):
     sae_address: str = "127.0.0.1:50052"
     edge_path: Path = Path(".featurelens/qdrant")
     cache_dir: Path = Path("/var/cache/demo")
+    corpus_roots: list[Path] = Field(default_factory=list)
 
 
 def test_up_points_hosted_services_at_itself_and_moves_local_state_into_the_data_dir(tmp_path: Path) -> None:
@@ -187,6 +189,21 @@ def test_up_points_hosted_services_at_itself_and_moves_local_state_into_the_data
     assert settings.sae_address == "127.0.0.1:50052"  # not hosted here: left to its setting
     assert settings.edge_path == tmp_path / "qdrant"
     assert settings.cache_dir == Path("/var/cache/demo")
+
+
+def test_up_lets_services_read_the_data_dir_and_working_directory_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    demo = ServiceFactory("demo", DemoSettings, lambda settings: settings)
+
+    settings = service_settings(demo, host="127.0.0.1", port=6000, data_dir=tmp_path, hosted=[])
+    assert isinstance(settings, DemoSettings)
+    assert settings.corpus_roots == [tmp_path.resolve(), Path.cwd()]
+
+    monkeypatch.setenv("FEATURELENS_DEMO_CORPUS_ROOTS", '["/srv/corpora"]')
+    settings = service_settings(demo, host="127.0.0.1", port=6000, data_dir=tmp_path, hosted=[])
+    assert isinstance(settings, DemoSettings)
+    assert settings.corpus_roots == [Path("/srv/corpora")]
 
 
 def test_up_leaves_what_the_user_set_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

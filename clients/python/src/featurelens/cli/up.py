@@ -87,7 +87,8 @@ def service_settings(
 
     A variable the user set always wins, except host and port (one server hosts all). Otherwise:
     defaults under ``.featurelens/`` move into ``data_dir``; ``<service>_address`` fields of the
-    services in ``hosted`` point back at this server; ``FEATURELENS_REDIS_URL`` fills
+    services in ``hosted`` point back at this server; ``*_roots`` (server folders a caller may
+    name) allow ``data_dir`` and the working directory; ``FEATURELENS_REDIS_URL`` fills
     ``redis_url``; ``models`` (when given) sets the encoder's models.
     """
     cls = factory.settings_class
@@ -106,6 +107,11 @@ def service_settings(
             overrides[name] = data_dir.joinpath(*default.parts[1:])
         elif name.endswith("_address") and name.removesuffix("_address") in hosted:
             overrides[name] = own_address
+        elif name.endswith("_roots"):
+            # Folders a service may read on a caller's behalf (training data, corpora). The
+            # embedded mode serves one local user, so it allows the data folder and the working
+            # directory; a deployed service allows only what its environment names.
+            overrides[name] = [data_dir.resolve(), Path.cwd()]
     if factory.name == "encoder" and models:
         overrides["models"] = list(models)
     shared_redis = os.environ.get(SHARED_REDIS_URL, "")
