@@ -14,6 +14,7 @@ from featurelens.kit.errors import (
     status_for,
 )
 from featurelens.kit.logs import configure_logging, redact
+from featurelens.kit.runner import run_service
 from featurelens.kit.server import GrpcServer, Servicer, channel_options, insecure_channel
 from featurelens.kit.settings import ServiceSettings, service_config
 
@@ -35,6 +36,7 @@ __all__ = [
     "insecure_channel",
     "redact",
     "register_error",
+    "run_service",
     "service_config",
     "status_for",
 ]

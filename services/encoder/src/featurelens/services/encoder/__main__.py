@@ -6,12 +6,11 @@ This is the only module that reads the environment (through ``EncoderSettings``)
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from typing import Any
 
 from featurelens.embedding.backends import load_backend, resolve_api_key
-from featurelens.kit import GrpcServer, configure_logging
+from featurelens.kit import run_service
 from featurelens.services.encoder.cache import EmbeddingCache, MemoryEmbeddingCache, RedisEmbeddingCache
 from featurelens.services.encoder.servicer import BackendLoader, EncoderServicer
 from featurelens.services.encoder.settings import EncoderSettings
@@ -66,23 +65,8 @@ def build_servicer(settings: EncoderSettings) -> EncoderServicer:
     )
 
 
-async def serve(settings: EncoderSettings) -> None:
-    """Serve until SIGTERM or SIGINT, then drain and stop."""
-    # Built inside the running loop: a grpc.aio server binds to the loop it is created in.
-    server = GrpcServer(
-        [build_servicer(settings)],
-        host=settings.host,
-        port=settings.port,
-        grace_period_s=settings.grace_period_s,
-        max_message_bytes=settings.max_message_bytes,
-    )
-    await server.serve_until_signalled()
-
-
 def main() -> None:
-    settings = EncoderSettings()
-    configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    run_service(EncoderSettings(), build_servicer)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,9 @@ This is the only module that reads the environment (through ``SaeSettings``).
 
 from __future__ import annotations
 
-import asyncio
-
 import torch
 
-from featurelens.kit import GrpcServer, configure_logging
+from featurelens.kit import run_service
 from featurelens.services.sae.registry import SaeRegistry
 from featurelens.services.sae.servicer import SaeServicer
 from featurelens.services.sae.settings import SaeSettings
@@ -40,26 +38,12 @@ def build_servicer(settings: SaeSettings) -> SaeServicer:
         max_num_latents=settings.max_num_latents,
         max_train_epochs=settings.max_train_epochs,
         train_progress_interval_s=settings.train_progress_interval_s,
+        inference_threads=settings.inference_threads,
     )
-
-
-async def serve(settings: SaeSettings) -> None:
-    """Serve until SIGTERM or SIGINT, then drain and stop."""
-    # Built inside the running loop: a grpc.aio server binds to the loop it is created in.
-    server = GrpcServer(
-        [build_servicer(settings)],
-        host=settings.host,
-        port=settings.port,
-        grace_period_s=settings.grace_period_s,
-        max_message_bytes=settings.max_message_bytes,
-    )
-    await server.serve_until_signalled()
 
 
 def main() -> None:
-    settings = SaeSettings()
-    configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    run_service(SaeSettings(), build_servicer)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,9 @@ class SaeSettings(ServiceSettings):
     batch_max_rows: int = Field(
         1024, ge=1, description="Most rows the encode batcher runs in one forward pass."
     )
+    inference_threads: int = Field(
+        1, ge=0, description="Torch threads of the inference thread; 0 = torch's default (one per core)."
+    )
 
     max_interventions: int = Field(64, ge=1, description="Most interventions in one Steer call.")
     max_steer_weight: float = Field(

@@ -7,9 +7,7 @@ and sae addresses pointing at its own port.
 
 from __future__ import annotations
 
-import asyncio
-
-from featurelens.kit import GrpcServer, configure_logging
+from featurelens.kit import run_service
 from featurelens.services.search.dependencies import Dependencies
 from featurelens.services.search.servicer import SearchServicer
 from featurelens.services.search.settings import SearchSettings
@@ -36,23 +34,8 @@ def build_servicer(settings: SearchSettings) -> SearchServicer:
     return SearchServicer(lambda: open_store(settings), dependencies, settings)
 
 
-async def serve(settings: SearchSettings) -> None:
-    """Serve until SIGTERM or SIGINT, then drain and stop."""
-    # Built inside the running loop: a grpc.aio server binds to the loop it is created in.
-    server = GrpcServer(
-        [build_servicer(settings)],
-        host=settings.host,
-        port=settings.port,
-        grace_period_s=settings.grace_period_s,
-        max_message_bytes=settings.max_message_bytes,
-    )
-    await server.serve_until_signalled()
-
-
 def main() -> None:
-    settings = SearchSettings()
-    configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    run_service(SearchSettings(), build_servicer)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,32 @@
+"""A service process's main(): logging, one server, serve until SIGTERM/SIGINT, drain, stop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TypeVar
+
+from featurelens.kit.logs import configure_logging
+from featurelens.kit.server import GrpcServer, Servicer
+from featurelens.kit.settings import ServiceSettings
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+
+async def serve(settings: SettingsT, build_servicer: Callable[[SettingsT], Servicer]) -> None:
+    """Serve one servicer per its settings until SIGTERM or SIGINT, then drain and stop."""
+    # Built inside the running loop: a grpc.aio server binds to the loop it is created in.
+    server = GrpcServer(
+        [build_servicer(settings)],
+        host=settings.host,
+        port=settings.port,
+        grace_period_s=settings.grace_period_s,
+        max_message_bytes=settings.max_message_bytes,
+    )
+    await server.serve_until_signalled()
+
+
+def run_service(settings: SettingsT, build_servicer: Callable[[SettingsT], Servicer]) -> None:
+    """Configure logging from the settings and serve (what each service's ``main()`` does)."""
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(serve(settings, build_servicer))
