@@ -42,7 +42,7 @@ protos: install
 	$(PY) scripts/generate_protos.py
 
 demo: install
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(DEMO_ARGS)
 
 bench: install
 	scripts/ensure_redis.sh

@@ -94,10 +94,10 @@ def wait_until_serving(client: FeaturelensClient, server: subprocess.Popen[bytes
     raise SystemExit(f"the server did not become ready in {timeout_s:.0f}s; see {WORK / 'server.log'}")
 
 
-def embed(client: FeaturelensClient, store_path: Path) -> EmbeddingStore:
+def embed(client: FeaturelensClient, store_path: Path, limit: int | None) -> EmbeddingStore:
     model = next(m for m in client.encoder.list_models() if m.is_default)
     store = EmbeddingStore.open_or_create(store_path, model.id, model.dim, source_path=str(CORPUS_FILE))
-    total = count_records(CORPUS_FILE)
+    total = min(count_records(CORPUS_FILE), limit or sys.maxsize)
     with progress_bar() as bar:
         task = bar.add_task(f"embed with {model.id}", total=total, completed=len(store), rate="")
         started, done_before = time.monotonic(), len(store)
@@ -108,7 +108,7 @@ def embed(client: FeaturelensClient, store_path: Path) -> EmbeddingStore:
             bar.update(task, completed=done_before + embedded, rate=label)
 
         embed_corpus(
-            read_corpus(CORPUS_FILE),
+            read_corpus(CORPUS_FILE, limit=limit),
             store,
             lambda texts: client.encoder.embed(texts).vectors,
             batch_size=128,
@@ -157,19 +157,20 @@ def train(
     return result.sae_id
 
 
-def index(client: FeaturelensClient, store: EmbeddingStore, sae_id: str) -> None:
+def index(client: FeaturelensClient, store: EmbeddingStore, sae_id: str, limit: int | None) -> None:
     for corpus in client.search.list_corpora():
-        if corpus.corpus == CORPUS and sae_id in corpus.sae_ids and corpus.documents >= len(store):
+        if corpus.corpus == CORPUS and sae_id in corpus.sae_ids and corpus.documents >= (limit or len(store)):
             console.print(f"corpus '{CORPUS}' already indexed ({corpus.documents:,} documents)")
             return
     with progress_bar() as bar:
-        task = bar.add_task("index into Qdrant", total=len(store), rate="")
+        task = bar.add_task("index into Qdrant", total=min(len(store), limit or sys.maxsize), rate="")
         for update in client.search.index_documents(
             CORPUS,
             corpus_path=str(CORPUS_FILE),
             embeddings_path=str(store.path),
             embedding_model=store.model_id,
             sae_ids=[sae_id],
+            limit=limit,
         ):
             bar.update(task, completed=update.indexed, rate=f"{update.progress.rate_per_s:,.0f} docs/s")
             if update.failed_ids:
@@ -237,6 +238,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument(
+        "--limit", type=int, default=None, help="use only the first N papers (a quicker first run)"
+    )
     args = parser.parse_args()
     if not CORPUS_FILE.exists():
         raise SystemExit(f"corpus not found: {CORPUS_FILE} (set FEATURELENS_DATA_DIR)")
@@ -247,12 +251,12 @@ def main() -> None:
         with FeaturelensClient(f"127.0.0.1:{port}", timeout_s=120) as client:
             wait_until_serving(client, server, timeout_s=300)
             console.rule("1. embed")
-            store = embed(client, STORE)
+            store = embed(client, STORE, args.limit)
             console.rule("2. train a top-k SAE")
             config = SaeConfig(num_latents=args.latents, k=args.k)
             sae_id = train(client, store, config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
             console.rule("3. index into Qdrant")
-            index(client, store, sae_id)
+            index(client, store, sae_id, args.limit)
 
             console.rule("4. steer a search")
             categories = {r.id: r.categories for r in read_corpus(CORPUS_FILE)}
