@@ -15,6 +15,11 @@ open here; that is a StoreUnavailableError).
 
 Indexing: the engine builds HNSW indexes only when told; call ``optimize(name)`` after a bulk
 ingest (until then dense queries are exact full scans, which is fine for small collections).
+New collections build their HNSW graph with m 16 and ef_construct 64 (Qdrant's default is 100):
+on 60k 256-dim abstracts (2 shared cores) that built in 25 s instead of 34-49 s with the same
+query time, and a dense recall@10 against exact search of 0.996 instead of 0.998.
+The engine holds the GIL while it searches, writes and optimizes (a 60k optimize stalls every
+other thread of the process for its whole duration).
 """
 
 from __future__ import annotations
@@ -70,6 +75,8 @@ logger = logging.getLogger(__name__)
 
 _META = "collection.json"
 _SHARD = "shard"
+#: The HNSW graph of new collections: m, ef_construct, full_scan_threshold (KB, Qdrant's default).
+_HNSW_M, _HNSW_EF_CONSTRUCT, _HNSW_FULL_SCAN_KB = 16, 64, 10_000
 
 
 @dataclass
@@ -233,6 +240,7 @@ class EdgeDocumentStore:
         config = qe.EdgeConfig(
             vectors={schema.DENSE_VECTOR: qe.EdgeVectorParams(size=dense_dim, distance=qe.Distance.Cosine)},
             sparse_vectors={schema.sparse_vector_name(s): qe.EdgeSparseVectorParams() for s in sae_ids},
+            hnsw_config=qe.HnswIndexConfig(_HNSW_M, _HNSW_EF_CONSTRUCT, _HNSW_FULL_SCAN_KB),
             max_search_threads=self._max_search_threads,
         )
         with _engine(name):
@@ -458,7 +466,7 @@ class EdgeDocumentStore:
         with _engine(name):
             legs = coll.shard.query_batch(legs_request)
         fused = fuse(
-            [[LegHit(str(h.id), h.score) for h in leg] for leg in legs],
+            [[LegHit(h.id, h.score) for h in leg] for leg in legs],
             (request.dense_weight, request.sparse_weight),
             request.fusion,
             request.rrf_k,
@@ -472,7 +480,7 @@ class EdgeDocumentStore:
             records = coll.shard.retrieve(
                 page_ids, with_payload=_with_payload(proj), with_vector=_with_vector(proj)
             )
-        by_id = {str(r.id): r for r in records}
+        by_id = {r.id: r for r in records}
         out = []
         for hit in page:
             record = by_id.get(hit.key)

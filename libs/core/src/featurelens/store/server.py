@@ -504,7 +504,7 @@ class QdrantServerDocumentStore:
         by_id = {str(r.id): r for r in records}
         out = []
         for hit in page:
-            record = by_id.get(hit.key)
+            record = by_id.get(str(hit.key))
             if record is None:  # deleted between the legs and the fetch
                 continue
             point = stored_point(record.payload, _vectors(record), proj)

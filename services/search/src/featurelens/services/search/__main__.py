@@ -23,7 +23,7 @@ def open_store(settings: SearchSettings) -> DocumentStore:
             prefer_grpc=settings.qdrant_prefer_grpc,
             timeout=settings.qdrant_timeout_s,
         )
-    return EdgeDocumentStore(settings.edge_path)
+    return EdgeDocumentStore(settings.edge_path, max_search_threads=settings.edge_search_threads or None)
 
 
 def build_servicer(settings: SearchSettings) -> SearchServicer:

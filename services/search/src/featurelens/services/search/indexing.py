@@ -355,6 +355,7 @@ class Indexer:
         await self.corpora.run(
             self.corpora.store.ensure_collection, target.corpus, target.dim, target.sae_ids, metadata
         )
+        self.corpora.forget(target.corpus)
 
     async def _finish(self, corpus: str, progress: IndexProgress) -> Responses:
         written = progress.indexed - progress.unchanged

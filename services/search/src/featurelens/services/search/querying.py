@@ -48,7 +48,9 @@ class Searcher:
         self.families = families
 
     async def search(self, query: SearchQuery) -> search_pb2.SearchResponse:
-        corpus = await self.corpora.get(query.corpus)
+        corpus = await self.corpora.recent(query.corpus)
+        if query.sae_id and query.sae_id not in corpus.sae_ids:
+            corpus = await self.corpora.get(query.corpus)  # the SAE may have been added since
         sae_id = await resolve_sae(corpus, query.sae_id, self.dependencies) if query.needs_sae else ""
         interventions = await self._expand(query.interventions, sae_id)
         self._check_features(query, corpus, sae_id, interventions)

@@ -31,6 +31,12 @@ class SearchSettings(ServiceSettings):
         description='"edge": Qdrant in process, in edge_path; "server": a Qdrant server at qdrant_url.',
     )
     edge_path: Path = Field(Path(".featurelens/qdrant"), description="Folder of the in-process Qdrant data.")
+    edge_search_threads: int = Field(
+        1,
+        ge=0,
+        description="Search threads per corpus of the in-process Qdrant; 0 = one per CPU. An optimized "
+        "corpus is one segment, so more threads only add work.",
+    )
     qdrant_url: str = Field("http://127.0.0.1:6333", description="REST URL of the Qdrant server.")
     qdrant_api_key: SecretStr = Field(
         SecretStr(""), description="API key of the Qdrant server, if it has one."
