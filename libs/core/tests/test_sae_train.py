@@ -223,3 +223,16 @@ def test_a_fixed_seed_run_on_real_embeddings_reaches_the_expected_nmse(wordllama
     assert result.final_train.nmse < 0.45
     assert result.final_val.nmse < 0.70
     assert result.final_train.dead_fraction < 0.05
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("use_bf16", [False, True])
+def test_training_on_cuda_reduces_nmse(use_bf16: bool) -> None:
+    steps: list[StepMetrics] = []
+    cfg = TrainConfig(batch_size=64, lr=1e-3, epochs=4, seed=7, device="cuda", use_bf16=use_bf16)
+    callbacks = TrainCallbacks(on_step=steps.append, step_every=5)
+    result = train_sae(sparse_data(), SAE_CFG, cfg, callbacks=callbacks)
+    assert result.sae.device.type == "cuda"
+    assert result.final_train is not None
+    assert result.final_train.nmse < 0.9 * steps[0].nmse
