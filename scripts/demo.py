@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 import socket
 import subprocess
@@ -128,11 +129,14 @@ def train(
     batch_size: int,
     lr: float,
 ) -> str:
-    for sae in client.sae.list_saes():
-        same_shape = (sae.config.num_latents, sae.config.k) == (config.num_latents, config.k)
-        if same_shape and sae.embedding_model == store.model_id:
-            console.print(f"reusing SAE {sae.sae_id} (val NMSE {sae.metrics.val_nmse:.3f})")
-            return sae.sae_id
+    # Reuse the SAE of an earlier run only if it was trained on the store as it is now.
+    state_file = WORK / "sae.json"
+    known = {sae.sae_id for sae in client.sae.list_saes()}
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    wanted = {"rows": len(store), "config": [config.num_latents, config.k]}
+    if state.get("sae_id") in known and {key: state.get(key) for key in wanted} == wanted:
+        console.print(f"reusing SAE {state['sae_id']} (trained on {len(store):,} rows)")
+        return str(state["sae_id"])
     with progress_bar() as bar:
         task = bar.add_task(f"train SAE latents={config.num_latents} k={config.k}", total=None, rate="")
         result = None
@@ -149,6 +153,7 @@ def train(
             result = update.result or result
     if result is None:
         raise SystemExit("training ended without a result")
+    state_file.write_text(json.dumps({"sae_id": result.sae_id, **wanted}))
     m = result.metrics
     console.print(
         f"trained {result.sae_id}: train NMSE {m.train_nmse:.3f}, validation NMSE {m.val_nmse:.3f}, "
