@@ -32,7 +32,6 @@ import json
 import math
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,7 @@ import numpy as np
 import torch
 from grpc import aio
 
+from featurelens.cli.up import free_port
 from featurelens.client.arrays import to_dense_matrix
 from featurelens.kit.healthcheck import check
 from featurelens.sae import SaeConfig, SparseAutoencoder, make_sae_id, save_sae
@@ -58,12 +58,6 @@ from featurelens.v1 import sae_pb2, sae_pb2_grpc
 
 def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -88,7 +82,7 @@ BATCHER_LINE = re.compile(r"(?P<requests>\d+) requests, (?P<rows>\d+) rows in (?
 @contextmanager
 def sae_process(models_dir: Path, window_ms: float) -> Iterator[Server]:
     """The sae service in a child process on a free port, until the block ends (then SIGTERM)."""
-    port = free_port()
+    port = free_port("127.0.0.1")
     env = os.environ | {
         "FEATURELENS_SAE_HOST": "127.0.0.1",
         "FEATURELENS_SAE_PORT": str(port),

@@ -29,7 +29,8 @@ also of the fastest steps, the least disturbed by other jobs), the NMSE of both 
 models on the training rows (same evaluation code for both), our validation NMSE and our dead
 fraction. The last stdout line is one JSON object {"a": {...}, "b": {...}, ...}.
 
-Where the time goes (setting b, CPU, 2 threads, quiet machine; torch.profiler): our step is
+Where the time goes, from a one-off torch.profiler run (setting b, CPU, 2 threads, quiet machine;
+this benchmark prints only whole-step times, `step_ms_ours` / `step_ms_paper`): our step is
 ~275 ms, of which the dense pre-activation matmul (1024 × 1536 × 9216, ~165 GFLOP/s) is ~170 ms;
 topk ~16 ms; the sparse kernels (embedding_bag decode ~12 ms, sampled dot for the values' gradient
 ~15 ms, two CSR products for the W_enc / W_dec gradients ~6 ms each); fused Adam ~13 ms; norm
@@ -80,7 +81,8 @@ from featurelens.sae.data import derived_seed
 logger = logging.getLogger("benchmarks.sae_train")
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "data" / "arxiv_astro.jsonl.gz"
+DATA = Path(os.environ.get("FEATURELENS_DATA_DIR", ROOT.parent / "shared" / "data"))
+CORPUS = DATA / "arxiv_astro.jsonl.gz"
 CACHE = ROOT / ".featurelens" / "cache"
 STORE_DIR = CACHE / "embeddings" / "arxiv_astro-all-MiniLM-L6-v2"
 

@@ -55,7 +55,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -69,6 +68,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from featurelens.cli.up import free_port
 from featurelens.client import AsyncFeaturelensClient, Intervention, SearchResult, SparseVector
 from featurelens.corpus import Record
 
@@ -252,12 +252,6 @@ def serve(config: dict[str, Any]) -> None:
         await server.serve_until_signalled()
 
     asyncio.run(run())
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def redis_answers(url: str) -> bool:
@@ -572,7 +566,7 @@ def main() -> None:
     try:
         corpus_path = work / "corpus.jsonl"
         write_corpus({r.id for r in split.indexed}, corpus_path)
-        args.port = free_port()
+        args.port = free_port("127.0.0.1")
         config = {
             "port": args.port,
             "model": spec,

@@ -15,7 +15,6 @@ import argparse
 import collections
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from featurelens.cli.up import free_port
 from featurelens.client import FeaturelensClient
 from featurelens.client.errors import UnavailableError
 from featurelens.client.types import Intervention, SaeConfig, SearchResult, SparseVector
@@ -57,12 +57,6 @@ def progress_bar() -> Progress:
         TimeRemainingColumn(),
         console=console,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_server(port: int) -> subprocess.Popen[bytes]:
@@ -250,7 +244,7 @@ def main() -> None:
     if not CORPUS_FILE.exists():
         raise SystemExit(f"corpus not found: {CORPUS_FILE} (set FEATURELENS_DATA_DIR)")
 
-    port = free_port()
+    port = free_port("127.0.0.1")
     server = start_server(port)
     try:
         with FeaturelensClient(f"127.0.0.1:{port}", timeout_s=120) as client:

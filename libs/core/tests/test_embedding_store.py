@@ -67,7 +67,7 @@ def test_appended_rows_survive_a_reopen(records: list[Record], tmp_path: Path) -
         assert reopened.dim == DIM
         np.testing.assert_array_equal(reopened.vectors(), vectors)
         np.testing.assert_array_equal(reopened.get([ids[7], ids[3]]), vectors[[7, 3]])
-        assert reopened.contains(ids[0])
+        assert ids[0] in reopened
         assert ids[49] in reopened
         assert "nope" not in reopened
         assert reopened.done_ids() == set(ids)

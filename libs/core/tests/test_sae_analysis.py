@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -36,3 +39,14 @@ def test_evaluate_nmse_matches_a_direct_computation() -> None:
     densities = np.zeros(32)
     np.add.at(densities, code.indices[code.values > 0].numpy(), 1)
     np.testing.assert_allclose(evaluate(sae, x).densities, densities / 70)
+
+
+def test_evaluating_a_read_only_memmap_warns_about_nothing(tmp_path: Path) -> None:
+    sae = SparseAutoencoder(SaeConfig(d_in=8, num_latents=32, k=4), seed=0)
+    x = np.random.default_rng(2).standard_normal((40, 8)).astype(np.float32)
+    x.tofile(tmp_path / "x.f32")
+    mm = np.memmap(tmp_path / "x.f32", dtype=np.float32, mode="r", shape=x.shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = evaluate(sae, mm, batch_size=16)
+    assert report.nmse == pytest.approx(evaluate(sae, x, batch_size=16).nmse)

@@ -168,6 +168,7 @@ def test_checkpoints_are_written_periodically_and_at_the_end(tmp_path: Path) -> 
     metrics = info.metrics
     assert metrics is not None
     assert metrics["completed"] is True
+    assert metrics["samples"] == 10 * 64
     assert len(metrics["latent_densities"]) == 256
     assert metrics["final_val_nmse"] == pytest.approx(result.final_val.nmse if result.final_val else None)
     assert [p[0] for p in metrics["train_curve"]] == list(range(1, 11))

@@ -18,7 +18,6 @@ import math
 import shutil
 import time
 import uuid
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -129,6 +128,37 @@ def _check_device(device: str) -> None:
         raise fail(f"--device {device} was asked for, but CUDA is not available here; use --device cpu.", 2)
 
 
+def _train_config(
+    batch_size: int,
+    lr: float,
+    epochs: int,
+    max_steps: int | None,
+    seed: int,
+    val_fraction: float,
+    device: str,
+    out: Path,
+) -> TrainConfig:
+    """The TrainConfig of `sae train` and `sae sweep`, --device and --out checked; exit 2 otherwise."""
+    from featurelens.sae import SaeConfigError, TrainConfig
+
+    try:
+        train_cfg = TrainConfig(
+            batch_size=batch_size,
+            lr=lr,
+            epochs=epochs,
+            max_steps=max_steps,
+            seed=seed,
+            val_fraction=val_fraction,
+            device=device,
+        ).validate()
+    except SaeConfigError as error:
+        raise fail(str(error), code=2) from error
+    _check_device(device)
+    if out.exists() and not out.is_dir():
+        raise fail(f"--out {out} is a file; it must be a directory.", code=2)
+    return train_cfg
+
+
 def _parse_list(value: str, option: str) -> list[int]:
     """Parse "3072,4608,6144"; exit 2 with a sentence naming the option otherwise."""
     try:
@@ -229,7 +259,7 @@ def train(
     """Train a top-k SAE on stored embeddings and write its checkpoint to OUT/<sae_id>/."""
     data = _open_embeddings(embeddings)
     try:
-        from featurelens.sae import SaeConfig, SaeConfigError, TrainConfig
+        from featurelens.sae import SaeConfig, SaeConfigError
     except ModuleNotFoundError as error:
         raise fail("`featurelens sae` needs torch and featurelens-core[sae] installed.") from error
     try:
@@ -242,20 +272,9 @@ def train(
             dead_steps_threshold=dead_steps,
             multik_coef=multik_coef,
         ).validate()
-        train_cfg = TrainConfig(
-            batch_size=batch_size,
-            lr=lr,
-            epochs=epochs,
-            max_steps=max_steps,
-            seed=seed,
-            val_fraction=val_fraction,
-            device=device,
-        ).validate()
     except SaeConfigError as error:
         raise fail(str(error), code=2) from error
-    _check_device(device)
-    if out.exists() and not out.is_dir():
-        raise fail(f"--out {out} is a file; it must be a (models) directory.", code=2)
+    train_cfg = _train_config(batch_size, lr, epochs, max_steps, seed, val_fraction, device, out)
 
     model_name = embedding_model or data.model_id
     result, final_dir, seconds = _train_into(out, data.vectors, sae_cfg, train_cfg, model_name)
@@ -373,10 +392,7 @@ def evaluate_command(
             soft_wrap=True,
         )
     rows = data.vectors if limit is None else data.vectors[:limit]
-    with warnings.catch_warnings():
-        # Batches of a read-only memmap reach torch.from_numpy as read-only views; they are only read.
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        report = evaluate(sae, rows, batch_size, num_bins=bins)
+    report = evaluate(sae, rows, batch_size, num_bins=bins)
     if as_json:
         typer.echo(json.dumps(_report_json(info.sae_id, report, sae.num_latents)))
         return
@@ -453,26 +469,15 @@ def sweep(
     k_list = _parse_list(ks, "--k")
     data = _open_embeddings(embeddings)
     try:
-        from featurelens.sae import SaeConfigError, TrainConfig
+        from featurelens.sae import SaeConfigError
         from featurelens.sae.sweep import SweepCallbacks, run_sweep, sweep_configs
     except ModuleNotFoundError as error:
         raise fail("`featurelens sae` needs torch and featurelens-core[sae] installed.") from error
     try:
         grid = sweep_configs(int(data.vectors.shape[1]), latent_list, k_list)
-        train_cfg = TrainConfig(
-            batch_size=batch_size,
-            lr=lr,
-            epochs=epochs,
-            max_steps=max_steps,
-            seed=seed,
-            val_fraction=val_fraction,
-            device=device,
-        ).validate()
     except SaeConfigError as error:
         raise fail(str(error), code=2) from error
-    _check_device(device)
-    if out.exists() and not out.is_dir():
-        raise fail(f"--out {out} is a file; it must be a directory.", code=2)
+    train_cfg = _train_config(batch_size, lr, epochs, max_steps, seed, val_fraction, device, out)
 
     with _progress() as bar:
         overall = bar.add_task("sweep", total=len(grid), **_EMPTY_FIELDS)

@@ -266,19 +266,12 @@ class EmbeddingStore:
         return self._manifest.count
 
     def __contains__(self, doc_id: object) -> bool:
-        return doc_id in self._index
-
-    def contains(self, doc_id: str) -> bool:
-        """Whether the store holds a row for `doc_id`."""
+        """Whether the store holds a row for `doc_id` (``doc_id in store``)."""
         return doc_id in self._index
 
     def done_ids(self) -> set[str]:
         """The ids that already have a row (a copy), so that a resumed run can skip them."""
         return set(self._index)
-
-    def row_of(self, doc_id: str) -> int:
-        """The row number of `doc_id`; `KeyError` when the store has no such id."""
-        return self._index[doc_id]
 
     def vectors(self) -> npt.NDArray[np.float32]:
         """All committed rows as a read-only (count, dim) float32 array, memory-mapped from disk."""

@@ -78,8 +78,14 @@ def iter_row_batches(
     n = num_rows(embeddings)
     for start in range(0, n, batch_size):
         chunk = embeddings[start : start + batch_size]
-        tensor = chunk if isinstance(chunk, Tensor) else torch.from_numpy(np.ascontiguousarray(chunk))
-        yield tensor.to(device=device, dtype=dtype)
+        if isinstance(chunk, Tensor):
+            yield chunk.to(device=device, dtype=dtype)
+            continue
+        array = np.ascontiguousarray(chunk)
+        # torch.from_numpy warns on read-only arrays (a read-only memmap's slices): copy those.
+        if not array.flags.writeable:
+            array = array.copy()
+        yield torch.from_numpy(array).to(device=device, dtype=dtype)
 
 
 def data_fingerprint(embeddings: EmbeddingsLike) -> str:

@@ -319,6 +319,8 @@ def train_sae(
         metrics = _metrics_json(
             {
                 "steps": state.step,
+                # Every step takes a full batch (steps_per_epoch rounds down), so this is exact.
+                "samples": state.step * batch_size,
                 "total_steps": total_steps,
                 "completed": state.step >= total_steps,
                 "dead_fraction_training": dead_fraction(),

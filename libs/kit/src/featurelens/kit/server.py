@@ -74,7 +74,6 @@ class GrpcServer:
         # Made in start(): a grpc.aio server belongs to the event loop it is created in, and
         # __main__ builds the GrpcServer before asyncio.run() starts the loop that serves it.
         self._server: aio.Server | None = None
-        self._ready = asyncio.Event()
         self._stopped = asyncio.Event()
         self._warmup: asyncio.Task[None] | None = None
         self.port = 0
@@ -126,7 +125,6 @@ class GrpcServer:
             for name in servicer.service_names:
                 await self.health.set(name, SERVING)
         await self.health.set("", SERVING)
-        self._ready.set()
         logger.info("ready: %s", ", ".join(self.service_names))
 
     async def wait_ready(self, timeout: float | None = None) -> None:
@@ -152,10 +150,6 @@ class GrpcServer:
             except Exception:
                 logger.exception("closing %s failed", type(servicer).__name__)
         logger.info("stopped")
-
-    async def wait_for_termination(self) -> None:
-        assert self._server is not None, "start() first"
-        await self._server.wait_for_termination()
 
     async def serve_until_signalled(self, on_ready: Callable[[], None] | None = None) -> None:
         """Run until SIGTERM or SIGINT, then stop gracefully (the services' ``__main__`` uses this).

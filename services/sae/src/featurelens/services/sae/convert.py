@@ -17,6 +17,7 @@ from featurelens.client.arrays import (
     ArrayFormatError,
     from_dense_matrix,
     from_dense_vector,
+    from_sparse_vector,
     to_dense_matrix,
     to_dense_vector,
 )
@@ -68,24 +69,18 @@ def sparse_rows(
     indices = np.zeros((len(rows), width), dtype=np.int64)
     values = np.zeros((len(rows), width), dtype=FLOAT32)
     for number, row in enumerate(rows):
-        if len(row.indices) != len(row.values):
-            raise InvalidArgumentError(
-                f"rows[{number}] has {len(row.indices)} indices but {len(row.values)} values; "
-                "send one value per index"
-            )
-        if not row.indices:
+        try:
+            # Format checks (lengths, repeated indices, NaN) are the shared ones of the SDK.
+            row_indices, row_values = from_sparse_vector(row)
+        except ArrayFormatError as error:
+            raise InvalidArgumentError(f"rows[{number}]: {error}") from None
+        if not row_indices.size:
             continue
-        row_indices = np.asarray(row.indices, dtype=np.int64)
-        row_values = np.asarray(row.values, dtype=FLOAT32)
         top = int(row_indices.max())
         if top >= num_latents:
             raise InvalidArgumentError(
                 f"rows[{number}]: latent {top} is out of range; SAE {sae_id} has {num_latents} latents"
             )
-        if np.unique(row_indices).size != row_indices.size:
-            raise InvalidArgumentError(f"rows[{number}] repeats a latent; each latent may appear once")
-        if not np.isfinite(row_values).all():
-            raise InvalidArgumentError(f"rows[{number}] holds a NaN or infinite value")
         indices[number, : row_indices.size] = row_indices
         values[number, : row_values.size] = row_values
     return indices, values
@@ -165,8 +160,8 @@ def sae_info(entry: SaeEntry, *, is_default: bool) -> sae_pb2.SaeInfo:
             dead_fraction=_number(metrics.get("dead_fraction")),
             dense_fraction=_number(metrics.get("dense_fraction")),
             steps=steps,
-            # metrics.json records steps, not samples; batch_size × steps is exact unless the
-            # store held fewer training rows than one batch.
+            # Checkpoints written before metrics.json recorded samples fall back to steps × batch
+            # size (an overcount only when there were fewer training rows than one batch).
             samples=int(metrics.get("samples") or steps * batch_size),
         ),
         embedding_model=info.embedding_model or "",

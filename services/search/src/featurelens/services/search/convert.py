@@ -5,10 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
-from featurelens.client.arrays import ArrayFormatError, from_sparse_vector, to_dense_vector
+from featurelens.client.arrays import ArrayFormatError, from_sparse_vector, to_sparse_vector
 from featurelens.corpus import Record
 from featurelens.kit import InvalidArgumentError
 from featurelens.services.search.corpora import Corpus
@@ -37,11 +34,7 @@ def sparse_vec(message: common_pb2.SparseVector) -> SparseVec:
 
 def sparse_vector(vector: SparseVec) -> common_pb2.SparseVector:
     """A SparseVec as a SparseVector message."""
-    return common_pb2.SparseVector(indices=vector.indices.tolist(), values=vector.values.tolist())
-
-
-def dense_vector(vector: npt.NDArray[np.floating[Any]]) -> common_pb2.DenseVector:
-    return to_dense_vector(vector)
+    return to_sparse_vector(vector.indices, vector.values)
 
 
 def record_payload(record: Record) -> dict[str, Any]:

@@ -16,7 +16,13 @@ import numpy as np
 import numpy.typing as npt
 from grpc import aio
 
-from featurelens.client.arrays import ArrayFormatError, from_dense_matrix, from_dense_vector, to_dense_matrix
+from featurelens.client.arrays import (
+    ArrayFormatError,
+    from_dense_matrix,
+    from_dense_vector,
+    to_dense_matrix,
+    to_dense_vector,
+)
 from featurelens.kit import (
     DeadlineExceededError,
     FailedPreconditionError,
@@ -164,7 +170,7 @@ class Dependencies:
         """The query steered by feature interventions."""
         stub = sae_pb2_grpc.SaeServiceStub(self.sae.channel)
         request = sae_pb2.SteerRequest(
-            sae_id=sae_id, vector=convert.dense_vector(vector), interventions=list(interventions)
+            sae_id=sae_id, vector=to_dense_vector(vector), interventions=list(interventions)
         )
         response = await self.sae.call(stub.Steer(request, timeout=self.sae.timeout_s))
         try:
