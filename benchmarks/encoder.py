@@ -5,9 +5,11 @@
 On real abstracts (title + abstract of arxiv_astro.jsonl.gz) in batches of ``--batch-size``:
 
 - ``direct_texts_per_s``: ``backend.embed(batch)`` in this process, batch after batch.
-- ``service_texts_per_s``: sequential ``Embed`` calls (one in flight at a time) to an encoder
-  served on 127.0.0.1 by the same process, with the Redis cache on and cold (the benchmark's keys
-  are deleted first), so every call looks up, embeds and writes back its rows.
+- ``service_texts_per_s``: sequential ``Embed`` calls (one in flight at a time) to the encoder
+  service on 127.0.0.1, in the kit's embedded host started as a child process
+  (``featurelens.kit.launcher.start_embedded``, the same model spec and batch size), with the
+  Redis cache on and cold (the benchmark's keys are deleted first), so every call looks up,
+  embeds and writes back its rows.
 - ``overhead_ratio``: service time / direct time of the same batch (1.05 = 5% overhead), the
   median over all batches. Each batch goes direct and through the service back to back (order
   swapped every batch), so drifting load on a shared machine hits both sides alike. The texts/s
@@ -29,8 +31,10 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +43,8 @@ from grpc import aio
 
 from featurelens.corpus import read_corpus
 from featurelens.embedding.backends import EmbeddingBackend, load_backend
-from featurelens.kit import GrpcServer
-from featurelens.services.encoder.cache import RedisEmbeddingCache, cache_key
-from featurelens.services.encoder.servicer import EncoderServicer
+from featurelens.kit.launcher import start_embedded
+from featurelens.services.encoder.cache import cache_key
 from featurelens.v1 import encoder_pb2, encoder_pb2_grpc
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -63,16 +66,28 @@ def forget(model_id: str, texts: Sequence[str]) -> None:
     client.close()
 
 
-async def served(backend: EmbeddingBackend, batch_size: int) -> tuple[GrpcServer, EncoderServicer]:
-    servicer = EncoderServicer(
-        {backend.backend: lambda: backend},
-        RedisEmbeddingCache(REDIS_URL, ttl_s=3600),
-        batch_size=batch_size,
+@contextmanager
+def served(spec: str, batch_size: int) -> Iterator[str]:
+    """The encoder service with ``spec`` and the Redis cache, in a child process; its address."""
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        FEATURELENS_ENCODER_REDIS_URL=REDIS_URL,
+        FEATURELENS_ENCODER_CACHE_TTL_S="3600",
+        FEATURELENS_ENCODER_BATCH_SIZE=str(batch_size),
     )
-    server = GrpcServer([servicer], host="127.0.0.1", port=0)
-    await server.start()
-    await server.wait_ready(timeout=120)
-    return server, servicer
+    with tempfile.TemporaryDirectory() as data_dir:
+        # WARNING: the one line per call at INFO is not what this benchmark measures.
+        with start_embedded(
+            data_dir=Path(data_dir),
+            services=["encoder"],
+            models=[spec],
+            env=env,
+            log_path=Path(data_dir) / "server.log",
+            log_level="WARNING",
+            timeout_s=300,
+        ) as host:
+            yield host.address
 
 
 async def interleaved_pass(
@@ -133,10 +148,10 @@ async def bench_backend(
     progress(f"[{spec}] loading")
     backend = load_backend(spec, batch_size=args.batch_size)
     batches = [texts[i : i + args.batch_size] for i in range(0, len(texts), args.batch_size)]
-    server, _ = await served(backend, args.batch_size)
     repeats = args.repeats if spec == "wordllama" else 1
-    try:
-        async with aio.insecure_channel(server.address) as channel:
+    # Blocks this loop while the server starts; nothing else runs on it yet.
+    with served(spec, args.batch_size) as address:
+        async with aio.insecure_channel(address) as channel:
             stub = encoder_pb2_grpc.EncoderServiceStub(channel)
             backend.embed(batches[0])  # warm both paths before timing
             await stub.Embed(encoder_pb2.EmbedRequest(texts=[WARM_UP_TEXT]))
@@ -172,8 +187,6 @@ async def bench_backend(
                 figures["cached_model"] = backend.model_id
                 progress(f"[{spec}] cached one-text Embed: p50 {figures['cached_p50_ms']} ms")
             forget(backend.model_id, [*texts, WARM_UP_TEXT])
-    finally:
-        await server.stop(0)
 
 
 async def main() -> None:

@@ -4,9 +4,9 @@
 
 Setting (a) of the issue: d_in 384, 6144 latents, k 32. The SAE is randomly initialised (the
 library's seeded init, saved with ``save_sae``): encode cost does not depend on the weights'
-values, so it stands in for a trained one. The service runs as its own process
-(``python -m featurelens.services.sae``, CPU) on 127.0.0.1, so client and server do not share
-a GIL; on a 2-core machine they do share the cores.
+values, so it stands in for a trained one. The service runs in its own process (the kit's
+embedded host with only sae, ``featurelens.kit.launcher.start_embedded``, CPU) on 127.0.0.1, so
+client and server do not share a GIL; on a 2-core machine they do share the cores.
 
 - ``direct_batch256_vectors_per_s`` / ``direct_single_ms``: ``sae.encode`` in this process
   (no gRPC), for comparison with the figures through the service.
@@ -33,10 +33,8 @@ import math
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,11 +47,10 @@ import numpy as np
 import torch
 from grpc import aio
 
-from featurelens.cli.up import free_port
-from featurelens.client.arrays import to_dense_matrix
-from featurelens.kit.healthcheck import check
+from featurelens.kit.launcher import start_embedded
 from featurelens.sae import SaeConfig, SparseAutoencoder, make_sae_id, save_sae
 from featurelens.v1 import sae_pb2, sae_pb2_grpc
+from featurelens.wire.arrays import to_dense_matrix
 
 
 def progress(message: str) -> None:
@@ -81,41 +78,31 @@ BATCHER_LINE = re.compile(r"(?P<requests>\d+) requests, (?P<rows>\d+) rows in (?
 
 @contextmanager
 def sae_process(models_dir: Path, window_ms: float) -> Iterator[Server]:
-    """The sae service in a child process on a free port, until the block ends (then SIGTERM)."""
-    port = free_port("127.0.0.1")
+    """The sae service alone, in the kit's embedded host (a child process), until the block ends."""
     env = os.environ | {
-        "FEATURELENS_SAE_HOST": "127.0.0.1",
-        "FEATURELENS_SAE_PORT": str(port),
         "FEATURELENS_SAE_MODELS_DIR": str(models_dir),
         "FEATURELENS_SAE_BATCH_WINDOW_MS": str(window_ms),
-        "FEATURELENS_SAE_LOG_LEVEL": "INFO",
-        "FEATURELENS_SAE_LOG_FORMAT": "json",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "featurelens.services.sae"], env=env, stderr=subprocess.PIPE, text=True
-    )
-    server = Server(port)
-    # Drained as it comes: the service logs every call at INFO, which would fill the pipe.
-    reader = threading.Thread(target=keep_batcher_lines, args=(process, server), daemon=True)
-    reader.start()
-    try:
-        deadline = time.monotonic() + 120
-        while not check("127.0.0.1", port, timeout_s=1.0):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the sae service did not start")
-            time.sleep(0.1)
-        yield server
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-        reader.join(timeout=10)
+    with tempfile.TemporaryDirectory() as data_dir:
+        log = Path(data_dir) / "server.log"
+        with start_embedded(
+            data_dir=Path(data_dir),
+            services=["sae"],
+            env=env,
+            log_path=log,
+            log_level="INFO",
+            log_format="json",
+            timeout_s=120,
+        ) as host:
+            server = Server(host.port)
+            yield server
+        server.log.extend(batcher_lines(log))
 
 
-def keep_batcher_lines(process: subprocess.Popen[str], server: Server) -> None:
-    assert process.stderr is not None
-    for line in process.stderr:
-        if "encode batcher" in line and line.startswith("{"):
-            server.log.append(json.loads(line))
+def batcher_lines(log: Path) -> list[dict[str, Any]]:
+    """The encode batcher's JSON log lines (it logs its counters when the service stops)."""
+    with log.open(encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines if "encode batcher" in line and line.startswith("{")]
 
 
 def direct(sae: SparseAutoencoder, x: np.ndarray, repeats: int) -> dict[str, float]:

@@ -14,9 +14,9 @@ What runs, and what is cached under ``.featurelens/cache/`` (gitignored):
    ``--model wordllama`` ~1,400 texts/s.
 2. **SAE.** A top-k SAE (6144 latents, k 32) trained by the library on the embeddings of the
    documents to index, cached by its ``sae_id`` under ``saes/`` (the sae service's models folder).
-3. **Server.** encoder + sae + search servicers in one ``GrpcServer`` on 127.0.0.1, built with
-   each service's ``build_servicer(settings)`` as ``featurelens up`` does, in a child process
-   (``--serve``), so the client below does not share the server's GIL (it does share the 2 cores).
+3. **Server.** encoder + sae + search in the kit's embedded host (what ``featurelens up`` runs)
+   on 127.0.0.1, started as a child process by ``featurelens.kit.launcher.start_embedded``, so
+   the client below does not share the server's GIL (it does share the 2 cores).
    Qdrant runs in process (qdrant-edge) in a fresh temporary folder. The encoder caches query
    embeddings in Redis at ``--redis-url`` (the in-process cache when it is empty or Redis does
    not answer). The server logs every request at INFO (JSON, to ``server.log``), as in production.
@@ -54,13 +54,11 @@ import logging
 import os
 import re
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,9 +66,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from featurelens.cli.up import free_port
 from featurelens.client import AsyncFeaturelensClient, Intervention, SearchResult, SparseVector
 from featurelens.corpus import Record
+from featurelens.kit.launcher import start_embedded
 
 logger = logging.getLogger("benchmarks.search")
 
@@ -210,48 +208,20 @@ def trained_sae(store_path: Path, ids: Sequence[str], epochs: int) -> tuple[str,
 # -- the server (child process) ---------------------------------------------------------------------
 
 
-def serve(config: dict[str, Any]) -> None:
-    """Run encoder + sae + search in one GrpcServer until SIGTERM (the embedded mode's wiring)."""
-    from featurelens.kit import GrpcServer, configure_logging
-    from featurelens.services.encoder.__main__ import build_servicer as build_encoder
-    from featurelens.services.encoder.settings import EncoderSettings
-    from featurelens.services.sae.__main__ import build_servicer as build_sae
-    from featurelens.services.sae.settings import SaeSettings
-    from featurelens.services.search.__main__ import build_servicer as build_search
-    from featurelens.services.search.settings import SearchSettings
-
-    configure_logging(config["log_level"], "json")
-    host, port = "127.0.0.1", config["port"]
-    own = f"{host}:{port}"
-    encoder = EncoderSettings(
-        host=host, port=port, models=[config["model"]], redis_url=config["redis_url"], batch_size=64
+def server_env(config: dict[str, Any]) -> dict[str, str]:
+    """The embedded host's environment: this process's, with the services' settings for this run."""
+    roots = json.dumps(config["roots"])
+    return dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        FEATURELENS_ENCODER_REDIS_URL=config["redis_url"],
+        FEATURELENS_ENCODER_BATCH_SIZE="64",
+        FEATURELENS_SAE_MODELS_DIR=config["models_dir"],
+        FEATURELENS_SAE_DEFAULT_SAE_ID=config["sae_id"],
+        FEATURELENS_SAE_TRAIN_DATA_ROOTS=roots,
+        FEATURELENS_SEARCH_EDGE_PATH=config["edge_path"],
+        FEATURELENS_SEARCH_CORPUS_ROOTS=roots,
     )
-    sae = SaeSettings(
-        host=host,
-        port=port,
-        models_dir=Path(config["models_dir"]),
-        default_sae_id=config["sae_id"],
-        train_data_roots=[Path(p) for p in config["roots"]],
-    )
-    search = SearchSettings(
-        host=host,
-        port=port,
-        encoder_address=own,
-        sae_address=own,
-        edge_path=Path(config["edge_path"]),
-        corpus_roots=[Path(p) for p in config["roots"]],
-    )
-
-    async def run() -> None:
-        server = GrpcServer(
-            [build_encoder(encoder), build_sae(sae), build_search(search)],
-            host=host,
-            port=port,
-            grace_period_s=5,
-        )
-        await server.serve_until_signalled()
-
-    asyncio.run(run())
 
 
 def redis_answers(url: str) -> bool:
@@ -266,31 +236,6 @@ def redis_answers(url: str) -> bool:
         return answered
     except redis.RedisError:
         return False
-
-
-@contextlib.contextmanager
-def server_process(config: dict[str, Any], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """The child server process, SERVING; stopped with SIGTERM on exit."""
-    from featurelens.kit.healthcheck import check
-
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    with log_path.open("w") as log:
-        child = subprocess.Popen(
-            [sys.executable, __file__, "--serve", json.dumps(config)], stdout=log, stderr=log, env=env
-        )
-        try:
-            deadline = time.monotonic() + 300
-            while not check("127.0.0.1", config["port"], timeout_s=1.0):
-                if child.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the server did not start; see {log_path}")
-                time.sleep(0.2)
-            yield child
-        finally:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(30)
-            except subprocess.TimeoutExpired:
-                child.kill()
 
 
 def cache_counts(log_path: Path) -> dict[str, int]:
@@ -541,11 +486,7 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="empty: in-process cache")
     parser.add_argument("--log-level", default="INFO", help="the server's log level")
     parser.add_argument("--keep", type=Path, default=None, help="keep the Qdrant folder and server log here")
-    parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve is not None:
-        serve(json.loads(args.serve))
-        return
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
     )
@@ -566,21 +507,26 @@ def main() -> None:
     try:
         corpus_path = work / "corpus.jsonl"
         write_corpus({r.id for r in split.indexed}, corpus_path)
-        args.port = free_port("127.0.0.1")
         config = {
-            "port": args.port,
-            "model": spec,
             "redis_url": redis_url,
             "models_dir": str(CACHE / "saes"),
             "sae_id": sae_id,
             "edge_path": str(work / "qdrant"),
             "roots": [str(work), str(CACHE / "embeddings")],
-            "log_level": args.log_level,
         }
-        with server_process(config, work / "server.log") as child:
-            logger.info("server pid %d on port %d", child.pid, args.port)
+        with start_embedded(
+            data_dir=work,
+            services=["encoder", "sae", "search"],
+            models=[spec],
+            env=server_env(config),
+            log_path=work / "server.log",
+            log_level=args.log_level,
+            log_format="json",
+        ) as host:
+            args.port = host.port
+            logger.info("server pid %d on port %d", host.pid, host.port)
             paths = {"corpus": corpus_path, "store": store_path}
-            figures = asyncio.run(bench(args, split, paths, sae_id, child.pid))
+            figures = asyncio.run(bench(args, split, paths, sae_id, host.pid))
         figures |= cache_counts(work / "server.log")
         if args.keep is not None:
             args.keep.mkdir(parents=True, exist_ok=True)

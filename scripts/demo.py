@@ -15,9 +15,10 @@ import argparse
 import collections
 import json
 import os
-import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +26,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from featurelens.cli.up import free_port
 from featurelens.client import FeaturelensClient
-from featurelens.client.errors import UnavailableError
 from featurelens.client.types import Intervention, SaeConfig, SearchResult, SparseVector
 from featurelens.corpus import count_records, read_corpus
 from featurelens.embedding import EmbeddingStore, embed_corpus
+from featurelens.kit.launcher import HostStartError, start_embedded
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FEATURELENS_DATA_DIR", ROOT.parent / "shared" / "data"))
@@ -59,34 +59,26 @@ def progress_bar() -> Progress:
     )
 
 
-def start_server(port: int) -> subprocess.Popen[bytes]:
-    """`featurelens up` in the background; its log goes to .featurelens/demo/server.log."""
-    WORK.mkdir(parents=True, exist_ok=True)
+@contextmanager
+def embedded_server() -> Iterator[str]:
+    """`featurelens up` in a child process, SERVING, until the block ends; its address.
+
+    Its log goes to .featurelens/demo/server.log.
+    """
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")
     # The services may read embedding stores and corpora only under these folders.
     roots = f'["{WORK}", "{CACHE}", "{DATA}"]'
     env.setdefault("FEATURELENS_SAE_TRAIN_DATA_ROOTS", roots)
     env.setdefault("FEATURELENS_SEARCH_CORPUS_ROOTS", roots)
-    log = (WORK / "server.log").open("wb")
-    command = [str(Path(sys.executable).parent / "featurelens"), "up", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--data-dir", str(WORK)]
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-
-
-def wait_until_serving(client: FeaturelensClient, server: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    with console.status("starting the embedded server (loading all-MiniLM-L6-v2)..."):
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise SystemExit(f"the server exited early; see {WORK / 'server.log'}")
-            try:
-                if client.health() == "SERVING":
-                    return
-            except UnavailableError:
-                pass  # not listening yet
-            time.sleep(0.5)
-    raise SystemExit(f"the server did not become ready in {timeout_s:.0f}s; see {WORK / 'server.log'}")
+    log = WORK / "server.log"
+    with ExitStack() as stack:
+        try:
+            with console.status("starting the embedded server (loading all-MiniLM-L6-v2)..."):
+                host = stack.enter_context(start_embedded(data_dir=WORK, env=env, log_path=log))
+        except HostStartError as error:
+            raise SystemExit(str(error)) from None
+        yield host.address
 
 
 def embed(client: FeaturelensClient, store_path: Path, limit: int | None) -> EmbeddingStore:
@@ -244,45 +236,38 @@ def main() -> None:
     if not CORPUS_FILE.exists():
         raise SystemExit(f"corpus not found: {CORPUS_FILE} (set FEATURELENS_DATA_DIR)")
 
-    port = free_port("127.0.0.1")
-    server = start_server(port)
-    try:
-        with FeaturelensClient(f"127.0.0.1:{port}", timeout_s=120) as client:
-            wait_until_serving(client, server, timeout_s=300)
-            console.rule("1. embed")
-            store = embed(client, STORE, args.limit)
-            console.rule("2. train a top-k SAE")
-            config = SaeConfig(num_latents=args.latents, k=args.k)
-            sae_id = train(client, store, config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
-            console.rule("3. index into Qdrant")
-            index(client, store, sae_id, args.limit)
+    with embedded_server() as address, FeaturelensClient(address, timeout_s=120) as client:
+        console.rule("1. embed")
+        store = embed(client, STORE, args.limit)
+        console.rule("2. train a top-k SAE")
+        config = SaeConfig(num_latents=args.latents, k=args.k)
+        sae_id = train(client, store, config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+        console.rule("3. index into Qdrant")
+        index(client, store, sae_id, args.limit)
 
-            console.rule("4. steer a search")
-            categories = {r.id: r.categories for r in read_corpus(CORPUS_FILE)}
-            feature = cosmology_feature(client, sae_id, categories)
-            top = client.search.top_documents(CORPUS, feature, sae_id=sae_id, n=3)
-            console.print(f"feature {feature} fires most selectively on {TARGET_CATEGORY}; its top papers:")
-            for doc in top:
-                console.print(f"  {doc.activation:.2f}  {doc.document.title[:90]}")
-            console.print(f'\nquery: "{QUERY}"  (hybrid dense + sparse search, top 10)\n')
-            query_vector = client.encoder.embed([QUERY]).vectors[0]
-            baseline = client.search.search(CORPUS, vector=query_vector, mode="hybrid", sae_id=sae_id)
-            show("unsteered", baseline, categories)
-            for sign, name in ((+1, "up"), (-1, "down")):
-                steer = Intervention(feature=feature, weight=sign * STEER_WEIGHT)
-                result = client.search.search(
-                    CORPUS,
-                    vector=query_vector,
-                    mode="hybrid",
-                    sae_id=sae_id,
-                    interventions=[steer],
-                    with_rank_changes=True,
-                )
-                show(f"feature {feature} turned {name} (weight {steer.weight:+.2f})", result, categories)
-                moved_features(client, sae_id, query_vector, steer)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        console.rule("4. steer a search")
+        categories = {r.id: r.categories for r in read_corpus(CORPUS_FILE)}
+        feature = cosmology_feature(client, sae_id, categories)
+        top = client.search.top_documents(CORPUS, feature, sae_id=sae_id, n=3)
+        console.print(f"feature {feature} fires most selectively on {TARGET_CATEGORY}; its top papers:")
+        for doc in top:
+            console.print(f"  {doc.activation:.2f}  {doc.document.title[:90]}")
+        console.print(f'\nquery: "{QUERY}"  (hybrid dense + sparse search, top 10)\n')
+        query_vector = client.encoder.embed([QUERY]).vectors[0]
+        baseline = client.search.search(CORPUS, vector=query_vector, mode="hybrid", sae_id=sae_id)
+        show("unsteered", baseline, categories)
+        for sign, name in ((+1, "up"), (-1, "down")):
+            steer = Intervention(feature=feature, weight=sign * STEER_WEIGHT)
+            result = client.search.search(
+                CORPUS,
+                vector=query_vector,
+                mode="hybrid",
+                sae_id=sae_id,
+                interventions=[steer],
+                with_rank_changes=True,
+            )
+            show(f"feature {feature} turned {name} (weight {steer.weight:+.2f})", result, categories)
+            moved_features(client, sae_id, query_vector, steer)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import inspect
 import json
 import re
 import shlex
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,3 +244,47 @@ def test_featurelens_variables_in_a_dockerfile_name_real_settings(dockerfile: Pa
         pytest.skip("not a featurelens service image")
     for stage in dockerfile_stages(dockerfile):
         assert unknown_settings(env_of(stage), match["name"]) == []
+
+
+def _local_distributions() -> dict[str, Path]:
+    """The repository's own distributions by name (``featurelens-kit`` → ``libs/kit``)."""
+    found = {}
+    for pyproject in ROOT.glob("*/**/pyproject.toml"):
+        if ".venv" in pyproject.parts:
+            continue
+        found[tomllib.loads(pyproject.read_text())["project"]["name"]] = pyproject.parent
+    return found
+
+
+def _local_requirements(folder: Path, local: dict[str, Path]) -> set[str]:
+    """The repository distributions that ``folder``'s package needs, directly or not."""
+    needed: set[str] = set()
+    pending = [folder]
+    while pending:
+        project = tomllib.loads((pending.pop() / "pyproject.toml").read_text())["project"]
+        for requirement in project.get("dependencies", []):
+            name = re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0]
+            if name in local and name not in needed:
+                needed.add(name)
+                pending.append(local[name])
+    return needed
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_a_service_image_installs_exactly_the_repository_packages_its_service_needs(dockerfile: Path) -> None:
+    match = SERVICE_DOCKERFILE.match(dockerfile.relative_to(ROOT).as_posix())
+    if match is None:
+        pytest.skip("not a featurelens service image")
+    local = _local_distributions()
+    by_folder = {folder.relative_to(ROOT).as_posix(): name for name, folder in local.items()}
+    installed = set()
+    for stage in dockerfile_stages(dockerfile):
+        for args in stage.all("RUN"):
+            for token in words(args):
+                folder = token.strip("\"'").removeprefix("./").split("[")[0].rstrip("/")
+                if folder in by_folder:
+                    installed.add(by_folder[folder])
+    service = ROOT / "services" / match["name"]
+    expected = _local_requirements(service, local) | {by_folder[f"services/{match['name']}"]}
+    assert installed == expected
+    assert "featurelens-client" not in installed, "a service image must not carry the SDK and CLI"

@@ -12,20 +12,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 import numpy as np
 import pytest
 from grpc import aio
 from typing_extensions import override
 
-from featurelens.client.arrays import from_dense_matrix, from_dense_vector, to_dense_matrix, to_dense_vector
 from featurelens.embedding.backends import load_backend
 from featurelens.kit import GrpcServer, InvalidArgumentError, NotFoundError
 from featurelens.kit.server import Servicer
 from featurelens.services.encoder.cache import MemoryEmbeddingCache
 from featurelens.services.encoder.servicer import EncoderServicer
 from featurelens.v1 import common_pb2, sae_pb2, sae_pb2_grpc, search_pb2, search_pb2_grpc
+from featurelens.wire.arrays import from_dense_matrix, from_dense_vector, to_dense_matrix, to_dense_vector
 
 FAKE_DIM = 8
 FAKE_LATENTS = 32
@@ -391,3 +391,17 @@ def closed_address() -> str:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+@pytest.fixture(scope="module")
+def serve() -> Iterator[Callable[[Sequence[Servicer]], str]]:
+    """Serve real servicers on loopback for a module's tests: ``serve([servicer])`` gives the address."""
+    servers: list[BackgroundServer] = []
+
+    def start(servicers: Sequence[Servicer]) -> str:
+        servers.append(BackgroundServer(servicers).start())
+        return servers[-1].address
+
+    yield start
+    for server in servers:
+        server.stop()

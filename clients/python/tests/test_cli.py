@@ -14,16 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydantic import Field
 from typer.testing import CliRunner
 
 from featurelens.cli.main import app
-from featurelens.cli.up import ServiceFactory, discover_services, service_settings
 from featurelens.client import FeaturelensClient
 from featurelens.corpus import read_corpus
 from featurelens.embedding.store import EmbeddingStore
-from featurelens.kit import ServiceSettings, service_config
-from featurelens.services.encoder.settings import EncoderSettings
 
 DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "arxiv_astro.jsonl.gz"
 MODEL_ID = "wordllama-l2-supercat-256"
@@ -139,83 +135,6 @@ def test_embed_with_an_unknown_model_names_the_servers_sentence(
 
     assert result.exit_code == 1
     assert "NOT_FOUND: unknown model 'nope'" in result.stderr
-
-
-def test_up_finds_the_installed_encoder_and_its_settings_class() -> None:
-    [encoder] = [f for f in discover_services() if f.name == "encoder"]
-
-    assert encoder.settings_class is EncoderSettings
-
-
-def test_up_settings_come_from_the_services_variables_with_the_flags_on_top(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    [encoder] = discover_services(["encoder"])
-    monkeypatch.setenv("FEATURELENS_ENCODER_BATCH_SIZE", "16")
-    monkeypatch.setenv("FEATURELENS_ENCODER_PORT", "7000")
-    monkeypatch.setenv("FEATURELENS_REDIS_URL", "redis://127.0.0.1:6379/3")
-
-    settings = service_settings(encoder, host="127.0.0.1", port=0, data_dir=tmp_path, models=["wordllama"])
-
-    assert isinstance(settings, EncoderSettings)
-    assert (settings.batch_size, settings.port, settings.models) == (16, 0, ["wordllama"])
-    assert settings.redis_url == "redis://127.0.0.1:6379/3"
-    monkeypatch.setenv("FEATURELENS_ENCODER_REDIS_URL", "redis://127.0.0.1:6379/5")
-    own = service_settings(encoder, host="127.0.0.1", port=0, data_dir=tmp_path, models=[])
-    assert isinstance(own, EncoderSettings)
-    assert own.redis_url == "redis://127.0.0.1:6379/5"
-    assert own.models == ["sentence-transformers"]
-
-
-class DemoSettings(ServiceSettings):
-    model_config = service_config("DEMO")
-
-    encoder_address: str = "127.0.0.1:50051"
-    sae_address: str = "127.0.0.1:50052"
-    edge_path: Path = Path(".featurelens/qdrant")
-    cache_dir: Path = Path("/var/cache/demo")
-    corpus_roots: list[Path] = Field(default_factory=list)
-
-
-def test_up_points_hosted_services_at_itself_and_moves_local_state_into_the_data_dir(tmp_path: Path) -> None:
-    demo = ServiceFactory("demo", DemoSettings, lambda settings: settings)
-
-    settings = service_settings(
-        demo, host="0.0.0.0", port=6000, data_dir=tmp_path, hosted=["encoder", "demo"]
-    )
-
-    assert isinstance(settings, DemoSettings)
-    assert settings.encoder_address == "127.0.0.1:6000"
-    assert settings.sae_address == "127.0.0.1:50052"  # not hosted here: left to its setting
-    assert settings.edge_path == tmp_path / "qdrant"
-    assert settings.cache_dir == Path("/var/cache/demo")
-
-
-def test_up_lets_services_read_the_data_dir_and_working_directory_unless_told_otherwise(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    demo = ServiceFactory("demo", DemoSettings, lambda settings: settings)
-
-    settings = service_settings(demo, host="127.0.0.1", port=6000, data_dir=tmp_path, hosted=[])
-    assert isinstance(settings, DemoSettings)
-    assert settings.corpus_roots == [tmp_path.resolve(), Path.cwd()]
-
-    monkeypatch.setenv("FEATURELENS_DEMO_CORPUS_ROOTS", '["/srv/corpora"]')
-    settings = service_settings(demo, host="127.0.0.1", port=6000, data_dir=tmp_path, hosted=[])
-    assert isinstance(settings, DemoSettings)
-    assert settings.corpus_roots == [Path("/srv/corpora")]
-
-
-def test_up_leaves_what_the_user_set_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("FEATURELENS_DEMO_ENCODER_ADDRESS", "gpu-box:50051")
-    monkeypatch.setenv("FEATURELENS_DEMO_EDGE_PATH", "/srv/qdrant")
-    demo = ServiceFactory("demo", DemoSettings, lambda settings: settings)
-
-    settings = service_settings(demo, host="127.0.0.1", port=6000, data_dir=tmp_path, hosted=["encoder"])
-
-    assert isinstance(settings, DemoSettings)
-    assert settings.encoder_address == "gpu-box:50051"
-    assert settings.edge_path == Path("/srv/qdrant")
 
 
 def test_up_serves_every_installed_service_until_interrupted(tmp_path: Path) -> None:

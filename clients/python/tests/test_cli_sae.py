@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from featurelens.cli.main import app
 from featurelens.embedding.store import EmbeddingStore
-from featurelens.sae import evaluate, load_sae, read_checkpoint
+from featurelens.sae import SaeConfig, TrainConfig, evaluate, load_sae, read_checkpoint
 
 D_IN = 32
 MODEL_ID = "test-model"
@@ -112,6 +112,44 @@ def test_train_accepts_a_npy_file_with_the_model_named_on_the_command_line(tmp_p
     assert result.exit_code == 0, result.output
     [checkpoint] = list(out.iterdir())
     assert read_checkpoint(checkpoint).embedding_model == "my-model"
+
+
+def test_train_options_left_out_take_the_core_defaults(store: Path, tmp_path: Path) -> None:
+    # 540 training rows and the default batch of 1024: one step of 540 rows.
+    result = runner.invoke(
+        app, ["sae", "train", str(store), "--latents", "32", "--k", "2", "--out", str(tmp_path)]
+    )
+
+    assert result.exit_code == 0, result.output
+    [checkpoint] = list(tmp_path.iterdir())
+    info = read_checkpoint(checkpoint)
+    assert info.sae_config == SaeConfig(d_in=D_IN, num_latents=32, k=2)
+    assert info.train_config == TrainConfig()
+
+
+def test_auxk_coef_0_and_val_fraction_0_switch_auxk_and_validation_off(store: Path, tmp_path: Path) -> None:
+    args = ["sae", "train", str(store), "--latents", "32", "--k", "2", "--out", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--auxk-coef", "0", "--val-fraction", "0", "--batch-size", "200"])
+
+    assert result.exit_code == 0, result.output
+    [checkpoint] = list(tmp_path.iterdir())
+    info = read_checkpoint(checkpoint)
+    assert info.sae_config.auxk_coef == 0.0
+    assert info.train_config is not None
+    assert info.train_config.val_fraction == 0.0
+    assert info.metrics is not None
+    assert info.metrics["samples"] == 600  # every row trained on: none held out
+    assert "final_val_nmse" not in info.metrics
+
+
+def test_the_help_shows_the_core_defaults() -> None:
+    result = runner.invoke(app, ["sae", "train", "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
+
+    assert result.exit_code == 0, result.output
+    defaults = TrainConfig()
+    assert f"default {defaults.batch_size}." in result.stdout
+    assert f"default {defaults.val_fraction:g}." in result.stdout
+    assert f"default {SaeConfig.auxk_coef:g}." in result.stdout
 
 
 def test_eval_prints_nmse_dead_dense_and_a_text_histogram(trained: tuple[Path, str], store: Path) -> None:

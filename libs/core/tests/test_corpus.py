@@ -271,3 +271,57 @@ def test_detect_format_reads_compound_suffixes() -> None:
     assert detect_format("a/b.jsonl.gz") == "jsonl"
     assert detect_format("b.CSV.GZ") == "csv"
     assert detect_format("c.parquet") == "parquet"
+
+
+# -- damaged files: a CorpusError naming the file and what is wrong, never a raw library error --
+
+
+def _damaged_files(tmp_path: Path, astro_path: Path) -> dict[str, Path]:
+    """A corrupt Parquet file, a truncated gzip JSONL file and a CSV with non-UTF-8 bytes."""
+    parquet = tmp_path / "corrupt.parquet"
+    parquet.write_bytes(b"PAR1" + b"\x00garbage" * 50 + b"PAR1")
+    truncated = tmp_path / "truncated.jsonl.gz"
+    truncated.write_bytes(astro_path.read_bytes()[:50_000])
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes(b"id,abstract\n1,caf\xe9 au lait\n2,fine\n")
+    return {"parquet": parquet, "gzip": truncated, "csv": latin}
+
+
+@pytest.mark.parametrize(
+    ("kind", "problem"),
+    [
+        ("parquet", "is not a readable Parquet file"),
+        ("gzip", "the compressed data is damaged"),
+        ("csv", "is not valid UTF-8: line 2 holds byte 0xe9 at column 6"),
+    ],
+)
+def test_counting_a_damaged_file_is_a_corpus_error_naming_the_file(
+    tmp_path: Path, astro_path: Path, kind: str, problem: str
+) -> None:
+    path = _damaged_files(tmp_path, astro_path)[kind]
+    with pytest.raises(CorpusError, match=problem) as raised:
+        count_records(path)
+    assert str(path) in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "problem"),
+    [
+        ("parquet", "is not a readable Parquet file"),
+        ("gzip", "the compressed data is damaged"),
+        ("csv", "is not valid UTF-8: line 2 holds byte 0xe9 at column 6"),
+    ],
+)
+def test_reading_a_damaged_file_is_a_corpus_error_naming_the_file(
+    tmp_path: Path, astro_path: Path, kind: str, problem: str
+) -> None:
+    path = _damaged_files(tmp_path, astro_path)[kind]
+    with pytest.raises(CorpusError, match=problem) as raised:
+        list(read_corpus(path))
+    assert str(path) in str(raised.value)
+
+
+def test_a_csv_with_a_malformed_row_is_still_counted_to_the_end(tmp_path: Path) -> None:
+    path = tmp_path / "nul.csv"
+    path.write_bytes(b"id,abstract\n1,one\n2,t\x00wo\n3,three\n")
+    assert count_records(path) == 3

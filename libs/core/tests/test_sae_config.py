@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from featurelens.sae import SaeConfig, SaeConfigError, TrainConfig
@@ -23,6 +26,11 @@ def test_defaults_resolve_k_aux_to_2k_and_multik_to_4k() -> None:
         ({"d_in": 4, "num_latents": 8, "k": 9}, "cannot exceed num_latents"),
         ({"d_in": 4, "num_latents": 8, "k": 2, "k_aux": -1}, "k_aux must be a non-negative integer"),
         ({"d_in": 4, "num_latents": 8, "k": 4, "multik_k": 2}, "multik_k (2) must be at least k (4)"),
+        ({"d_in": 4, "num_latents": 64, "k": 4, "k_aux": 4294967295}, "k_aux (4294967295) cannot exceed"),
+        (
+            {"d_in": 4, "num_latents": 64, "k": 4, "multik_k": 1000},
+            "multik_k (1000) cannot exceed num_latents (64)",
+        ),
         (
             {"d_in": 4, "num_latents": 8, "k": 2, "auxk_coef": float("nan")},
             "auxk_coef must be a finite number",
@@ -69,3 +77,31 @@ def test_configs_round_trip_through_dicts() -> None:
 def test_unknown_config_fields_are_rejected() -> None:
     with pytest.raises(SaeConfigError, match="unknown fields"):
         SaeConfig.from_dict({"d_in": 4, "num_latents": 8, "k": 2, "expansion_factor": 4})
+
+
+def test_the_zero_defaults_of_the_widths_stay_within_the_dictionary() -> None:
+    cfg = SaeConfig(d_in=4, num_latents=8, k=6).validate()
+
+    assert (cfg.effective_k_aux, cfg.effective_multik_k) == (8, 8)
+
+
+def test_a_val_fraction_of_0_disables_validation_and_up_to_just_below_1_is_allowed() -> None:
+    assert TrainConfig(val_fraction=0.0).validate().val_fraction == 0.0
+    assert TrainConfig(val_fraction=0.9).validate().val_fraction == 0.9
+
+
+def test_the_configs_load_without_torch_so_a_cli_can_read_their_defaults_quickly() -> None:
+    code = "import sys, featurelens.sae; featurelens.sae.TrainConfig(); print('torch' in sys.modules)"
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+    assert result.stdout.strip() == "False"
+
+
+def test_the_rest_of_the_package_loads_on_first_use() -> None:
+    import featurelens.sae as sae
+
+    assert sae.train_sae.__module__ == "featurelens.sae.train"
+    assert set(sae.__all__) <= set(dir(sae))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = sae.nope  # type: ignore[attr-defined]

@@ -7,6 +7,8 @@ import pytest
 from qdrant_client import QdrantClient, models
 
 from featurelens.store import (
+    DocFilter,
+    FeatureRef,
     InvalidQueryError,
     PointRecord,
     QdrantServerDocumentStore,
@@ -40,6 +42,20 @@ def test_an_sae_added_through_another_store_is_seen_without_a_restart() -> None:
     writer.upsert("corpus", [PointRecord("d1", np.ones(4, np.float32), {"b": SparseVec([2], [1.5])})])
     hits = reader.query("corpus", QueryRequest(SearchMode.SPARSE, sparse=SparseVec([2], [1.0]), sae_id="b"))
     assert [(h.doc_id, h.score) for h in hits] == [("d1", 1.5)]
+
+
+def test_every_call_that_names_a_new_sae_rereads_the_schema_instead_of_refusing() -> None:
+    client = QdrantClient(":memory:")
+    reader, writer = QdrantServerDocumentStore(client), QdrantServerDocumentStore(client)
+    reader.ensure_collection("corpus", 4, ["a"])
+    writer.ensure_collection("corpus", 4, ["a", "b"])
+    writer.upsert("corpus", [PointRecord("d1", np.ones(4, np.float32), {"b": SparseVec([2], [1.5])})])
+    fires = DocFilter(must_fire=(FeatureRef("b", 2),))
+    assert reader.count("corpus", fires) == 1
+    assert [p.doc_id for p in reader.scroll("corpus", fires).points] == ["d1"]
+    assert [p.sparse["b"].to_dict() for p in reader.sample("corpus", 3, seed=1, with_sparse=["b"])] == [
+        {2: 1.5}
+    ]
 
 
 @pytest.mark.parametrize("prefer_grpc", [False, True])

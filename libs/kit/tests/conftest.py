@@ -1,9 +1,13 @@
-"""A tiny in-test encoder servicer on a real loopback GrpcServer, and channels to it."""
+"""A tiny in-test encoder servicer on a real loopback GrpcServer, channels to it, and a tiny
+installable service for the embedded host."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import shutil
+import sys
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -122,3 +126,24 @@ async def channel(started_server: GrpcServer) -> AsyncIterator[aio.Channel]:
 @pytest.fixture
 def stub(channel: aio.Channel, server: GrpcServer) -> encoder_pb2_grpc.EncoderServiceStub:
     return encoder_pb2_grpc.EncoderServiceStub(channel)
+
+
+@pytest.fixture
+def installed_kitdemo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A folder on the import path holding two services: ``kitdemo`` (``kitdemo_service.py``) and
+    ``broken``, whose own dependency is missing. Returns the folder (for a child's PYTHONPATH)."""
+    site = tmp_path / "site"
+    services = site / "featurelens" / "services"
+    for name in ("kitdemo", "broken"):
+        (services / name).mkdir(parents=True)
+        (services / name / "__init__.py").write_text("")
+    shutil.copy(Path(__file__).with_name("kitdemo_service.py"), services / "kitdemo" / "__main__.py")
+    (services / "broken" / "__main__.py").write_text("import featurelens_no_such_dependency\n")
+    monkeypatch.syspath_prepend(str(site))
+    yield site
+    for name in [
+        name
+        for name in sys.modules
+        if name.startswith(("featurelens.services.kitdemo", "featurelens.services.broken"))
+    ]:
+        del sys.modules[name]

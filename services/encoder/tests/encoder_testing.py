@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 from grpc import aio
 
-from featurelens.client.arrays import from_dense_matrix
 from featurelens.corpus import read_corpus
 from featurelens.embedding.backends import EmbeddingBackend, EmbedResult
 from featurelens.kit import GrpcServer
 from featurelens.services.encoder.cache import EmbeddingCache, MemoryEmbeddingCache
 from featurelens.services.encoder.servicer import BackendLoader, EncoderServicer
 from featurelens.v1 import common_pb2, encoder_pb2_grpc
+from featurelens.wire.arrays import from_dense_matrix
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 SERVICE = "featurelens.v1.EncoderService"

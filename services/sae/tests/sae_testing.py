@@ -17,13 +17,13 @@ import pytest
 import torch
 from grpc import aio
 
-from featurelens.client.arrays import from_dense_matrix, to_dense_matrix
 from featurelens.embedding.store import EmbeddingStore
 from featurelens.kit import GrpcServer
 from featurelens.sae import SaeConfig, SparseAutoencoder, make_sae_id, save_sae
 from featurelens.services.sae.registry import SaeRegistry
 from featurelens.services.sae.servicer import SaeServicer
 from featurelens.v1 import common_pb2, sae_pb2_grpc
+from featurelens.wire.arrays import from_dense_matrix, to_dense_matrix
 
 SERVICE = "featurelens.v1.SaeService"
 D_IN = 32
@@ -80,7 +80,7 @@ def build_servicer(
     models_dir: Path, *, pinned_default: str = "", max_loaded: int = 4, **options: Any
 ) -> SaeServicer:
     registry = SaeRegistry(models_dir, max_loaded=max_loaded, pinned_default=pinned_default)
-    settings: dict[str, Any] = {"max_batch": 64, "max_interventions": 8, "max_steer_weight": 100.0} | options
+    settings: dict[str, Any] = {"max_batch": 64} | options
     return SaeServicer(registry, **settings)
 
 

@@ -6,9 +6,10 @@ import numpy as np
 import torch
 from sae_testing import vectors
 
-from featurelens.client.arrays import from_dense_vector, to_dense_vector
 from featurelens.sae import SparseAutoencoder
+from featurelens.steering import MAX_STEER_WEIGHT
 from featurelens.v1 import common_pb2, sae_pb2, sae_pb2_grpc
+from featurelens.wire.arrays import from_dense_vector, to_dense_vector
 
 ADDITIVE = common_pb2.STEER_MODE_ADDITIVE
 CLAMP = common_pb2.STEER_MODE_CLAMP
@@ -67,12 +68,14 @@ async def test_a_large_additive_weight_makes_the_feature_fire(
     stub: sae_pb2_grpc.SaeServiceAsyncStub, sae: SparseAutoencoder
 ) -> None:
     x = vectors(1, seed=9)[0]
+    x /= np.linalg.norm(x)  # queries are unit-norm, so the largest weight allowed dominates them
     before = await stub.Steer(sae_pb2.SteerRequest(vector=to_dense_vector(x)))
     feature = next(f for f in range(256) if f not in before.latents_before.indices)
 
     reply = await stub.Steer(
         sae_pb2.SteerRequest(
-            vector=to_dense_vector(x), interventions=[common_pb2.Intervention(feature=feature, weight=50.0)]
+            vector=to_dense_vector(x),
+            interventions=[common_pb2.Intervention(feature=feature, weight=MAX_STEER_WEIGHT)],
         )
     )
 

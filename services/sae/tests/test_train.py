@@ -17,10 +17,11 @@ DENIED = grpc.StatusCode.PERMISSION_DENIED
 
 
 def tiny_request(path: str, **fields: object) -> sae_pb2.TrainRequest:
-    """A run of a few steps on a few hundred rows."""
+    """A run of a few steps on a few hundred rows; a field given as None is left unset."""
     options: dict[str, object] = {"batch_size": 32, "max_steps": 12, "epochs": 2, "seed": 3}
+    chosen = {name: value for name, value in (options | fields).items() if value is not None}
     config = sae_pb2.SaeConfig(num_latents=64, k=4)
-    return sae_pb2.TrainRequest(embeddings_path=path, config=config, **(options | fields))  # type: ignore[arg-type]
+    return sae_pb2.TrainRequest(embeddings_path=path, config=config, **chosen)  # type: ignore[arg-type]
 
 
 async def train(
@@ -99,7 +100,7 @@ async def test_cancelling_train_stops_the_worker_and_registers_nothing(
     write_store(train_roots / "corpus")
     before = await running.stub.ListSaes(sae_pb2.ListSaesRequest())
     # Thousands of steps: far longer than the test waits.
-    call = running.stub.Train(tiny_request("corpus", batch_size=8, max_steps=0, epochs=500))
+    call = running.stub.Train(tiny_request("corpus", batch_size=8, max_steps=None, epochs=500))
 
     async for message in call:
         if message.progress.stage == "train":
@@ -119,7 +120,7 @@ async def test_cancelling_train_stops_the_worker_and_registers_nothing(
 
 async def test_a_second_train_while_one_runs_is_refused(running: Running, train_roots: Path) -> None:
     write_store(train_roots / "corpus")
-    call = running.stub.Train(tiny_request("corpus", batch_size=8, max_steps=0, epochs=500))
+    call = running.stub.Train(tiny_request("corpus", batch_size=8, max_steps=None, epochs=500))
     async for message in call:
         if message.progress.stage == "train":
             break
@@ -138,17 +139,24 @@ async def test_a_second_train_while_one_runs_is_refused(running: Running, train_
     ("fields", "config", "words"),
     [
         ({}, {"num_latents": 64, "k": 65}, ["config.k (65)", "num_latents (64)"]),
-        ({}, {"num_latents": 64, "k": 0}, ["config.k is 0"]),
-        ({}, {"num_latents": 0, "k": 4}, ["num_latents is 0"]),
-        ({}, {"num_latents": 2_000_000, "k": 4}, ["2,000,000", "1,000,000"]),
+        ({}, {"num_latents": 64, "k": 0}, ["config.k must be a positive integer"]),
+        ({}, {"num_latents": 0, "k": 4}, ["config.num_latents must be a positive integer"]),
+        ({}, {"num_latents": 2_000_000, "k": 4}, ["2,000,000", "1,000,000", "MAX_NUM_LATENTS"]),
         ({}, {"d_in": 16, "num_latents": 64, "k": 4}, ["config.d_in is 16", "dim 32"]),
-        ({}, {"num_latents": 64, "k": 4, "multik_k": 2}, ["multik_k"]),
-        ({}, {"num_latents": 64, "k": 4, "auxk_coef": float("nan")}, ["auxk_coef"]),
-        ({"val_fraction": 0.7}, {"num_latents": 64, "k": 4}, ["val_fraction", "0.5"]),
+        ({}, {"num_latents": 64, "k": 4, "multik_k": 2}, ["config.multik_k (2)", "at least k (4)"]),
+        ({}, {"num_latents": 64, "k": 4, "auxk_coef": float("nan")}, ["config.auxk_coef", "finite"]),
+        # Issue 8, item 8: widths beyond the dictionary were trained and registered.
+        ({}, {"num_latents": 64, "k": 4, "k_aux": 4294967295}, ["config.k_aux (4294967295)", "num_latents"]),
+        ({}, {"num_latents": 64, "k": 4, "multik_k": 1000}, ["config.multik_k (1000)", "num_latents (64)"]),
+        ({"val_fraction": 1.0}, {"num_latents": 64, "k": 4}, ["val_fraction must be in [0, 1)"]),
         ({"val_fraction": -0.1}, {"num_latents": 64, "k": 4}, ["val_fraction"]),
-        ({"learning_rate": float("inf")}, {"num_latents": 64, "k": 4}, ["learning_rate"]),
-        ({"epochs": 5000}, {"num_latents": 64, "k": 4}, ["epochs 5000"]),
-        ({"batch_size": 1}, {"num_latents": 64, "k": 4}, ["batch_size"]),
+        ({"learning_rate": float("inf")}, {"num_latents": 64, "k": 4}, ["learning_rate", "inf"]),
+        ({"learning_rate": 0.0}, {"num_latents": 64, "k": 4}, ["learning_rate must be a finite number > 0"]),
+        ({"epochs": 0}, {"num_latents": 64, "k": 4}, ["epochs must be a positive integer"]),
+        ({"epochs": 5000}, {"num_latents": 64, "k": 4}, ["epochs 5,000", "MAX_TRAIN_EPOCHS"]),
+        ({"batch_size": 1}, {"num_latents": 64, "k": 4}, ["batch_size must be at least 2"]),
+        ({"batch_size": 70_000}, {"num_latents": 64, "k": 4}, ["batch_size 70,000", "65,536"]),
+        ({"max_steps": 0}, {"num_latents": 64, "k": 4}, ["max_steps must be a positive integer"]),
     ],
 )
 async def test_nonsense_training_settings_are_invalid_arguments(
@@ -197,7 +205,8 @@ async def test_paths_outside_the_train_data_roots_are_denied(
     error = await train_failure(running.stub, tiny_request(path))
 
     assert error.code() == DENIED
-    assert "outside the folders this server may train from" in (error.details() or "")
+    assert "is outside the folders this server may read" in (error.details() or "")
+    assert "FEATURELENS_SAE_TRAIN_DATA_ROOTS" in (error.details() or "")
 
 
 async def test_a_symlink_out_of_the_roots_is_denied(running: Running, train_roots: Path) -> None:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from sae_testing import Running, failure_of, matrix, vectors
 
-from featurelens.client.arrays import to_dense_vector
 from featurelens.v1 import common_pb2, sae_pb2
+from featurelens.wire.arrays import to_dense_vector
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
@@ -149,32 +149,56 @@ CASES: list[tuple[str, str, Callable[[str], Any], grpc.StatusCode, list[str]]] =
         "Steer",
         lambda _: steer(feature(9999)),
         INVALID,
-        ["feature 9999 is out of range", "256 latents"],
+        ["interventions[0]: feature 9999 does not exist: SAE '{sae_id}' has latents 0 to 255"],
     ),
     (
         "steer_duplicate",
         "Steer",
         lambda _: steer(feature(7), feature(7, 2.0, CLAMP)),
         INVALID,
-        ["feature 7", "once"],
+        ["feature 7 is steered twice: by interventions[0] and by interventions[1]; steer it once"],
     ),
-    ("steer_negative_clamp", "Steer", lambda _: steer(feature(7, -1.0, CLAMP)), INVALID, ["negative"]),
-    ("steer_absurd_weight", "Steer", lambda _: steer(feature(7, 1e6)), INVALID, ["1e+06", "100"]),
-    ("steer_absurd_clamp", "Steer", lambda _: steer(feature(7, 1e6, CLAMP)), INVALID, ["1e+06", "100"]),
+    (
+        "steer_negative_clamp",
+        "Steer",
+        lambda _: steer(feature(7, -1.0, CLAMP)),
+        INVALID,
+        ["interventions[0]: clamp value -1 on feature 7 is negative"],
+    ),
+    (
+        "steer_weight_beyond_the_bound",
+        "Steer",
+        lambda _: steer(feature(3), feature(7, 10.5)),
+        INVALID,
+        ["interventions[1]: additive weight 10.5 on feature 7 is beyond ±10"],
+    ),
+    (
+        "steer_absurd_clamp",
+        "Steer",
+        lambda _: steer(feature(7, 1e6, CLAMP)),
+        INVALID,
+        ["interventions[0]: clamp value 1e+06 on feature 7 is above 10"],
+    ),
     (
         "steer_nan_weight",
         "Steer",
         lambda _: steer(feature(7, float("nan"))),
         INVALID,
-        ["not a finite number"],
+        ["interventions[0]: the weight on feature 7 is not a finite number"],
     ),
-    ("steer_unknown_mode", "Steer", lambda _: steer(feature(7, 1.0, 9)), INVALID, ["unknown steer mode 9"]),
+    (
+        "steer_unknown_mode",
+        "Steer",
+        lambda _: steer(feature(7, 1.0, 9)),
+        INVALID,
+        ["interventions[0] has steer mode 9, which is unknown"],
+    ),
     (
         "steer_too_many",
         "Steer",
-        lambda _: steer(*(feature(i) for i in range(9))),
+        lambda _: steer(*(feature(i % 256) for i in range(257))),
         INVALID,
-        ["9 interventions", "limit is 8"],
+        ["257 interventions; the limit is 256 features steered in one query"],
     ),
     ("steer_wrong_dim", "Steer", lambda _: steer(dim=16), INVALID, ["dim 16", "expects 32"]),
     ("steer_no_vector", "Steer", lambda _: sae_pb2.SteerRequest(), INVALID, ["vector is empty"]),

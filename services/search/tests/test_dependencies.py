@@ -15,10 +15,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from search_testing import CORPUS, CountingBackend, Stack, failure_of, index_requests, serve_stack
 from typing_extensions import override
 
-from featurelens.client.arrays import to_dense_vector
 from featurelens.corpus import Record
 from featurelens.embedding.backends import EmbeddingBackend
 from featurelens.v1 import encoder_pb2, encoder_pb2_grpc, search_pb2
+from featurelens.wire.arrays import to_dense_vector
 
 
 def closed_port() -> int:

@@ -231,20 +231,24 @@ async def test_an_embedding_store_of_another_model_is_refused(stack: Stack, corp
 
 
 @pytest.mark.parametrize(
-    ("path", "message"),
+    ("field", "path", "code", "message"),
     [
-        ("/etc/passwd", "is outside the folders this server may read"),
-        ("../../secrets.jsonl", "is outside the folders this server may read"),
-        ("missing.jsonl", "does not exist on the server"),
+        ("corpus_path", "/etc/passwd", grpc.StatusCode.PERMISSION_DENIED, "is outside the folders"),
+        ("corpus_path", "../../secrets.jsonl", grpc.StatusCode.PERMISSION_DENIED, "is outside the folders"),
+        ("embeddings_path", "/etc", grpc.StatusCode.PERMISSION_DENIED, "is outside the folders"),
+        ("corpus_path", "missing.jsonl", grpc.StatusCode.NOT_FOUND, "does not exist on the server"),
+        ("embeddings_path", "no-store", grpc.StatusCode.NOT_FOUND, "does not exist on the server"),
+        ("corpus_path", "a" * 300, grpc.StatusCode.INVALID_ARGUMENT, "300 bytes"),
     ],
 )
-async def test_corpus_paths_outside_the_corpus_roots_are_refused(
-    stack: Stack, path: str, message: str
+async def test_server_paths_are_checked_by_the_one_allowed_folders_rule(
+    stack: Stack, field: str, path: str, code: grpc.StatusCode, message: str
 ) -> None:
-    error = await failure_of(stack.index([setup_message("elsewhere", corpus_path=path)]))
+    error = await failure_of(stack.index([setup_message("elsewhere", **{field: path})]))
 
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.code() == code
     assert message in (error.details() or "")
+    assert field in (error.details() or "")
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from search_testing import CORPUS, CountingBackend, Stack, hit_ids, serve_stack
 
-from featurelens.client.arrays import to_dense_vector
 from featurelens.embedding.backends import EmbeddingBackend
 from featurelens.v1 import common_pb2, search_pb2
+from featurelens.wire.arrays import to_dense_vector
 
 MODES = {
     "dense": search_pb2.SEARCH_MODE_DENSE,

@@ -7,8 +7,8 @@ import pytest
 from grpc import StatusCode
 from search_testing import CORPUS, Stack, failure_of
 
-from featurelens.client.arrays import to_dense_vector
 from featurelens.v1 import common_pb2, search_pb2
+from featurelens.wire.arrays import to_dense_vector
 
 INVALID = StatusCode.INVALID_ARGUMENT
 
@@ -91,19 +91,19 @@ CASES = [
     pytest.param(
         text_request(interventions=[additive(3, float("inf"))]),
         INVALID,
-        "intervention 0 has a weight that is not a finite number",
+        "interventions[0]: the weight on feature 3 is not a finite number",
         id="infinite steer weight",
     ),
     pytest.param(
         text_request(interventions=[additive(3, 0.5), additive(4, 10.5)]),
         INVALID,
-        "intervention 1 has weight 10.5; weights range from -10 to 10",
+        "interventions[1]: additive weight 10.5 on feature 4 is beyond ±10",
         id="steer weight over the bound",
     ),
     pytest.param(
-        text_request(interventions=[additive(i, 0.1) for i in range(33)]),
+        text_request(interventions=[additive(i, 0.1) for i in range(257)]),
         INVALID,
-        "33 interventions; the limit is 32",
+        "257 interventions; the limit is 256 features steered in one query",
         id="too many interventions",
     ),
     pytest.param(
@@ -111,20 +111,38 @@ CASES = [
             interventions=[common_pb2.Intervention(feature=3, weight=-1, mode=common_pb2.STEER_MODE_CLAMP)]
         ),
         INVALID,
-        "activations are never negative",
+        "interventions[0]: clamp value -1 on feature 3 is negative; latent activations are ≥ 0",
         id="negative clamp",
     ),
     pytest.param(
         text_request(interventions=[common_pb2.Intervention(feature=3, weight=1, mode=9)]),
         INVALID,
-        "intervention 0 has mode 9, which is not a steer mode",
+        "interventions[0] has steer mode 9, which is unknown",
         id="unknown steer mode",
     ),
     pytest.param(
         text_request(interventions=[additive(600, 0.5)]),
         INVALID,
-        "intervention 0: feature 600 does not exist: SAE",
+        "interventions[0]: feature 600 does not exist: SAE",
         id="intervention feature out of range",
+    ),
+    pytest.param(
+        text_request(interventions=[additive(3, 0.5), additive(9, 1.0), additive(3, -0.5)]),
+        INVALID,
+        "feature 3 is steered twice: by interventions[0] and by interventions[2]; steer it once",
+        id="the same feature twice",
+    ),
+    pytest.param(
+        text_request(interventions=[additive(3, 0.5), common_pb2.Intervention(weight=0.5)]),
+        INVALID,
+        "interventions[1] names no feature or family",
+        id="intervention without a target",
+    ),
+    pytest.param(
+        text_request(interventions=[common_pb2.Intervention(family_id="", weight=0.5)]),
+        INVALID,
+        "interventions[0] has an empty family_id",
+        id="empty family id",
     ),
     pytest.param(
         text_request(interventions=[common_pb2.Intervention(family_id="fam-1", weight=0.5)]),

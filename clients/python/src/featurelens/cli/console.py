@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from featurelens.client import FeaturelensError, UnavailableError
+from featurelens.client import APIConnectionError, FeaturelensError
 
 console = Console()
 """Results and summaries (stdout)."""
@@ -39,7 +39,8 @@ def reporting_errors(address: str) -> Iterator[None]:
     """Turn an SDK error into one readable line and exit status 1."""
     try:
         yield
-    except UnavailableError as error:
+    except APIConnectionError as error:
+        # Only when nothing answered: a server that answered UNAVAILABLE said why, shown below.
         raise fail(
             f"cannot reach featurelens at {address} ({error.details}); is `featurelens up` running?"
         ) from error

@@ -6,18 +6,21 @@ imported inside the commands, so the rest of the CLI starts fast and works witho
 
 ``featurelens sae train ... --out MODELS_DIR`` writes the checkpoint to ``MODELS_DIR/<sae_id>/``,
 the layout the sae service serves from its models directory, so pointing ``--out`` at that
-directory makes the new SAE available to the service. The run trains into a hidden staging folder
-(``MODELS_DIR/.train-*``, which the service never lists) and is renamed into place only when
-it finished; an existing checkpoint of the same sae_id (same config, recipe and data) is replaced.
+directory makes the new SAE available to the service. Both write through featurelens-core's
+``ModelsFolder``: the run trains into a hidden staging folder (``MODELS_DIR/.train-*``, which the
+service never lists) and is renamed into place only when it finished; an existing checkpoint of
+the same sae_id (same config, recipe and data) is replaced.
+
+Training settings left out take featurelens-core's defaults (``SaeConfig`` / ``TrainConfig``),
+the same ones a Train call gets for a field it does not set; ``--help`` shows them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -39,29 +42,89 @@ sae_app = typer.Typer(
     no_args_is_help=True,
 )
 
-#: Where ``featurelens sae train`` stages a run inside the models directory (never listed by the service).
-STAGING_PREFIX = ".train-"
 #: Width of the longest bar of the text density histogram.
 HISTOGRAM_WIDTH = 40
 #: Steps between progress reports from the library.
 STEP_EVERY = 5
 
+
+def _with_default(text: str, config: str, field: str) -> str:
+    """Option help ending in the featurelens-core config field's default (none shown without core).
+
+    The options themselves default to None, "not given", so the dataclass applies its own default:
+    one source for the CLI, the SDK, the service and a notebook.
+    """
+    try:
+        from featurelens.sae import config as core  # torch-free: --help stays fast
+    except ModuleNotFoundError:
+        return text
+    value = {f.name: f.default for f in dataclasses.fields(getattr(core, config))}[field]
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{text.rstrip('.')}; default {shown}."
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The options that were given (not None), as keyword arguments of a core config."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
 EmbeddingsArgument = Annotated[
     Path,
     typer.Argument(help="Embedding store directory (from `featurelens embed`) or a .npy file of (n, d_in)."),
 ]
-BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=2, help="Rows per training step.")]
-EpochsOption = Annotated[int, typer.Option(min=1, help="Passes over the training rows.")]
+BatchSizeOption = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        min=2,
+        help=_with_default("Rows per training step.", "TrainConfig", "batch_size"),
+    ),
+]
+EpochsOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help=_with_default("Passes over the training rows.", "TrainConfig", "epochs"),
+    ),
+]
 MaxStepsOption = Annotated[
-    int | None, typer.Option("--max-steps", min=1, help="Stop after this many steps (even mid-epoch).")
+    int | None,
+    typer.Option(
+        "--max-steps", min=1, help="Stop after this many steps (even mid-epoch); default: no limit."
+    ),
 ]
-LrOption = Annotated[float, typer.Option("--lr", help="Adam learning rate (> 0).")]
-SeedOption = Annotated[int, typer.Option(min=0, help="Seeds the initialisation, the split and the order.")]
+LrOption = Annotated[
+    float | None,
+    typer.Option(
+        "--lr",
+        help=_with_default("Adam learning rate (> 0).", "TrainConfig", "lr"),
+    ),
+]
+SeedOption = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        help=_with_default("Seeds the initialisation, the split and the order.", "TrainConfig", "seed"),
+    ),
+]
 ValFractionOption = Annotated[
-    float,
-    typer.Option("--val-fraction", help="Fraction of rows held out for validation, in [0, 1)."),
+    float | None,
+    typer.Option(
+        "--val-fraction",
+        help=_with_default(
+            "Fraction of rows held out for validation, in [0, 1); 0 trains on every row without validation.",
+            "TrainConfig",
+            "val_fraction",
+        ),
+    ),
 ]
-DeviceOption = Annotated[str, typer.Option(help="Torch device: cpu, cuda or cuda:N.")]
+DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        help=_with_default("Torch device: cpu, cuda or cuda:N.", "TrainConfig", "device"),
+    ),
+]
+EvalDeviceOption = Annotated[str, typer.Option(help="Torch device: cpu, cuda or cuda:N.")]
 
 
 # -- inputs -------------------------------------------------------------------------------------------
@@ -129,31 +192,33 @@ def _check_device(device: str) -> None:
 
 
 def _train_config(
-    batch_size: int,
-    lr: float,
-    epochs: int,
+    batch_size: int | None,
+    lr: float | None,
+    epochs: int | None,
     max_steps: int | None,
-    seed: int,
-    val_fraction: float,
-    device: str,
+    seed: int | None,
+    val_fraction: float | None,
+    device: str | None,
     out: Path,
 ) -> TrainConfig:
-    """The TrainConfig of `sae train` and `sae sweep`, --device and --out checked; exit 2 otherwise."""
+    """The TrainConfig of `sae train` and `sae sweep` (None: core's default), --device and --out
+    checked; exit 2 otherwise."""
     from featurelens.sae import SaeConfigError, TrainConfig
 
+    given = _given(
+        batch_size=batch_size,
+        lr=lr,
+        epochs=epochs,
+        max_steps=max_steps,
+        seed=seed,
+        val_fraction=val_fraction,
+        device=device,
+    )
     try:
-        train_cfg = TrainConfig(
-            batch_size=batch_size,
-            lr=lr,
-            epochs=epochs,
-            max_steps=max_steps,
-            seed=seed,
-            val_fraction=val_fraction,
-            device=device,
-        ).validate()
+        train_cfg = TrainConfig(**given).validate()
     except SaeConfigError as error:
         raise fail(str(error), code=2) from error
-    _check_device(device)
+    _check_device(train_cfg.device)
     if out.exists() and not out.is_dir():
         raise fail(f"--out {out} is a file; it must be a directory.", code=2)
     return train_cfg
@@ -233,24 +298,59 @@ def train(
     out: Annotated[
         Path, typer.Option("--out", help="Models directory: the checkpoint goes to OUT/<sae_id>/.")
     ],
-    batch_size: BatchSizeOption = 1024,
-    lr: LrOption = 1e-4,
-    epochs: EpochsOption = 1,
+    batch_size: BatchSizeOption = None,
+    lr: LrOption = None,
+    epochs: EpochsOption = None,
     max_steps: MaxStepsOption = None,
-    seed: SeedOption = 0,
-    val_fraction: ValFractionOption = 0.1,
-    device: DeviceOption = "cpu",
-    k_aux: Annotated[int, typer.Option("--k-aux", min=0, help="Dead latents used by AuxK; 0: 2*k.")] = 0,
+    seed: SeedOption = None,
+    val_fraction: ValFractionOption = None,
+    device: DeviceOption = None,
+    k_aux: Annotated[
+        int | None,
+        typer.Option(
+            "--k-aux",
+            min=0,
+            help=_with_default("Dead latents used by AuxK; 0: 2*k.", "SaeConfig", "k_aux"),
+        ),
+    ] = None,
     auxk_coef: Annotated[
-        float, typer.Option("--auxk-coef", min=0.0, help="Weight of the AuxK loss; 0 switches it off.")
-    ] = 1.0 / 32.0,
+        float | None,
+        typer.Option(
+            "--auxk-coef",
+            min=0.0,
+            help=_with_default("Weight of the AuxK loss; 0 switches it off.", "SaeConfig", "auxk_coef"),
+        ),
+    ] = None,
     dead_steps: Annotated[
-        int,
-        typer.Option("--dead-steps", min=0, help="Steps unfired before a latent is dead; 0: one epoch."),
-    ] = 0,
+        int | None,
+        typer.Option(
+            "--dead-steps",
+            min=0,
+            help=_with_default(
+                "Steps unfired before a latent is dead; 0: one epoch.", "SaeConfig", "dead_steps_threshold"
+            ),
+        ),
+    ] = None,
     multik_coef: Annotated[
-        float, typer.Option("--multik-coef", min=0.0, help="Weight of the multi-k (4*k) loss; 0 skips it.")
-    ] = 0.0,
+        float | None,
+        typer.Option(
+            "--multik-coef",
+            min=0.0,
+            help=_with_default(
+                "Weight of the multi-k loss (the top --multik-k latents); 0 skips it.",
+                "SaeConfig",
+                "multik_coef",
+            ),
+        ),
+    ] = None,
+    multik_k: Annotated[
+        int | None,
+        typer.Option(
+            "--multik-k",
+            min=0,
+            help=_with_default("Latents of the multi-k loss; 0: 4*k.", "SaeConfig", "multik_k"),
+        ),
+    ] = None,
     embedding_model: Annotated[
         str | None,
         typer.Option("--embedding-model", help="Name of the embedding model (default: the store's)."),
@@ -263,15 +363,14 @@ def train(
     except ModuleNotFoundError as error:
         raise fail("`featurelens sae` needs torch and featurelens-core[sae] installed.") from error
     try:
-        sae_cfg = SaeConfig(
-            d_in=int(data.vectors.shape[1]),
-            num_latents=latents,
-            k=k,
+        loss = _given(
             k_aux=k_aux,
             auxk_coef=auxk_coef,
             dead_steps_threshold=dead_steps,
             multik_coef=multik_coef,
-        ).validate()
+            multik_k=multik_k,
+        )
+        sae_cfg = SaeConfig(d_in=int(data.vectors.shape[1]), num_latents=latents, k=k, **loss).validate()
     except SaeConfigError as error:
         raise fail(str(error), code=2) from error
     train_cfg = _train_config(batch_size, lr, epochs, max_steps, seed, val_fraction, device, out)
@@ -284,15 +383,14 @@ def train(
 def _train_into(
     out: Path, vectors: np.ndarray, sae_cfg: SaeConfig, train_cfg: TrainConfig, model_name: str | None
 ) -> tuple[TrainResult, Path, float]:
-    """Train with a progress bar into a staging folder of `out`, then rename it to out/<sae_id>."""
-    from featurelens.sae import SaeConfigError, TrainCallbacks, train_sae
+    """Train with a progress bar into a staging folder of `out`, then register it as out/<sae_id>."""
+    from featurelens.sae import ModelsFolder, SaeCheckpointError, SaeConfigError, TrainCallbacks, train_sae
 
-    out.mkdir(parents=True, exist_ok=True)
-    staging = out / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
+    folder = ModelsFolder(out)
     started = time.perf_counter()
     description = f"L={sae_cfg.num_latents} k={sae_cfg.k}"
     try:
-        with _progress() as bar:
+        with folder.staging() as staging, _progress() as bar:
             task = bar.add_task(description, total=None, **_EMPTY_FIELDS)
             result = train_sae(
                 vectors,
@@ -304,26 +402,12 @@ def _train_into(
                 checkpoint_dir=staging,
                 embedding_model=model_name,
             )
-        final_dir = out / result.sae_id
-        _replace_dir(staging, final_dir)
-    except SaeConfigError as error:
+            final_dir = folder.register(staging).path
+    except (SaeConfigError, SaeCheckpointError) as error:
         raise fail(str(error), code=2) from error
     except KeyboardInterrupt:
         raise fail("interrupted; no checkpoint was written", code=130) from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return result, final_dir, time.perf_counter() - started
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Rename src to dst; an existing dst is moved aside first and removed once src is in place."""
-    if not dst.exists():
-        src.rename(dst)
-        return
-    old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
-    dst.rename(old)
-    src.rename(dst)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _print_train_summary(result: TrainResult, path: Path, model_name: str | None, seconds: float) -> None:
@@ -361,7 +445,7 @@ def evaluate_command(
     embeddings: EmbeddingsArgument,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate on the first N rows only.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows per batch.")] = 1024,
-    device: DeviceOption = "cpu",
+    device: EvalDeviceOption = "cpu",
     bins: Annotated[int, typer.Option(min=2, max=200, help="Bins of the log10 density histogram.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
 ) -> None:
@@ -452,13 +536,13 @@ def sweep(
     ],
     ks: Annotated[str, typer.Option("--k", help="Comma-separated k, e.g. 16,32.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for sweep.json, the plots and runs/.")],
-    epochs: EpochsOption = 1,
+    epochs: EpochsOption = None,
     max_steps: MaxStepsOption = None,
-    batch_size: BatchSizeOption = 1024,
-    lr: LrOption = 1e-4,
-    seed: SeedOption = 0,
-    val_fraction: ValFractionOption = 0.1,
-    device: DeviceOption = "cpu",
+    batch_size: BatchSizeOption = None,
+    lr: LrOption = None,
+    seed: SeedOption = None,
+    val_fraction: ValFractionOption = None,
+    device: DeviceOption = None,
     save_checkpoints: Annotated[
         bool, typer.Option("--save-checkpoints", help="Keep every run's checkpoint in OUT/runs/<sae_id>/.")
     ] = False,

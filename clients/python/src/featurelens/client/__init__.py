@@ -7,16 +7,29 @@ with FeaturelensClient("127.0.0.1:50051") as client:
     print(embeddings.model_id, embeddings.vectors.shape)
 """
 
-from featurelens.client.arrays import ArrayFormatError
 from featurelens.client.client import SERVICE_NAMES, AsyncFeaturelensClient, FeaturelensClient, HealthStatus
 from featurelens.client.errors import (
+    AbortedError,
+    AlreadyExistsError,
+    APIConnectionError,
     APIStatusError,
+    APITimeoutError,
+    CallCancelledError,
     DeadlineExceededError,
+    FailedPreconditionError,
     FeaturelensError,
+    InternalServerError,
     InvalidArgumentError,
     NotFoundError,
+    OutOfRangeError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
     UnavailableError,
+    UnimplementedError,
 )
+from featurelens.client.options import NOT_GIVEN, NotGiven
+from featurelens.client.retries import Backoff
 from featurelens.client.types import (
     ActivatedDocument,
     ActivationBatch,
@@ -41,20 +54,29 @@ from featurelens.client.types import (
     Steered,
     TrainProgress,
 )
+from featurelens.wire.arrays import ArrayFormatError
 
 __all__ = [
+    "NOT_GIVEN",
     "SERVICE_NAMES",
+    "APIConnectionError",
     "APIStatusError",
+    "APITimeoutError",
+    "AbortedError",
     "ActivatedDocument",
     "ActivationBatch",
+    "AlreadyExistsError",
     "ArrayFormatError",
     "AsyncFeaturelensClient",
+    "Backoff",
+    "CallCancelledError",
     "CorpusInfo",
     "DeadlineExceededError",
     "Decoded",
     "DecoderDirections",
     "Document",
     "Embeddings",
+    "FailedPreconditionError",
     "FeatureContribution",
     "FeaturelensClient",
     "FeaturelensError",
@@ -62,12 +84,17 @@ __all__ = [
     "HealthStatus",
     "Hit",
     "IndexProgress",
+    "InternalServerError",
     "Intervention",
     "InvalidArgumentError",
     "Latents",
     "ModelInfo",
     "NotFoundError",
+    "NotGiven",
+    "OutOfRangeError",
+    "PermissionDeniedError",
     "Progress",
+    "ResourceExhaustedError",
     "SaeConfig",
     "SaeInfo",
     "SaeMetrics",
@@ -75,5 +102,7 @@ __all__ = [
     "SparseVector",
     "Steered",
     "TrainProgress",
+    "UnauthenticatedError",
     "UnavailableError",
+    "UnimplementedError",
 ]

@@ -9,12 +9,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from featurelens.client.encoder import AsyncEncoderClient, EncoderClient
 from featurelens.client.errors import NotFoundError
+from featurelens.client.options import DEFAULT_TIMEOUT_S, NOT_GIVEN, CallOptions, NotGiven
+from featurelens.client.retries import DEFAULT_MAX_RETRIES, Backoff, rpc_path
 from featurelens.client.sae import AsyncSaeClient, SaeClient
 from featurelens.client.search import AsyncSearchClient, SearchClient
 from featurelens.client.transport import (
     DEFAULT_ADDRESS,
     DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_TIMEOUT_S,
     AsyncTransport,
     SyncTransport,
 )
@@ -30,6 +31,8 @@ SERVICE_NAMES = {
     "family": "featurelens.v1.FamilyService",
 }
 """Short service names and the full names their health is reported under."""
+
+_HEALTH_CHECK = rpc_path("grpc.health.v1.Health", "Check")
 
 
 def _full_service_name(service: str) -> str:
@@ -67,7 +70,10 @@ class FeaturelensClient:
 
     By default every service is called at ``address`` (the embedded ``featurelens up`` mode);
     give ``encoder_address`` & co. when services run on their own ports (docker compose).
-    ``timeout_s`` bounds each unary call (None for no bound); streaming calls take their own.
+    ``timeout_s`` bounds each unary call, retries included (None for no bound); a call's own
+    ``timeout=`` overrides it, and streams are bound only by their own ``timeout=``. Calls that
+    change nothing on the server are retried up to ``max_retries`` times when the server cannot
+    be reached (see ``featurelens.client.retries``), waiting as ``backoff`` says in between.
     Use as a context manager, or call ``close()``.
     """
 
@@ -79,14 +85,24 @@ class FeaturelensClient:
         sae_address: str | None = None,
         search_address: str | None = None,
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        max_retries: int = DEFAULT_MAX_RETRIES,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        backoff: Backoff | None = None,
     ) -> None:
-        self._addresses = _Addresses(address, encoder_address, sae_address, search_address)
-        self._transports: dict[str, SyncTransport] = {}
-        for target in dict.fromkeys(self._addresses.by_service.values()):
-            self._transports[target] = SyncTransport(
-                target, timeout_s=timeout_s, max_message_bytes=max_message_bytes
-            )
+        options = CallOptions(timeout_s, max_retries, backoff or Backoff())
+        addresses = _Addresses(address, encoder_address, sae_address, search_address)
+        transports = {
+            target: SyncTransport.open(target, options=options, max_message_bytes=max_message_bytes)
+            for target in dict.fromkeys(addresses.by_service.values())
+        }
+        self._wire(addresses, transports, options)
+
+    def _wire(
+        self, addresses: _Addresses, transports: dict[str, SyncTransport], options: CallOptions
+    ) -> None:
+        self._addresses = addresses
+        self._transports = transports
+        self._options = options
         self.encoder = EncoderClient(self._transport("encoder"))
         """The encoder service: text to dense embeddings."""
         self.sae = SaeClient(self._transport("sae"))
@@ -97,16 +113,40 @@ class FeaturelensClient:
     def _transport(self, service: str) -> SyncTransport:
         return self._transports[self._addresses.of(service)]
 
-    def health(self, service: str = "") -> HealthStatus:
+    @property
+    def timeout_s(self) -> float | None:
+        """The bound on each unary call, seconds (None: no bound)."""
+        return self._options.timeout_s
+
+    @property
+    def max_retries(self) -> int:
+        """How many times a call that changes nothing is retried when the server cannot be reached."""
+        return self._options.max_retries
+
+    def with_options(
+        self, *, timeout: float | NotGiven | None = NOT_GIVEN, max_retries: int | NotGiven = NOT_GIVEN
+    ) -> Self:
+        """A client on the same channels with another ``timeout`` (seconds) or ``max_retries``.
+
+        Cheap: nothing is connected again. The two clients share their channels, so closing
+        either closes both; close the one you made first.
+        """
+        options = self._options.replace(timeout=timeout, max_retries=max_retries)
+        clone = type(self).__new__(type(self))
+        transports = {target: t.with_options(options) for target, t in self._transports.items()}
+        clone._wire(self._addresses, transports, options)
+        return clone
+
+    def health(self, service: str = "", *, timeout: float | NotGiven | None = NOT_GIVEN) -> HealthStatus:
         """The health of a service ("encoder", "sae", ... or a full name) or, for "", of the server.
 
-        Raises ``UnavailableError`` when the server cannot be reached.
+        Raises ``APIConnectionError`` (an ``UnavailableError``) when the server cannot be reached.
         """
         transport = self._transport(service)
         stub = health_pb2_grpc.HealthStub(transport.channel)
         request = health_pb2.HealthCheckRequest(service=_full_service_name(service))
         try:
-            reply = transport.unary(stub.Check, request)
+            reply = transport.unary(stub.Check, request, rpc=_HEALTH_CHECK, timeout=timeout)
         except NotFoundError:
             return "SERVICE_UNKNOWN"
         return _status_name(reply.status)
@@ -129,7 +169,8 @@ class AsyncFeaturelensClient:
     """An asyncio client of the featurelens services; mirrors ``FeaturelensClient``.
 
     Channels open on first use inside the running event loop, so the client may be built
-    anywhere. Use as an async context manager, or ``await close()``.
+    anywhere; waits between retries never block the loop. Use as an async context manager, or
+    ``await close()``.
     """
 
     def __init__(
@@ -140,14 +181,24 @@ class AsyncFeaturelensClient:
         sae_address: str | None = None,
         search_address: str | None = None,
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        max_retries: int = DEFAULT_MAX_RETRIES,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        backoff: Backoff | None = None,
     ) -> None:
-        self._addresses = _Addresses(address, encoder_address, sae_address, search_address)
-        self._transports: dict[str, AsyncTransport] = {}
-        for target in dict.fromkeys(self._addresses.by_service.values()):
-            self._transports[target] = AsyncTransport(
-                target, timeout_s=timeout_s, max_message_bytes=max_message_bytes
-            )
+        options = CallOptions(timeout_s, max_retries, backoff or Backoff())
+        addresses = _Addresses(address, encoder_address, sae_address, search_address)
+        transports = {
+            target: AsyncTransport.open(target, options=options, max_message_bytes=max_message_bytes)
+            for target in dict.fromkeys(addresses.by_service.values())
+        }
+        self._wire(addresses, transports, options)
+
+    def _wire(
+        self, addresses: _Addresses, transports: dict[str, AsyncTransport], options: CallOptions
+    ) -> None:
+        self._addresses = addresses
+        self._transports = transports
+        self._options = options
         self.encoder = AsyncEncoderClient(self._transport("encoder"))
         """The encoder service: text to dense embeddings."""
         self.sae = AsyncSaeClient(self._transport("sae"))
@@ -158,16 +209,42 @@ class AsyncFeaturelensClient:
     def _transport(self, service: str) -> AsyncTransport:
         return self._transports[self._addresses.of(service)]
 
-    async def health(self, service: str = "") -> HealthStatus:
+    @property
+    def timeout_s(self) -> float | None:
+        """The bound on each unary call, seconds (None: no bound)."""
+        return self._options.timeout_s
+
+    @property
+    def max_retries(self) -> int:
+        """How many times a call that changes nothing is retried when the server cannot be reached."""
+        return self._options.max_retries
+
+    def with_options(
+        self, *, timeout: float | NotGiven | None = NOT_GIVEN, max_retries: int | NotGiven = NOT_GIVEN
+    ) -> Self:
+        """A client on the same channels with another ``timeout`` (seconds) or ``max_retries``.
+
+        Cheap: nothing is connected again. The two clients share their channels, so closing
+        either closes both; close the one you made first.
+        """
+        options = self._options.replace(timeout=timeout, max_retries=max_retries)
+        clone = type(self).__new__(type(self))
+        transports = {target: t.with_options(options) for target, t in self._transports.items()}
+        clone._wire(self._addresses, transports, options)
+        return clone
+
+    async def health(
+        self, service: str = "", *, timeout: float | NotGiven | None = NOT_GIVEN
+    ) -> HealthStatus:
         """The health of a service ("encoder", "sae", ... or a full name) or, for "", of the server.
 
-        Raises ``UnavailableError`` when the server cannot be reached.
+        Raises ``APIConnectionError`` (an ``UnavailableError``) when the server cannot be reached.
         """
         transport = self._transport(service)
         stub = transport.stub("health", lambda channel: health_pb2_grpc.HealthStub(channel))
         request = health_pb2.HealthCheckRequest(service=_full_service_name(service))
         try:
-            reply = await transport.unary(stub.Check, request)
+            reply = await transport.unary(stub.Check, request, rpc=_HEALTH_CHECK, timeout=timeout)
         except NotFoundError:
             return "SERVICE_UNKNOWN"
         return _status_name(reply.status)

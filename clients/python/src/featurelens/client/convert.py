@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
+from typing import Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
 
-from featurelens.client import arrays
 from featurelens.client.types import (
     ActivatedDocument,
     ActivationBatch,
@@ -36,6 +36,7 @@ from featurelens.client.types import (
     TrainProgress,
 )
 from featurelens.v1 import common_pb2, encoder_pb2, sae_pb2, search_pb2
+from featurelens.wire import arrays
 
 SparseInput = SparseVector | tuple[npt.ArrayLike, npt.ArrayLike]
 """A sparse row as a ``SparseVector`` or an ``(indices, values)`` pair."""
@@ -168,17 +169,18 @@ def model_infos(response: encoder_pb2.ListModelsResponse) -> list[ModelInfo]:
 # -- sae ------------------------------------------------------------------------------------------
 
 
+#: The optional (loss) fields of SaeConfig: None is left unset, so the server uses its default.
+_SaeLossField = Literal["k_aux", "auxk_coef", "dead_steps_threshold", "multik_coef", "multik_k"]
+_SAE_LOSS_FIELDS: tuple[_SaeLossField, ...] = get_args(_SaeLossField)
+
+
 def sae_config_message(config: SaeConfig) -> sae_pb2.SaeConfig:
-    return sae_pb2.SaeConfig(
-        d_in=config.d_in,
-        num_latents=config.num_latents,
-        k=config.k,
-        k_aux=config.k_aux,
-        auxk_coef=config.auxk_coef,
-        dead_steps_threshold=config.dead_steps_threshold,
-        multik_coef=config.multik_coef,
-        multik_k=config.multik_k,
-    )
+    message = sae_pb2.SaeConfig(d_in=config.d_in, num_latents=config.num_latents, k=config.k)
+    for name in _SAE_LOSS_FIELDS:
+        value = getattr(config, name)
+        if value is not None:
+            setattr(message, name, value)
+    return message
 
 
 def sae_info(message: sae_pb2.SaeInfo) -> SaeInfo:
@@ -189,11 +191,8 @@ def sae_info(message: sae_pb2.SaeInfo) -> SaeInfo:
             num_latents=c.num_latents,
             k=c.k,
             d_in=c.d_in,
-            k_aux=c.k_aux,
-            auxk_coef=c.auxk_coef,
-            dead_steps_threshold=c.dead_steps_threshold,
-            multik_coef=c.multik_coef,
-            multik_k=c.multik_k,
+            # A server reports every setting; one that does not leaves the field None (unknown).
+            **{name: getattr(c, name) for name in _SAE_LOSS_FIELDS if c.HasField(name)},
         ),
         metrics=SaeMetrics(
             train_nmse=m.train_nmse,
@@ -263,22 +262,26 @@ def train_request(
     learning_rate: float | None,
     epochs: int | None,
     max_steps: int | None,
-    seed: int,
+    seed: int | None,
     val_fraction: float | None,
     make_default: bool,
 ) -> sae_pb2.TrainRequest:
-    # None means "the server's default", which the protocol spells as 0.
-    return sae_pb2.TrainRequest(
-        embeddings_path=embeddings_path,
-        config=sae_config_message(config),
-        batch_size=batch_size or 0,
-        learning_rate=learning_rate or 0.0,
-        epochs=epochs or 0,
-        max_steps=max_steps or 0,
-        seed=seed,
-        val_fraction=val_fraction or 0.0,
-        make_default=make_default,
+    """A TrainRequest with only the settings that are not None (an unset one is the server's default)."""
+    request = sae_pb2.TrainRequest(
+        embeddings_path=embeddings_path, config=sae_config_message(config), make_default=make_default
     )
+    settings = {
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "seed": seed,
+        "val_fraction": val_fraction,
+    }
+    for name, value in settings.items():
+        if value is not None:
+            setattr(request, name, value)
+    return request
 
 
 def train_progress(response: sae_pb2.TrainResponse) -> TrainProgress:

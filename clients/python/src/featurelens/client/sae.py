@@ -8,6 +8,8 @@ import numpy.typing as npt
 
 from featurelens.client import convert
 from featurelens.client.convert import SparseInput
+from featurelens.client.options import NOT_GIVEN, NotGiven, stream_timeout
+from featurelens.client.retries import rpc_path
 from featurelens.client.transport import AsyncTransport, SyncTransport
 from featurelens.client.types import (
     Decoded,
@@ -21,6 +23,14 @@ from featurelens.client.types import (
 )
 from featurelens.v1 import sae_pb2, sae_pb2_grpc
 
+_SERVICE = "featurelens.v1.SaeService"
+_ENCODE = rpc_path(_SERVICE, "Encode")
+_DECODE = rpc_path(_SERVICE, "Decode")
+_STEER = rpc_path(_SERVICE, "Steer")
+_DECODER_DIRECTIONS = rpc_path(_SERVICE, "DecoderDirections")
+_LIST_SAES = rpc_path(_SERVICE, "ListSaes")
+_GET_SAE = rpc_path(_SERVICE, "GetSae")
+
 
 class SaeClient:
     """Top-k sparse autoencoders: encode, decode, steer, train and list them.
@@ -32,27 +42,56 @@ class SaeClient:
         self._transport = transport
         self._stub = sae_pb2_grpc.SaeServiceStub(transport.channel)
 
-    def encode(self, vectors: npt.ArrayLike, sae_id: str | None = None) -> Latents:
+    def encode(
+        self,
+        vectors: npt.ArrayLike,
+        sae_id: str | None = None,
+        *,
+        timeout: float | NotGiven | None = NOT_GIVEN,
+    ) -> Latents:
         """The top-k latents of each row of a (count, d_in) array."""
-        response = self._transport.unary(self._stub.Encode, convert.encode_request(vectors, sae_id))
+        request = convert.encode_request(vectors, sae_id)
+        response = self._transport.unary(self._stub.Encode, request, rpc=_ENCODE, timeout=timeout)
         return convert.latents(response)
 
-    def decode(self, rows: Iterable[SparseInput], sae_id: str | None = None) -> Decoded:
+    def decode(
+        self,
+        rows: Iterable[SparseInput],
+        sae_id: str | None = None,
+        *,
+        timeout: float | NotGiven | None = NOT_GIVEN,
+    ) -> Decoded:
         """Dense vectors from sparse latent rows (``SparseVector`` or ``(indices, values)`` pairs)."""
-        response = self._transport.unary(self._stub.Decode, convert.decode_request(rows, sae_id))
+        request = convert.decode_request(rows, sae_id)
+        response = self._transport.unary(self._stub.Decode, request, rpc=_DECODE, timeout=timeout)
         return convert.decoded(response)
 
     def steer(
-        self, vector: npt.ArrayLike, interventions: Iterable[Intervention], sae_id: str | None = None
+        self,
+        vector: npt.ArrayLike,
+        interventions: Iterable[Intervention],
+        sae_id: str | None = None,
+        *,
+        timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> Steered:
         """Apply feature interventions to one dense vector (family targets are for search only)."""
         request = convert.steer_request(vector, interventions, sae_id)
-        return convert.steered(self._transport.unary(self._stub.Steer, request))
+        return convert.steered(self._transport.unary(self._stub.Steer, request, rpc=_STEER, timeout=timeout))
 
-    def decoder_directions(self, features: Iterable[int], sae_id: str | None = None) -> DecoderDirections:
+    def decoder_directions(
+        self,
+        features: Iterable[int],
+        sae_id: str | None = None,
+        *,
+        timeout: float | NotGiven | None = NOT_GIVEN,
+    ) -> DecoderDirections:
         """The unit-norm decoder directions of the given latents, in request order."""
         request = convert.decoder_directions_request(features, sae_id)
-        return convert.decoder_directions(self._transport.unary(self._stub.DecoderDirections, request))
+        return convert.decoder_directions(
+            self._transport.unary(
+                self._stub.DecoderDirections, request, rpc=_DECODER_DIRECTIONS, timeout=timeout
+            )
+        )
 
     def train(
         self,
@@ -63,15 +102,19 @@ class SaeClient:
         learning_rate: float | None = None,
         epochs: int | None = None,
         max_steps: int | None = None,
-        seed: int = 0,
+        seed: int | None = None,
         val_fraction: float | None = None,
         make_default: bool = False,
-        timeout_s: float | None = None,
+        timeout: float | NotGiven | None = NOT_GIVEN,
+        timeout_s: float | NotGiven | None = NOT_GIVEN,
     ) -> Iterator[TrainProgress]:
         """Train an SAE on an embedding store the server can read; yields progress as it goes.
 
-        The last message's ``result`` is the new SAE. None means the server's default for a
-        hyper-parameter; ``timeout_s`` bounds the whole run (no bound by default).
+        The last message's ``result`` is the new SAE. A setting left None is not sent, and the
+        server uses featurelens-core's default for it (the same as ``featurelens sae train``; see
+        ``TrainRequest`` in sae.proto); a value is used as sent, so ``val_fraction=0.0`` trains on
+        every row without validation. ``timeout`` bounds the whole run (no bound by default;
+        ``timeout_s`` is its older, deprecated name).
         """
         request = convert.train_request(
             embeddings_path,
@@ -84,17 +127,20 @@ class SaeClient:
             val_fraction=val_fraction,
             make_default=make_default,
         )
-        for response in self._transport.server_stream(self._stub.Train, request, timeout_s):
+        bound = stream_timeout(timeout, timeout_s)
+        for response in self._transport.server_stream(self._stub.Train, request, bound):
             yield convert.train_progress(response)
 
-    def list_saes(self) -> list[SaeInfo]:
+    def list_saes(self, *, timeout: float | NotGiven | None = NOT_GIVEN) -> list[SaeInfo]:
         """Every SAE in the registry."""
-        response = self._transport.unary(self._stub.ListSaes, sae_pb2.ListSaesRequest())
+        request = sae_pb2.ListSaesRequest()
+        response = self._transport.unary(self._stub.ListSaes, request, rpc=_LIST_SAES, timeout=timeout)
         return [convert.sae_info(info) for info in response.saes]
 
-    def get_sae(self, sae_id: str) -> SaeInfo:
+    def get_sae(self, sae_id: str, *, timeout: float | NotGiven | None = NOT_GIVEN) -> SaeInfo:
         """One SAE's config and metrics; ``NotFoundError`` when there is no such SAE."""
-        response = self._transport.unary(self._stub.GetSae, sae_pb2.GetSaeRequest(sae_id=sae_id))
+        request = sae_pb2.GetSaeRequest(sae_id=sae_id)
+        response = self._transport.unary(self._stub.GetSae, request, rpc=_GET_SAE, timeout=timeout)
         return convert.sae_info(response.sae)
 
 
@@ -108,29 +154,58 @@ class AsyncSaeClient:
     def _stub(self) -> sae_pb2_grpc.SaeServiceAsyncStub:
         return self._transport.stub("sae", lambda channel: sae_pb2_grpc.SaeServiceStub(channel))
 
-    async def encode(self, vectors: npt.ArrayLike, sae_id: str | None = None) -> Latents:
+    async def encode(
+        self,
+        vectors: npt.ArrayLike,
+        sae_id: str | None = None,
+        *,
+        timeout: float | NotGiven | None = NOT_GIVEN,
+    ) -> Latents:
         """The top-k latents of each row of a (count, d_in) array."""
-        response = await self._transport.unary(self._stub.Encode, convert.encode_request(vectors, sae_id))
+        request = convert.encode_request(vectors, sae_id)
+        response = await self._transport.unary(self._stub.Encode, request, rpc=_ENCODE, timeout=timeout)
         return convert.latents(response)
 
-    async def decode(self, rows: Iterable[SparseInput], sae_id: str | None = None) -> Decoded:
+    async def decode(
+        self,
+        rows: Iterable[SparseInput],
+        sae_id: str | None = None,
+        *,
+        timeout: float | NotGiven | None = NOT_GIVEN,
+    ) -> Decoded:
         """Dense vectors from sparse latent rows (``SparseVector`` or ``(indices, values)`` pairs)."""
-        response = await self._transport.unary(self._stub.Decode, convert.decode_request(rows, sae_id))
+        request = convert.decode_request(rows, sae_id)
+        response = await self._transport.unary(self._stub.Decode, request, rpc=_DECODE, timeout=timeout)
         return convert.decoded(response)
 
     async def steer(
-        self, vector: npt.ArrayLike, interventions: Iterable[Intervention], sae_id: str | None = None
+        self,
+        vector: npt.ArrayLike,
+        interventions: Iterable[Intervention],
+        sae_id: str | None = None,
+        *,
+        timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> Steered:
         """Apply feature interventions to one dense vector (family targets are for search only)."""
         request = convert.steer_request(vector, interventions, sae_id)
-        return convert.steered(await self._transport.unary(self._stub.Steer, request))
+        return convert.steered(
+            await self._transport.unary(self._stub.Steer, request, rpc=_STEER, timeout=timeout)
+        )
 
     async def decoder_directions(
-        self, features: Iterable[int], sae_id: str | None = None
+        self,
+        features: Iterable[int],
+        sae_id: str | None = None,
+        *,
+        timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> DecoderDirections:
         """The unit-norm decoder directions of the given latents, in request order."""
         request = convert.decoder_directions_request(features, sae_id)
-        return convert.decoder_directions(await self._transport.unary(self._stub.DecoderDirections, request))
+        return convert.decoder_directions(
+            await self._transport.unary(
+                self._stub.DecoderDirections, request, rpc=_DECODER_DIRECTIONS, timeout=timeout
+            )
+        )
 
     async def train(
         self,
@@ -141,12 +216,16 @@ class AsyncSaeClient:
         learning_rate: float | None = None,
         epochs: int | None = None,
         max_steps: int | None = None,
-        seed: int = 0,
+        seed: int | None = None,
         val_fraction: float | None = None,
         make_default: bool = False,
-        timeout_s: float | None = None,
+        timeout: float | NotGiven | None = NOT_GIVEN,
+        timeout_s: float | NotGiven | None = NOT_GIVEN,
     ) -> AsyncIterator[TrainProgress]:
-        """Train an SAE on an embedding store the server can read; yields progress as it goes."""
+        """Train an SAE on an embedding store the server can read; yields progress as it goes.
+
+        As ``SaeClient.train``: a setting left None is the server's (featurelens-core's) default.
+        """
         request = convert.train_request(
             embeddings_path,
             config,
@@ -158,15 +237,18 @@ class AsyncSaeClient:
             val_fraction=val_fraction,
             make_default=make_default,
         )
-        async for response in self._transport.server_stream(self._stub.Train, request, timeout_s):
+        bound = stream_timeout(timeout, timeout_s)
+        async for response in self._transport.server_stream(self._stub.Train, request, bound):
             yield convert.train_progress(response)
 
-    async def list_saes(self) -> list[SaeInfo]:
+    async def list_saes(self, *, timeout: float | NotGiven | None = NOT_GIVEN) -> list[SaeInfo]:
         """Every SAE in the registry."""
-        response = await self._transport.unary(self._stub.ListSaes, sae_pb2.ListSaesRequest())
+        request = sae_pb2.ListSaesRequest()
+        response = await self._transport.unary(self._stub.ListSaes, request, rpc=_LIST_SAES, timeout=timeout)
         return [convert.sae_info(info) for info in response.saes]
 
-    async def get_sae(self, sae_id: str) -> SaeInfo:
+    async def get_sae(self, sae_id: str, *, timeout: float | NotGiven | None = NOT_GIVEN) -> SaeInfo:
         """One SAE's config and metrics; ``NotFoundError`` when there is no such SAE."""
-        response = await self._transport.unary(self._stub.GetSae, sae_pb2.GetSaeRequest(sae_id=sae_id))
+        request = sae_pb2.GetSaeRequest(sae_id=sae_id)
+        response = await self._transport.unary(self._stub.GetSae, request, rpc=_GET_SAE, timeout=timeout)
         return convert.sae_info(response.sae)

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Se
 import numpy.typing as npt
 
 from featurelens.client import convert
+from featurelens.client.options import NOT_GIVEN, NotGiven, stream_timeout
+from featurelens.client.retries import rpc_path
 from featurelens.client.transport import AsyncTransport, SyncTransport
 from featurelens.client.types import (
     ActivatedDocument,
@@ -23,6 +25,14 @@ from featurelens.client.types import (
 from featurelens.v1 import search_pb2, search_pb2_grpc
 
 DOCUMENTS_PER_MESSAGE = 256
+
+_SERVICE = "featurelens.v1.SearchService"
+_SEARCH = rpc_path(_SERVICE, "Search")
+_TOP_DOCUMENTS = rpc_path(_SERVICE, "TopDocuments")
+_SAMPLE_DOCUMENTS = rpc_path(_SERVICE, "SampleDocuments")
+_EXPORT_ACTIVATIONS = rpc_path(_SERVICE, "ExportActivations")
+_LIST_CORPORA = rpc_path(_SERVICE, "ListCorpora")
+_DELETE_DOCUMENTS = rpc_path(_SERVICE, "DeleteDocuments")
 
 
 def _check_index_source(documents: object, corpus_path: str | None) -> None:
@@ -53,14 +63,18 @@ class SearchClient:
         sparse_only: bool = False,
         embeddings_path: str | None = None,
         documents_per_message: int = DOCUMENTS_PER_MESSAGE,
-        timeout_s: float | None = None,
+        timeout: float | NotGiven | None = NOT_GIVEN,
+        timeout_s: float | NotGiven | None = NOT_GIVEN,
     ) -> Iterator[IndexProgress]:
         """Index streamed ``documents`` (``Document`` or ``featurelens.corpus.Record``), or a corpus
         file the server can read (``corpus_path``); yields progress as the server reports it.
 
         ``embeddings_path`` names an embedding store on the server whose vectors are used for the
-        documents it holds, so they are not embedded again."""
+        documents it holds, so they are not embedded again. Never retried: the documents are
+        consumed as they are sent. ``timeout`` bounds the whole stream (no bound by default);
+        ``timeout_s`` is its older, deprecated name."""
         _check_index_source(documents, corpus_path)
+        bound = stream_timeout(timeout, timeout_s)
         setup = convert.index_setup(
             corpus,
             corpus_path=corpus_path,
@@ -72,7 +86,7 @@ class SearchClient:
             embeddings_path=embeddings_path,
         )
         requests = convert.index_requests(setup, documents or (), documents_per_message)
-        for response in self._transport.bidi_stream(self._stub.IndexDocuments, requests, timeout_s):
+        for response in self._transport.bidi_stream(self._stub.IndexDocuments, requests, bound):
             yield convert.index_progress(response)
 
     def search(
@@ -93,6 +107,7 @@ class SearchClient:
         interventions: Iterable[Intervention] = (),
         with_rank_changes: bool = False,
         with_text: bool = False,
+        timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> SearchResult:
         """Search ``corpus`` by ``text`` or by a query ``vector``, optionally steered."""
         request = convert.search_request(
@@ -112,16 +127,27 @@ class SearchClient:
             with_rank_changes=with_rank_changes,
             with_text=with_text,
         )
-        return convert.search_result(self._transport.unary(self._stub.Search, request))
+        return convert.search_result(
+            self._transport.unary(self._stub.Search, request, rpc=_SEARCH, timeout=timeout)
+        )
 
     def top_documents(
-        self, corpus: str, feature: int, *, sae_id: str | None = None, n: int = 10, with_text: bool = False
+        self,
+        corpus: str,
+        feature: int,
+        *,
+        sae_id: str | None = None,
+        n: int = 10,
+        with_text: bool = False,
+        timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> list[ActivatedDocument]:
         """The documents on which ``feature`` fires most strongly, strongest first."""
         request = search_pb2.TopDocumentsRequest(
             corpus=corpus, sae_id=sae_id or "", feature=feature, n=n, with_text=with_text
         )
-        response = self._transport.unary(self._stub.TopDocuments, request)
+        response = self._transport.unary(
+            self._stub.TopDocuments, request, rpc=_TOP_DOCUMENTS, timeout=timeout
+        )
         return convert.activated_documents(response)
 
     def sample_documents(
@@ -134,6 +160,7 @@ class SearchClient:
         firing: bool = True,
         seed: int = 0,
         with_text: bool = False,
+        timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> list[ActivatedDocument]:
         """A seeded random sample of documents on which ``feature`` fires (or, ``firing=False``, not)."""
         request = search_pb2.SampleDocumentsRequest(
@@ -145,7 +172,9 @@ class SearchClient:
             seed=seed,
             with_text=with_text,
         )
-        response = self._transport.unary(self._stub.SampleDocuments, request)
+        response = self._transport.unary(
+            self._stub.SampleDocuments, request, rpc=_SAMPLE_DOCUMENTS, timeout=timeout
+        )
         return convert.activated_documents(response)
 
     def export_activations(
@@ -154,26 +183,43 @@ class SearchClient:
         *,
         sae_id: str | None = None,
         batch_size: int | None = None,
-        timeout_s: float | None = None,
+        timeout: float | NotGiven | None = NOT_GIVEN,
+        timeout_s: float | NotGiven | None = NOT_GIVEN,
     ) -> Iterator[ActivationBatch]:
-        """Every document's SAE latents, in batches."""
+        """Every document's SAE latents, in batches.
+
+        Retried like a read until the first batch arrives, not after. ``timeout`` bounds the
+        whole stream (no bound by default); ``timeout_s`` is its older, deprecated name.
+        """
+        bound = stream_timeout(timeout, timeout_s)
         request = search_pb2.ExportActivationsRequest(
             corpus=corpus, sae_id=sae_id or "", batch_size=batch_size or 0
         )
-        for response in self._transport.server_stream(self._stub.ExportActivations, request, timeout_s):
+        for response in self._transport.server_stream(
+            self._stub.ExportActivations, request, bound, rpc=_EXPORT_ACTIVATIONS
+        ):
             yield convert.activation_batch(response)
 
-    def list_corpora(self) -> list[CorpusInfo]:
+    def list_corpora(self, *, timeout: float | NotGiven | None = NOT_GIVEN) -> list[CorpusInfo]:
         """The indexed corpora."""
-        response = self._transport.unary(self._stub.ListCorpora, search_pb2.ListCorporaRequest())
+        request = search_pb2.ListCorporaRequest()
+        response = self._transport.unary(self._stub.ListCorpora, request, rpc=_LIST_CORPORA, timeout=timeout)
         return convert.corpus_infos(response)
 
-    def delete_documents(self, corpus: str, doc_ids: Sequence[str]) -> int:
-        """Delete documents by id; returns how many existed and were deleted."""
+    def delete_documents(
+        self, corpus: str, doc_ids: Sequence[str], *, timeout: float | NotGiven | None = NOT_GIVEN
+    ) -> int:
+        """Delete documents by id; returns how many existed and were deleted.
+
+        Never retried: an attempt that failed on the way back may have deleted them, and a
+        second would report 0.
+        """
         request = search_pb2.DeleteDocumentsRequest(
             corpus=corpus, doc_ids=convert.text_list(doc_ids, "doc_ids")
         )
-        return self._transport.unary(self._stub.DeleteDocuments, request).deleted
+        return self._transport.unary(
+            self._stub.DeleteDocuments, request, rpc=_DELETE_DOCUMENTS, timeout=timeout
+        ).deleted
 
 
 class AsyncSearchClient:
@@ -199,10 +245,12 @@ class AsyncSearchClient:
         sparse_only: bool = False,
         embeddings_path: str | None = None,
         documents_per_message: int = DOCUMENTS_PER_MESSAGE,
-        timeout_s: float | None = None,
+        timeout: float | NotGiven | None = NOT_GIVEN,
+        timeout_s: float | NotGiven | None = NOT_GIVEN,
     ) -> AsyncIterator[IndexProgress]:
         """Index streamed ``documents`` or a corpus file the server can read; yields progress."""
         _check_index_source(documents, corpus_path)
+        bound = stream_timeout(timeout, timeout_s)
         setup = convert.index_setup(
             corpus,
             corpus_path=corpus_path,
@@ -219,7 +267,7 @@ class AsyncSearchClient:
             ) = convert.index_requests_async(setup, documents, documents_per_message)
         else:
             requests = convert.index_requests(setup, documents or (), documents_per_message)
-        async for response in self._transport.bidi_stream(self._stub.IndexDocuments, requests, timeout_s):
+        async for response in self._transport.bidi_stream(self._stub.IndexDocuments, requests, bound):
             yield convert.index_progress(response)
 
     async def search(
@@ -240,6 +288,7 @@ class AsyncSearchClient:
         interventions: Iterable[Intervention] = (),
         with_rank_changes: bool = False,
         with_text: bool = False,
+        timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> SearchResult:
         """Search ``corpus`` by ``text`` or by a query ``vector``, optionally steered."""
         request = convert.search_request(
@@ -259,16 +308,27 @@ class AsyncSearchClient:
             with_rank_changes=with_rank_changes,
             with_text=with_text,
         )
-        return convert.search_result(await self._transport.unary(self._stub.Search, request))
+        return convert.search_result(
+            await self._transport.unary(self._stub.Search, request, rpc=_SEARCH, timeout=timeout)
+        )
 
     async def top_documents(
-        self, corpus: str, feature: int, *, sae_id: str | None = None, n: int = 10, with_text: bool = False
+        self,
+        corpus: str,
+        feature: int,
+        *,
+        sae_id: str | None = None,
+        n: int = 10,
+        with_text: bool = False,
+        timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> list[ActivatedDocument]:
         """The documents on which ``feature`` fires most strongly, strongest first."""
         request = search_pb2.TopDocumentsRequest(
             corpus=corpus, sae_id=sae_id or "", feature=feature, n=n, with_text=with_text
         )
-        response = await self._transport.unary(self._stub.TopDocuments, request)
+        response = await self._transport.unary(
+            self._stub.TopDocuments, request, rpc=_TOP_DOCUMENTS, timeout=timeout
+        )
         return convert.activated_documents(response)
 
     async def sample_documents(
@@ -281,6 +341,7 @@ class AsyncSearchClient:
         firing: bool = True,
         seed: int = 0,
         with_text: bool = False,
+        timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> list[ActivatedDocument]:
         """A seeded random sample of documents on which ``feature`` fires (or, ``firing=False``, not)."""
         request = search_pb2.SampleDocumentsRequest(
@@ -292,7 +353,9 @@ class AsyncSearchClient:
             seed=seed,
             with_text=with_text,
         )
-        response = await self._transport.unary(self._stub.SampleDocuments, request)
+        response = await self._transport.unary(
+            self._stub.SampleDocuments, request, rpc=_SAMPLE_DOCUMENTS, timeout=timeout
+        )
         return convert.activated_documents(response)
 
     async def export_activations(
@@ -301,23 +364,44 @@ class AsyncSearchClient:
         *,
         sae_id: str | None = None,
         batch_size: int | None = None,
-        timeout_s: float | None = None,
+        timeout: float | NotGiven | None = NOT_GIVEN,
+        timeout_s: float | NotGiven | None = NOT_GIVEN,
     ) -> AsyncIterator[ActivationBatch]:
-        """Every document's SAE latents, in batches."""
+        """Every document's SAE latents, in batches.
+
+        Retried like a read until the first batch arrives, not after. ``timeout`` bounds the
+        whole stream (no bound by default); ``timeout_s`` is its older, deprecated name.
+        """
+        bound = stream_timeout(timeout, timeout_s)
         request = search_pb2.ExportActivationsRequest(
             corpus=corpus, sae_id=sae_id or "", batch_size=batch_size or 0
         )
-        async for response in self._transport.server_stream(self._stub.ExportActivations, request, timeout_s):
+        async for response in self._transport.server_stream(
+            self._stub.ExportActivations, request, bound, rpc=_EXPORT_ACTIVATIONS
+        ):
             yield convert.activation_batch(response)
 
-    async def list_corpora(self) -> list[CorpusInfo]:
+    async def list_corpora(self, *, timeout: float | NotGiven | None = NOT_GIVEN) -> list[CorpusInfo]:
         """The indexed corpora."""
-        response = await self._transport.unary(self._stub.ListCorpora, search_pb2.ListCorporaRequest())
+        request = search_pb2.ListCorporaRequest()
+        response = await self._transport.unary(
+            self._stub.ListCorpora, request, rpc=_LIST_CORPORA, timeout=timeout
+        )
         return convert.corpus_infos(response)
 
-    async def delete_documents(self, corpus: str, doc_ids: Sequence[str]) -> int:
-        """Delete documents by id; returns how many existed and were deleted."""
+    async def delete_documents(
+        self, corpus: str, doc_ids: Sequence[str], *, timeout: float | NotGiven | None = NOT_GIVEN
+    ) -> int:
+        """Delete documents by id; returns how many existed and were deleted.
+
+        Never retried: an attempt that failed on the way back may have deleted them, and a
+        second would report 0.
+        """
         request = search_pb2.DeleteDocumentsRequest(
             corpus=corpus, doc_ids=convert.text_list(doc_ids, "doc_ids")
         )
-        return (await self._transport.unary(self._stub.DeleteDocuments, request)).deleted
+        return (
+            await self._transport.unary(
+                self._stub.DeleteDocuments, request, rpc=_DELETE_DOCUMENTS, timeout=timeout
+            )
+        ).deleted

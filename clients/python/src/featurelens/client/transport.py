@@ -1,33 +1,42 @@
-"""Channels and calls: request ids, timeouts and gRPC errors turned into SDK errors (internal).
+"""Channels and calls: request ids, deadlines, retries and gRPC errors turned into SDK errors (internal).
 
-The sync and asyncio clients share everything except how a call is made, which lives here.
+The sync and asyncio clients share everything except how a call is made (and how it waits
+between attempts), which lives here. A call's ``timeout`` bounds the whole call, its retries and
+the waits between them included, as a gRPC deadline does; each attempt gets what is left.
 """
 
 from __future__ import annotations
 
 import asyncio
-import uuid
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 import grpc
 from grpc import aio
 
-from featurelens.client.errors import from_rpc_error
+from featurelens.client.attempts import REQUEST_ID_KEY, RETRY_COUNT_KEY, Attempts, new_request_id
+from featurelens.client.options import DEFAULT_TIMEOUT_S, NOT_GIVEN, CallOptions, NotGiven
 
-REQUEST_ID_KEY = "x-request-id"
 DEFAULT_ADDRESS = "127.0.0.1:50051"
-DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_TIMEOUT_S",
+    "REQUEST_ID_KEY",
+    "RETRY_COUNT_KEY",
+    "AsyncTransport",
+    "Attempts",
+    "SyncTransport",
+    "channel_options",
+    "new_request_id",
+]
 
 RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")
 StubT = TypeVar("StubT")
-
-
-def new_request_id() -> str:
-    """A fresh id for one call, sent as ``x-request-id`` and kept on any error."""
-    return uuid.uuid4().hex[:16]
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -36,10 +45,6 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
     ]
-
-
-def _metadata(request_id: str) -> tuple[tuple[str, str], ...]:
-    return ((REQUEST_ID_KEY, request_id),)
 
 
 class _Requests(Generic[RequestT]):
@@ -75,33 +80,77 @@ class _Requests(Generic[RequestT]):
 
 
 class SyncTransport:
-    """One blocking channel to one address."""
+    """One blocking channel to one address, and the options its calls get.
 
-    def __init__(self, address: str, *, timeout_s: float | None, max_message_bytes: int) -> None:
+    Transports made by ``with_options`` share the channel; closing any of them closes it.
+    """
+
+    def __init__(self, address: str, channel: grpc.Channel, options: CallOptions) -> None:
         self.address = address
-        self.timeout_s = timeout_s
-        self.channel = grpc.insecure_channel(address, options=channel_options(max_message_bytes))
+        self.channel = channel
+        self.options = options
+
+    @classmethod
+    def open(cls, address: str, *, options: CallOptions, max_message_bytes: int) -> SyncTransport:
+        channel = grpc.insecure_channel(address, options=channel_options(max_message_bytes))
+        return cls(address, channel, options)
+
+    def with_options(self, options: CallOptions) -> SyncTransport:
+        """A transport on the same channel whose calls get ``options``."""
+        return SyncTransport(self.address, self.channel, options)
+
+    @property
+    def timeout_s(self) -> float | None:
+        return self.options.timeout_s
 
     def unary(
-        self, method: grpc.UnaryUnaryMultiCallable[RequestT, ResponseT], request: RequestT
+        self,
+        method: grpc.UnaryUnaryMultiCallable[RequestT, ResponseT],
+        request: RequestT,
+        *,
+        rpc: str,
+        timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> ResponseT:
-        """Make a unary call with the client's timeout."""
-        request_id = new_request_id()
-        try:
-            return method(request, timeout=self.timeout_s, metadata=_metadata(request_id))
-        except grpc.RpcError as error:
-            raise from_rpc_error(error, request_id) from error
+        """Make a unary call, retried as ``featurelens.client.retries`` says for ``rpc``."""
+        attempts = Attempts(rpc, self.options, self.options.unary_timeout(timeout))
+        while True:
+            try:
+                return method(request, timeout=attempts.timeout(), metadata=attempts.metadata())
+            except grpc.RpcError as error:
+                delay = attempts.next_delay(error)
+                if delay is None:
+                    raise attempts.error(error) from error
+            time.sleep(delay)
 
     def server_stream(
         self,
         method: grpc.UnaryStreamMultiCallable[RequestT, ResponseT],
         request: RequestT,
         timeout_s: float | None,
+        *,
+        rpc: str | None = None,
     ) -> Iterator[ResponseT]:
-        """Iterate the responses of a server-streaming call; cancels it when left early."""
-        request_id = new_request_id()
-        call: Any = method(request, timeout=timeout_s, metadata=_metadata(request_id))
-        yield from self._drain(call, request_id, None)
+        """Iterate the responses of a server-streaming call; cancels it when left early.
+
+        A retried ``rpc`` is tried again only while no response has reached the caller.
+        """
+        attempts = Attempts(rpc, self.options, timeout_s)
+        while True:
+            call: Any = method(request, timeout=attempts.timeout(), metadata=attempts.metadata())
+            received = False
+            try:
+                for response in call:
+                    received = True
+                    yield response
+                return
+            except grpc.RpcError as error:
+                delay = None if received else attempts.next_delay(error)
+                if delay is None:
+                    raise attempts.error(error) from error
+            finally:
+                # A no-op once the call has ended; stops the server's work when the caller broke off.
+                call.cancel()
+            time.sleep(delay)
 
     def bidi_stream(
         self,
@@ -109,34 +158,28 @@ class SyncTransport:
         requests: Iterable[RequestT],
         timeout_s: float | None,
     ) -> Iterator[ResponseT]:
-        """Send requests as the server reads them and iterate its responses."""
-        request_id = new_request_id()
+        """Send requests as the server reads them and iterate its responses; never retried."""
+        attempts = Attempts(None, self.options, timeout_s)
         feed = _Requests(requests)
-        call: Any = method(feed.sync(), timeout=timeout_s, metadata=_metadata(request_id))
-        yield from self._drain(call, request_id, feed)
-
-    @staticmethod
-    def _drain(call: Any, request_id: str, feed: _Requests[Any] | None) -> Iterator[Any]:
+        call: Any = method(feed.sync(), timeout=attempts.timeout(), metadata=attempts.metadata())
         try:
             yield from call
         except grpc.RpcError as error:
-            if feed is not None and feed.error is not None:
+            if feed.error is not None:
                 raise feed.error from None
-            raise from_rpc_error(error, request_id) from error
+            raise attempts.error(error) from error
         finally:
-            # A no-op once the call has ended; stops the server's work when the caller broke off.
             call.cancel()
 
     def close(self) -> None:
         self.channel.close()
 
 
-class AsyncTransport:
-    """One asyncio channel to one address, opened on first use inside the running event loop."""
+class _AioChannel:
+    """An asyncio channel opened on first use inside the running event loop, and its stubs."""
 
-    def __init__(self, address: str, *, timeout_s: float | None, max_message_bytes: int) -> None:
+    def __init__(self, address: str, max_message_bytes: int) -> None:
         self.address = address
-        self.timeout_s = timeout_s
         self._max_message_bytes = max_message_bytes
         self._channel: aio.Channel | None = None
         self._stubs: dict[str, Any] = {}
@@ -151,32 +194,97 @@ class AsyncTransport:
         return self._channel
 
     def stub(self, name: str, factory: Callable[[aio.Channel], StubT]) -> StubT:
-        """The stub ``name`` on this transport's channel, made once per channel."""
         if name not in self._stubs:
             self._stubs[name] = factory(self.channel)
         return self._stubs[name]
 
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close(grace=None)
+            self._channel = None
+            self._stubs.clear()
+
+
+class AsyncTransport:
+    """One asyncio channel to one address, and the options its calls get.
+
+    The channel opens on first use inside the running event loop. Transports made by
+    ``with_options`` share it; closing any of them closes it (using one again reopens it).
+    Waits between attempts are ``asyncio.sleep``: the event loop keeps running.
+    """
+
+    def __init__(self, address: str, shared: _AioChannel, options: CallOptions) -> None:
+        self.address = address
+        self.options = options
+        self._shared = shared
+
+    @classmethod
+    def open(cls, address: str, *, options: CallOptions, max_message_bytes: int) -> AsyncTransport:
+        return cls(address, _AioChannel(address, max_message_bytes), options)
+
+    def with_options(self, options: CallOptions) -> AsyncTransport:
+        """A transport on the same channel whose calls get ``options``."""
+        return AsyncTransport(self.address, self._shared, options)
+
+    @property
+    def timeout_s(self) -> float | None:
+        return self.options.timeout_s
+
+    @property
+    def channel(self) -> aio.Channel:
+        return self._shared.channel
+
+    def stub(self, name: str, factory: Callable[[aio.Channel], StubT]) -> StubT:
+        """The stub ``name`` on this transport's channel, made once per channel."""
+        return self._shared.stub(name, factory)
+
     async def unary(
-        self, method: aio.UnaryUnaryMultiCallable[RequestT, ResponseT], request: RequestT
+        self,
+        method: aio.UnaryUnaryMultiCallable[RequestT, ResponseT],
+        request: RequestT,
+        *,
+        rpc: str,
+        timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> ResponseT:
-        """Make a unary call with the client's timeout."""
-        request_id = new_request_id()
-        try:
-            return await method(request, timeout=self.timeout_s, metadata=_metadata(request_id))
-        except grpc.RpcError as error:
-            raise from_rpc_error(error, request_id) from error
+        """Make a unary call, retried as ``featurelens.client.retries`` says for ``rpc``."""
+        attempts = Attempts(rpc, self.options, self.options.unary_timeout(timeout))
+        while True:
+            try:
+                return await method(request, timeout=attempts.timeout(), metadata=attempts.metadata())
+            except grpc.RpcError as error:
+                delay = attempts.next_delay(error)
+                if delay is None:
+                    raise attempts.error(error) from error
+            await asyncio.sleep(delay)
 
     async def server_stream(
         self,
         method: aio.UnaryStreamMultiCallable[RequestT, ResponseT],
         request: RequestT,
         timeout_s: float | None,
+        *,
+        rpc: str | None = None,
     ) -> AsyncIterator[ResponseT]:
-        """Iterate the responses of a server-streaming call; cancels it when left early."""
-        request_id = new_request_id()
-        call: Any = method(request, timeout=timeout_s, metadata=_metadata(request_id))
-        async for response in self._drain(call, request_id, None):
-            yield response
+        """Iterate the responses of a server-streaming call; cancels it when left early.
+
+        A retried ``rpc`` is tried again only while no response has reached the caller.
+        """
+        attempts = Attempts(rpc, self.options, timeout_s)
+        while True:
+            call: Any = method(request, timeout=attempts.timeout(), metadata=attempts.metadata())
+            received = False
+            try:
+                async for response in call:
+                    received = True
+                    yield response
+                return
+            except grpc.RpcError as error:
+                delay = None if received else attempts.next_delay(error)
+                if delay is None:
+                    raise attempts.error(error) from error
+            finally:
+                call.cancel()
+            await asyncio.sleep(delay)
 
     async def bidi_stream(
         self,
@@ -184,32 +292,24 @@ class AsyncTransport:
         requests: Iterator[RequestT] | AsyncIterator[RequestT],
         timeout_s: float | None,
     ) -> AsyncIterator[ResponseT]:
-        """Send requests as the server reads them and iterate its responses."""
-        request_id = new_request_id()
+        """Send requests as the server reads them and iterate its responses; never retried."""
+        attempts = Attempts(None, self.options, timeout_s)
         feed = _Requests(requests)
-        call: Any = method(feed.asynchronous(), timeout=timeout_s, metadata=_metadata(request_id))
-        async for response in self._drain(call, request_id, feed):
-            yield response
-
-    @staticmethod
-    async def _drain(call: Any, request_id: str, feed: _Requests[Any] | None) -> AsyncIterator[Any]:
+        call: Any = method(feed.asynchronous(), timeout=attempts.timeout(), metadata=attempts.metadata())
         try:
             async for response in call:
                 yield response
         except grpc.RpcError as error:
-            if feed is not None and feed.error is not None:
+            if feed.error is not None:
                 raise feed.error from None
-            raise from_rpc_error(error, request_id) from error
+            raise attempts.error(error) from error
         except asyncio.CancelledError:
             # grpc cancels the call when the request iterator fails; anything else is a real cancel.
-            if feed is not None and feed.error is not None:
+            if feed.error is not None:
                 raise feed.error from None
             raise
         finally:
             call.cancel()
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close(grace=None)
-            self._channel = None
-            self._stubs.clear()
+        await self._shared.close()

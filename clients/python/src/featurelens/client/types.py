@@ -148,17 +148,27 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class SaeConfig:
-    """Shape and loss settings of a top-k SAE; zeros mean the server's documented defaults."""
+    """Shape and loss settings of a top-k SAE.
+
+    For training, None leaves a loss setting to the server, which uses featurelens-core's default
+    (the same as ``featurelens sae train``); a value is sent as is, so ``auxk_coef=0.0`` switches
+    AuxK off. In an ``SaeInfo`` every setting is the value the SAE was trained with.
+    """
 
     num_latents: int
     k: int
     d_in: int = 0
     """Input dimension; 0 takes it from the embedding store when training."""
-    k_aux: int = 0
-    auxk_coef: float = 0.0
-    dead_steps_threshold: int = 0
-    multik_coef: float = 0.0
-    multik_k: int = 0
+    k_aux: int | None = None
+    """Dead latents used by the AuxK loss; 0 means 2 * k (None: the default, 0)."""
+    auxk_coef: float | None = None
+    """Weight of the AuxK loss; 0 switches AuxK off (None: the default, 1/32)."""
+    dead_steps_threshold: int | None = None
+    """Steps without firing after which a latent is dead; 0 means one epoch (None: the default, 0)."""
+    multik_coef: float | None = None
+    """Weight of the multi-k reconstruction term; 0 switches it off (None: the default, 0)."""
+    multik_k: int | None = None
+    """Latents of the multi-k term; 0 means 4 * k (None: the default, 0)."""
 
 
 @dataclass(frozen=True)

@@ -173,7 +173,17 @@ Global___Progress: _TypeAlias = Progress  # noqa: Y015
 
 @_typing.final
 class Intervention(_message.Message):
-    """One steering intervention on a feature or on a whole feature family."""
+    """One steering intervention on a feature or on a whole feature family.
+
+    Every service that takes interventions checks them by the same rule:
+    - at most 256 features are steered in one query, counted after family expansion (so a
+      request names at most 256 interventions);
+    - an additive weight lies in [-10, 10] and a clamp value in [0, 10]; both are finite;
+    - each feature is steered at most once, whether named directly or as a family member:
+      a feature steered twice is refused (INVALID_ARGUMENT) with a sentence that names the
+      feature and the interventions, by position in the request, it came from;
+    - feature ids are below the SAE's num_latents.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -186,8 +196,8 @@ class Intervention(_message.Message):
     family_id: _builtins.str
     """A family id from the family service; expands to the family's member features."""
     weight: _builtins.float
-    """Additive: the multiple of the unit decoder direction to add (negative down-weights).
-    Clamp: the activation value the latent is set to (negative values are rejected).
+    """Additive: the multiple of the unit decoder direction to add (negative down-weights),
+    in [-10, 10]. Clamp: the activation value the latent is set to, in [0, 10].
     """
     mode: Global___SteerMode.ValueType
     """How the intervention is applied; unspecified means additive."""

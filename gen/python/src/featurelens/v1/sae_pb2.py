@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from featurelens.v1 import common_pb2 as featurelens_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x61turelens/v1/sae.proto\x12\x0e\x66\x65\x61turelens.v1\x1a\x1b\x66\x65\x61turelens/v1/common.proto\"\xa0\x01\n\tSaeConfig\x12\x0c\n\x04\x64_in\x18\x01 \x01(\r\x12\x13\n\x0bnum_latents\x18\x02 \x01(\r\x12\t\n\x01k\x18\x03 \x01(\r\x12\r\n\x05k_aux\x18\x04 \x01(\r\x12\x11\n\tauxk_coef\x18\x05 \x01(\x02\x12\x1c\n\x14\x64\x65\x61\x64_steps_threshold\x18\x06 \x01(\r\x12\x13\n\x0bmultik_coef\x18\x07 \x01(\x02\x12\x10\n\x08multik_k\x18\x08 \x01(\r\"\x81\x01\n\nSaeMetrics\x12\x12\n\ntrain_nmse\x18\x01 \x01(\x01\x12\x10\n\x08val_nmse\x18\x02 \x01(\x01\x12\x15\n\rdead_fraction\x18\x03 \x01(\x01\x12\x16\n\x0e\x64\x65nse_fraction\x18\x04 \x01(\x01\x12\r\n\x05steps\x18\x05 \x01(\x04\x12\x0f\n\x07samples\x18\x06 \x01(\x04\"\xb4\x01\n\x07SaeInfo\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12)\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x19.featurelens.v1.SaeConfig\x12+\n\x07metrics\x18\x03 \x01(\x0b\x32\x1a.featurelens.v1.SaeMetrics\x12\x17\n\x0f\x65mbedding_model\x18\x04 \x01(\t\x12\x14\n\x0c\x63reated_unix\x18\x05 \x01(\x03\x12\x12\n\nis_default\x18\x06 \x01(\x08\"M\n\rEncodeRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12,\n\x07vectors\x18\x02 \x01(\x0b\x32\x1b.featurelens.v1.DenseMatrix\"L\n\x0e\x45ncodeResponse\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12*\n\x04rows\x18\x02 \x03(\x0b\x32\x1c.featurelens.v1.SparseVector\"K\n\rDecodeRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12*\n\x04rows\x18\x02 \x03(\x0b\x32\x1c.featurelens.v1.SparseVector\"N\n\x0e\x44\x65\x63odeResponse\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12,\n\x07vectors\x18\x02 \x01(\x0b\x32\x1b.featurelens.v1.DenseMatrix\"\x80\x01\n\x0cSteerRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12+\n\x06vector\x18\x02 \x01(\x0b\x32\x1b.featurelens.v1.DenseVector\x12\x33\n\rinterventions\x18\x03 \x03(\x0b\x32\x1c.featurelens.v1.Intervention\"\xd3\x01\n\rSteerResponse\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12+\n\x06vector\x18\x02 \x01(\x0b\x32\x1b.featurelens.v1.DenseVector\x12\x1a\n\x12\x63osine_to_original\x18\x03 \x01(\x02\x12\x34\n\x0elatents_before\x18\x04 \x01(\x0b\x32\x1c.featurelens.v1.SparseVector\x12\x33\n\rlatents_after\x18\x05 \x01(\x0b\x32\x1c.featurelens.v1.SparseVector\"<\n\x18\x44\x65\x63oderDirectionsRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\r\"\\\n\x19\x44\x65\x63oderDirectionsResponse\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12/\n\ndirections\x18\x02 \x01(\x0b\x32\x1b.featurelens.v1.DenseMatrix\"\xda\x01\n\x0cTrainRequest\x12\x17\n\x0f\x65mbeddings_path\x18\x01 \x01(\t\x12)\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x19.featurelens.v1.SaeConfig\x12\x12\n\nbatch_size\x18\x03 \x01(\r\x12\x15\n\rlearning_rate\x18\x04 \x01(\x02\x12\x0e\n\x06\x65pochs\x18\x05 \x01(\r\x12\x11\n\tmax_steps\x18\x06 \x01(\x04\x12\x0c\n\x04seed\x18\x07 \x01(\x04\x12\x14\n\x0cval_fraction\x18\x08 \x01(\x02\x12\x14\n\x0cmake_default\x18\t \x01(\x08\"\xcb\x01\n\rTrainResponse\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x18.featurelens.v1.Progress\x12\r\n\x05\x65poch\x18\x02 \x01(\r\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x0c\n\x04nmse\x18\x04 \x01(\x01\x12\x11\n\tauxk_loss\x18\x05 \x01(\x01\x12\x10\n\x08val_nmse\x18\x06 \x01(\x01\x12\x15\n\rdead_fraction\x18\x07 \x01(\x01\x12\'\n\x06result\x18\x08 \x01(\x0b\x32\x17.featurelens.v1.SaeInfo\"\x11\n\x0fListSaesRequest\"9\n\x10ListSaesResponse\x12%\n\x04saes\x18\x01 \x03(\x0b\x32\x17.featurelens.v1.SaeInfo\"\x1f\n\rGetSaeRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\"6\n\x0eGetSaeResponse\x12$\n\x03sae\x18\x01 \x01(\x0b\x32\x17.featurelens.v1.SaeInfo2\xae\x04\n\nSaeService\x12G\n\x06\x45ncode\x12\x1d.featurelens.v1.EncodeRequest\x1a\x1e.featurelens.v1.EncodeResponse\x12G\n\x06\x44\x65\x63ode\x12\x1d.featurelens.v1.DecodeRequest\x1a\x1e.featurelens.v1.DecodeResponse\x12\x44\n\x05Steer\x12\x1c.featurelens.v1.SteerRequest\x1a\x1d.featurelens.v1.SteerResponse\x12h\n\x11\x44\x65\x63oderDirections\x12(.featurelens.v1.DecoderDirectionsRequest\x1a).featurelens.v1.DecoderDirectionsResponse\x12\x46\n\x05Train\x12\x1c.featurelens.v1.TrainRequest\x1a\x1d.featurelens.v1.TrainResponse0\x01\x12M\n\x08ListSaes\x12\x1f.featurelens.v1.ListSaesRequest\x1a .featurelens.v1.ListSaesResponse\x12G\n\x06GetSae\x12\x1d.featurelens.v1.GetSaeRequest\x1a\x1e.featurelens.v1.GetSaeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65\x61turelens/v1/sae.proto\x12\x0e\x66\x65\x61turelens.v1\x1a\x1b\x66\x65\x61turelens/v1/common.proto\"\x87\x02\n\tSaeConfig\x12\x0c\n\x04\x64_in\x18\x01 \x01(\r\x12\x13\n\x0bnum_latents\x18\x02 \x01(\r\x12\t\n\x01k\x18\x03 \x01(\r\x12\x12\n\x05k_aux\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x16\n\tauxk_coef\x18\x05 \x01(\x02H\x01\x88\x01\x01\x12!\n\x14\x64\x65\x61\x64_steps_threshold\x18\x06 \x01(\rH\x02\x88\x01\x01\x12\x18\n\x0bmultik_coef\x18\x07 \x01(\x02H\x03\x88\x01\x01\x12\x15\n\x08multik_k\x18\x08 \x01(\rH\x04\x88\x01\x01\x42\x08\n\x06_k_auxB\x0c\n\n_auxk_coefB\x17\n\x15_dead_steps_thresholdB\x0e\n\x0c_multik_coefB\x0b\n\t_multik_k\"\x81\x01\n\nSaeMetrics\x12\x12\n\ntrain_nmse\x18\x01 \x01(\x01\x12\x10\n\x08val_nmse\x18\x02 \x01(\x01\x12\x15\n\rdead_fraction\x18\x03 \x01(\x01\x12\x16\n\x0e\x64\x65nse_fraction\x18\x04 \x01(\x01\x12\r\n\x05steps\x18\x05 \x01(\x04\x12\x0f\n\x07samples\x18\x06 \x01(\x04\"\xb4\x01\n\x07SaeInfo\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12)\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x19.featurelens.v1.SaeConfig\x12+\n\x07metrics\x18\x03 \x01(\x0b\x32\x1a.featurelens.v1.SaeMetrics\x12\x17\n\x0f\x65mbedding_model\x18\x04 \x01(\t\x12\x14\n\x0c\x63reated_unix\x18\x05 \x01(\x03\x12\x12\n\nis_default\x18\x06 \x01(\x08\"M\n\rEncodeRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12,\n\x07vectors\x18\x02 \x01(\x0b\x32\x1b.featurelens.v1.DenseMatrix\"L\n\x0e\x45ncodeResponse\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12*\n\x04rows\x18\x02 \x03(\x0b\x32\x1c.featurelens.v1.SparseVector\"K\n\rDecodeRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12*\n\x04rows\x18\x02 \x03(\x0b\x32\x1c.featurelens.v1.SparseVector\"N\n\x0e\x44\x65\x63odeResponse\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12,\n\x07vectors\x18\x02 \x01(\x0b\x32\x1b.featurelens.v1.DenseMatrix\"\x80\x01\n\x0cSteerRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12+\n\x06vector\x18\x02 \x01(\x0b\x32\x1b.featurelens.v1.DenseVector\x12\x33\n\rinterventions\x18\x03 \x03(\x0b\x32\x1c.featurelens.v1.Intervention\"\xd3\x01\n\rSteerResponse\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12+\n\x06vector\x18\x02 \x01(\x0b\x32\x1b.featurelens.v1.DenseVector\x12\x1a\n\x12\x63osine_to_original\x18\x03 \x01(\x02\x12\x34\n\x0elatents_before\x18\x04 \x01(\x0b\x32\x1c.featurelens.v1.SparseVector\x12\x33\n\rlatents_after\x18\x05 \x01(\x0b\x32\x1c.featurelens.v1.SparseVector\"<\n\x18\x44\x65\x63oderDirectionsRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\r\"\\\n\x19\x44\x65\x63oderDirectionsResponse\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12/\n\ndirections\x18\x02 \x01(\x0b\x32\x1b.featurelens.v1.DenseMatrix\"\xcc\x02\n\x0cTrainRequest\x12\x17\n\x0f\x65mbeddings_path\x18\x01 \x01(\t\x12)\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x19.featurelens.v1.SaeConfig\x12\x17\n\nbatch_size\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x1a\n\rlearning_rate\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x13\n\x06\x65pochs\x18\x05 \x01(\rH\x02\x88\x01\x01\x12\x16\n\tmax_steps\x18\x06 \x01(\x04H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x07 \x01(\x04H\x04\x88\x01\x01\x12\x19\n\x0cval_fraction\x18\x08 \x01(\x02H\x05\x88\x01\x01\x12\x14\n\x0cmake_default\x18\t \x01(\x08\x42\r\n\x0b_batch_sizeB\x10\n\x0e_learning_rateB\t\n\x07_epochsB\x0c\n\n_max_stepsB\x07\n\x05_seedB\x0f\n\r_val_fraction\"\xcb\x01\n\rTrainResponse\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x18.featurelens.v1.Progress\x12\r\n\x05\x65poch\x18\x02 \x01(\r\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x0c\n\x04nmse\x18\x04 \x01(\x01\x12\x11\n\tauxk_loss\x18\x05 \x01(\x01\x12\x10\n\x08val_nmse\x18\x06 \x01(\x01\x12\x15\n\rdead_fraction\x18\x07 \x01(\x01\x12\'\n\x06result\x18\x08 \x01(\x0b\x32\x17.featurelens.v1.SaeInfo\"\x11\n\x0fListSaesRequest\"9\n\x10ListSaesResponse\x12%\n\x04saes\x18\x01 \x03(\x0b\x32\x17.featurelens.v1.SaeInfo\"\x1f\n\rGetSaeRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\"6\n\x0eGetSaeResponse\x12$\n\x03sae\x18\x01 \x01(\x0b\x32\x17.featurelens.v1.SaeInfo2\xae\x04\n\nSaeService\x12G\n\x06\x45ncode\x12\x1d.featurelens.v1.EncodeRequest\x1a\x1e.featurelens.v1.EncodeResponse\x12G\n\x06\x44\x65\x63ode\x12\x1d.featurelens.v1.DecodeRequest\x1a\x1e.featurelens.v1.DecodeResponse\x12\x44\n\x05Steer\x12\x1c.featurelens.v1.SteerRequest\x1a\x1d.featurelens.v1.SteerResponse\x12h\n\x11\x44\x65\x63oderDirections\x12(.featurelens.v1.DecoderDirectionsRequest\x1a).featurelens.v1.DecoderDirectionsResponse\x12\x46\n\x05Train\x12\x1c.featurelens.v1.TrainRequest\x1a\x1d.featurelens.v1.TrainResponse0\x01\x12M\n\x08ListSaes\x12\x1f.featurelens.v1.ListSaesRequest\x1a .featurelens.v1.ListSaesResponse\x12G\n\x06GetSae\x12\x1d.featurelens.v1.GetSaeRequest\x1a\x1e.featurelens.v1.GetSaeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,39 +33,39 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'featurelens.v1.sae_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SAECONFIG']._serialized_start=74
-  _globals['_SAECONFIG']._serialized_end=234
-  _globals['_SAEMETRICS']._serialized_start=237
-  _globals['_SAEMETRICS']._serialized_end=366
-  _globals['_SAEINFO']._serialized_start=369
-  _globals['_SAEINFO']._serialized_end=549
-  _globals['_ENCODEREQUEST']._serialized_start=551
-  _globals['_ENCODEREQUEST']._serialized_end=628
-  _globals['_ENCODERESPONSE']._serialized_start=630
-  _globals['_ENCODERESPONSE']._serialized_end=706
-  _globals['_DECODEREQUEST']._serialized_start=708
-  _globals['_DECODEREQUEST']._serialized_end=783
-  _globals['_DECODERESPONSE']._serialized_start=785
-  _globals['_DECODERESPONSE']._serialized_end=863
-  _globals['_STEERREQUEST']._serialized_start=866
-  _globals['_STEERREQUEST']._serialized_end=994
-  _globals['_STEERRESPONSE']._serialized_start=997
-  _globals['_STEERRESPONSE']._serialized_end=1208
-  _globals['_DECODERDIRECTIONSREQUEST']._serialized_start=1210
-  _globals['_DECODERDIRECTIONSREQUEST']._serialized_end=1270
-  _globals['_DECODERDIRECTIONSRESPONSE']._serialized_start=1272
-  _globals['_DECODERDIRECTIONSRESPONSE']._serialized_end=1364
-  _globals['_TRAINREQUEST']._serialized_start=1367
-  _globals['_TRAINREQUEST']._serialized_end=1585
-  _globals['_TRAINRESPONSE']._serialized_start=1588
-  _globals['_TRAINRESPONSE']._serialized_end=1791
-  _globals['_LISTSAESREQUEST']._serialized_start=1793
-  _globals['_LISTSAESREQUEST']._serialized_end=1810
-  _globals['_LISTSAESRESPONSE']._serialized_start=1812
-  _globals['_LISTSAESRESPONSE']._serialized_end=1869
-  _globals['_GETSAEREQUEST']._serialized_start=1871
-  _globals['_GETSAEREQUEST']._serialized_end=1902
-  _globals['_GETSAERESPONSE']._serialized_start=1904
-  _globals['_GETSAERESPONSE']._serialized_end=1958
-  _globals['_SAESERVICE']._serialized_start=1961
-  _globals['_SAESERVICE']._serialized_end=2519
+  _globals['_SAECONFIG']._serialized_end=337
+  _globals['_SAEMETRICS']._serialized_start=340
+  _globals['_SAEMETRICS']._serialized_end=469
+  _globals['_SAEINFO']._serialized_start=472
+  _globals['_SAEINFO']._serialized_end=652
+  _globals['_ENCODEREQUEST']._serialized_start=654
+  _globals['_ENCODEREQUEST']._serialized_end=731
+  _globals['_ENCODERESPONSE']._serialized_start=733
+  _globals['_ENCODERESPONSE']._serialized_end=809
+  _globals['_DECODEREQUEST']._serialized_start=811
+  _globals['_DECODEREQUEST']._serialized_end=886
+  _globals['_DECODERESPONSE']._serialized_start=888
+  _globals['_DECODERESPONSE']._serialized_end=966
+  _globals['_STEERREQUEST']._serialized_start=969
+  _globals['_STEERREQUEST']._serialized_end=1097
+  _globals['_STEERRESPONSE']._serialized_start=1100
+  _globals['_STEERRESPONSE']._serialized_end=1311
+  _globals['_DECODERDIRECTIONSREQUEST']._serialized_start=1313
+  _globals['_DECODERDIRECTIONSREQUEST']._serialized_end=1373
+  _globals['_DECODERDIRECTIONSRESPONSE']._serialized_start=1375
+  _globals['_DECODERDIRECTIONSRESPONSE']._serialized_end=1467
+  _globals['_TRAINREQUEST']._serialized_start=1470
+  _globals['_TRAINREQUEST']._serialized_end=1802
+  _globals['_TRAINRESPONSE']._serialized_start=1805
+  _globals['_TRAINRESPONSE']._serialized_end=2008
+  _globals['_LISTSAESREQUEST']._serialized_start=2010
+  _globals['_LISTSAESREQUEST']._serialized_end=2027
+  _globals['_LISTSAESRESPONSE']._serialized_start=2029
+  _globals['_LISTSAESRESPONSE']._serialized_end=2086
+  _globals['_GETSAEREQUEST']._serialized_start=2088
+  _globals['_GETSAEREQUEST']._serialized_end=2119
+  _globals['_GETSAERESPONSE']._serialized_start=2121
+  _globals['_GETSAERESPONSE']._serialized_end=2175
+  _globals['_SAESERVICE']._serialized_start=2178
+  _globals['_SAESERVICE']._serialized_end=2736
 # @@protoc_insertion_point(module_scope)

@@ -21,7 +21,10 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class SaeConfig(_message.Message):
-    """Shape and training hyper-parameters of a top-k SAE."""
+    """Shape and training hyper-parameters of a top-k SAE. The optional fields are loss settings: in a
+    TrainRequest, unset means the core default (featurelens.sae.SaeConfig) and a set 0 means 0; in an
+    SaeInfo every field is set to the value the SAE was trained with.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -34,38 +37,63 @@ class SaeConfig(_message.Message):
     MULTIK_COEF_FIELD_NUMBER: _builtins.int
     MULTIK_K_FIELD_NUMBER: _builtins.int
     d_in: _builtins.int
-    """Input (embedding) dimension."""
+    """Input (embedding) dimension; in a TrainRequest 0 takes it from the embedding store."""
     num_latents: _builtins.int
-    """Number of latents (dictionary size)."""
+    """Number of latents (dictionary size); required, at most the server's max_num_latents."""
     k: _builtins.int
-    """Latents kept per input."""
+    """Latents kept per input; required, 1 to num_latents."""
     k_aux: _builtins.int
-    """Latents used by the AuxK loss; 0 means 2 * k."""
+    """Dead latents used by the AuxK loss, at most num_latents; 0 means 2 * k (capped at num_latents).
+    Unset means the core default (0, i.e. 2 * k).
+    """
     auxk_coef: _builtins.float
-    """Weight of the AuxK loss; 0 means the default 1/32."""
+    """Weight of the AuxK loss, >= 0; 0 switches AuxK off. Unset means the core default (1/32)."""
     dead_steps_threshold: _builtins.int
-    """Steps without firing after which a latent counts as dead; 0 means about one epoch."""
+    """Steps without firing after which a latent counts as dead; 0 means one epoch of steps.
+    Unset means the core default (0, i.e. one epoch).
+    """
     multik_coef: _builtins.float
-    """Weight of the optional multi-k reconstruction term (0 disables it)."""
+    """Weight of the multi-k reconstruction term, >= 0; 0 switches it off. Unset means the core default (0)."""
     multik_k: _builtins.int
-    """k used by the multi-k term; 0 means 4 * k."""
+    """Latents in the multi-k term, k to num_latents; 0 means 4 * k (capped at num_latents).
+    Unset means the core default (0, i.e. 4 * k).
+    """
     def __init__(
         self,
         *,
         d_in: _builtins.int = ...,
         num_latents: _builtins.int = ...,
         k: _builtins.int = ...,
-        k_aux: _builtins.int = ...,
-        auxk_coef: _builtins.float = ...,
-        dead_steps_threshold: _builtins.int = ...,
-        multik_coef: _builtins.float = ...,
-        multik_k: _builtins.int = ...,
+        k_aux: _builtins.int | None = ...,
+        auxk_coef: _builtins.float | None = ...,
+        dead_steps_threshold: _builtins.int | None = ...,
+        multik_coef: _builtins.float | None = ...,
+        multik_k: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_auxk_coef", b"_auxk_coef", "_dead_steps_threshold", b"_dead_steps_threshold", "_k_aux", b"_k_aux", "_multik_coef", b"_multik_coef", "_multik_k", b"_multik_k", "auxk_coef", b"auxk_coef", "dead_steps_threshold", b"dead_steps_threshold", "k_aux", b"k_aux", "multik_coef", b"multik_coef", "multik_k", b"multik_k"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auxk_coef", b"auxk_coef", "d_in", b"d_in", "dead_steps_threshold", b"dead_steps_threshold", "k", b"k", "k_aux", b"k_aux", "multik_coef", b"multik_coef", "multik_k", b"multik_k", "num_latents", b"num_latents"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_auxk_coef", b"_auxk_coef", "_dead_steps_threshold", b"_dead_steps_threshold", "_k_aux", b"_k_aux", "_multik_coef", b"_multik_coef", "_multik_k", b"_multik_k", "auxk_coef", b"auxk_coef", "d_in", b"d_in", "dead_steps_threshold", b"dead_steps_threshold", "k", b"k", "k_aux", b"k_aux", "multik_coef", b"multik_coef", "multik_k", b"multik_k", "num_latents", b"num_latents"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__auxk_coef: _TypeAlias = _typing.Literal["auxk_coef"]  # noqa: Y015
+    _WhichOneofArgType__auxk_coef: _TypeAlias = _typing.Literal["_auxk_coef", b"_auxk_coef"]  # noqa: Y015
+    _WhichOneofReturnType__dead_steps_threshold: _TypeAlias = _typing.Literal["dead_steps_threshold"]  # noqa: Y015
+    _WhichOneofArgType__dead_steps_threshold: _TypeAlias = _typing.Literal["_dead_steps_threshold", b"_dead_steps_threshold"]  # noqa: Y015
+    _WhichOneofReturnType__k_aux: _TypeAlias = _typing.Literal["k_aux"]  # noqa: Y015
+    _WhichOneofArgType__k_aux: _TypeAlias = _typing.Literal["_k_aux", b"_k_aux"]  # noqa: Y015
+    _WhichOneofReturnType__multik_coef: _TypeAlias = _typing.Literal["multik_coef"]  # noqa: Y015
+    _WhichOneofArgType__multik_coef: _TypeAlias = _typing.Literal["_multik_coef", b"_multik_coef"]  # noqa: Y015
+    _WhichOneofReturnType__multik_k: _TypeAlias = _typing.Literal["multik_k"]  # noqa: Y015
+    _WhichOneofArgType__multik_k: _TypeAlias = _typing.Literal["_multik_k", b"_multik_k"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__auxk_coef) -> _WhichOneofReturnType__auxk_coef | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dead_steps_threshold) -> _WhichOneofReturnType__dead_steps_threshold | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__k_aux) -> _WhichOneofReturnType__k_aux | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__multik_coef) -> _WhichOneofReturnType__multik_coef | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__multik_k) -> _WhichOneofReturnType__multik_k | None: ...
 
 Global___SaeConfig: _TypeAlias = SaeConfig  # noqa: Y015
 
@@ -269,7 +297,9 @@ class SteerRequest(_message.Message):
 
     @_builtins.property
     def interventions(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Intervention]:
-        """Interventions by feature id; family targets are resolved by the search service, not here."""
+        """Interventions by feature id; family targets are resolved by the search service, not here.
+        At most 256, each feature once, weights within the bounds stated on Intervention.
+        """
 
     def __init__(
         self,
@@ -379,6 +409,10 @@ Global___DecoderDirectionsResponse: _TypeAlias = DecoderDirectionsResponse  # no
 
 @_typing.final
 class TrainRequest(_message.Message):
+    """The training settings are optional: unset means the core default (featurelens.sae.TrainConfig,
+    the same as `featurelens sae train` and a notebook), and a set value is used as sent, 0 included.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EMBEDDINGS_PATH_FIELD_NUMBER: _builtins.int
@@ -391,19 +425,24 @@ class TrainRequest(_message.Message):
     VAL_FRACTION_FIELD_NUMBER: _builtins.int
     MAKE_DEFAULT_FIELD_NUMBER: _builtins.int
     embeddings_path: _builtins.str
-    """Path (on the server) of an embedding store directory to train on."""
+    """Path (on the server) of an embedding store directory to train on.
+    Server paths follow one rule: inside the folders the server allows (its *_ROOTS setting), a
+    relative path tried under each in turn; PERMISSION_DENIED outside them, NOT_FOUND when missing.
+    """
     batch_size: _builtins.int
-    """Rows per optimiser step; 0 means 1024."""
+    """Rows per optimiser step, 2 to the server's max_train_batch_size. Unset means the core default (1024)."""
     learning_rate: _builtins.float
-    """Adam learning rate; 0 means 1e-4."""
+    """Adam learning rate, finite and > 0. Unset means the core default (1e-4)."""
     epochs: _builtins.int
-    """Passes over the training split; 0 means 1."""
+    """Passes over the training split, 1 to the server's max_train_epochs. Unset means the core default (1)."""
     max_steps: _builtins.int
-    """Stop after this many steps; 0 means no limit."""
+    """Stop after this many steps (>= 1), even mid-epoch. Unset means the core default (no limit)."""
     seed: _builtins.int
-    """Random seed; training is deterministic for a given seed and device."""
+    """Random seed; training is deterministic for a given seed and device. Unset means the core default (0)."""
     val_fraction: _builtins.float
-    """Fraction of rows held out for validation, in [0, 0.5); 0 means 0.1."""
+    """Fraction of rows held out for validation, in [0, 1); 0 trains on every row with no validation.
+    Unset means the core default (0.1).
+    """
     make_default: _builtins.bool
     """Make the new SAE the default one."""
     @_builtins.property
@@ -415,19 +454,42 @@ class TrainRequest(_message.Message):
         *,
         embeddings_path: _builtins.str = ...,
         config: Global___SaeConfig | None = ...,
-        batch_size: _builtins.int = ...,
-        learning_rate: _builtins.float = ...,
-        epochs: _builtins.int = ...,
-        max_steps: _builtins.int = ...,
-        seed: _builtins.int = ...,
-        val_fraction: _builtins.float = ...,
+        batch_size: _builtins.int | None = ...,
+        learning_rate: _builtins.float | None = ...,
+        epochs: _builtins.int | None = ...,
+        max_steps: _builtins.int | None = ...,
+        seed: _builtins.int | None = ...,
+        val_fraction: _builtins.float | None = ...,
         make_default: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_epochs", b"_epochs", "_learning_rate", b"_learning_rate", "_max_steps", b"_max_steps", "_seed", b"_seed", "_val_fraction", b"_val_fraction", "batch_size", b"batch_size", "config", b"config", "epochs", b"epochs", "learning_rate", b"learning_rate", "max_steps", b"max_steps", "seed", b"seed", "val_fraction", b"val_fraction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "config", b"config", "embeddings_path", b"embeddings_path", "epochs", b"epochs", "learning_rate", b"learning_rate", "make_default", b"make_default", "max_steps", b"max_steps", "seed", b"seed", "val_fraction", b"val_fraction"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_epochs", b"_epochs", "_learning_rate", b"_learning_rate", "_max_steps", b"_max_steps", "_seed", b"_seed", "_val_fraction", b"_val_fraction", "batch_size", b"batch_size", "config", b"config", "embeddings_path", b"embeddings_path", "epochs", b"epochs", "learning_rate", b"learning_rate", "make_default", b"make_default", "max_steps", b"max_steps", "seed", b"seed", "val_fraction", b"val_fraction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__batch_size: _TypeAlias = _typing.Literal["batch_size"]  # noqa: Y015
+    _WhichOneofArgType__batch_size: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size"]  # noqa: Y015
+    _WhichOneofReturnType__epochs: _TypeAlias = _typing.Literal["epochs"]  # noqa: Y015
+    _WhichOneofArgType__epochs: _TypeAlias = _typing.Literal["_epochs", b"_epochs"]  # noqa: Y015
+    _WhichOneofReturnType__learning_rate: _TypeAlias = _typing.Literal["learning_rate"]  # noqa: Y015
+    _WhichOneofArgType__learning_rate: _TypeAlias = _typing.Literal["_learning_rate", b"_learning_rate"]  # noqa: Y015
+    _WhichOneofReturnType__max_steps: _TypeAlias = _typing.Literal["max_steps"]  # noqa: Y015
+    _WhichOneofArgType__max_steps: _TypeAlias = _typing.Literal["_max_steps", b"_max_steps"]  # noqa: Y015
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
+    _WhichOneofReturnType__val_fraction: _TypeAlias = _typing.Literal["val_fraction"]  # noqa: Y015
+    _WhichOneofArgType__val_fraction: _TypeAlias = _typing.Literal["_val_fraction", b"_val_fraction"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__batch_size) -> _WhichOneofReturnType__batch_size | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__epochs) -> _WhichOneofReturnType__epochs | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__learning_rate) -> _WhichOneofReturnType__learning_rate | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_steps) -> _WhichOneofReturnType__max_steps | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__val_fraction) -> _WhichOneofReturnType__val_fraction | None: ...
 
 Global___TrainRequest: _TypeAlias = TrainRequest  # noqa: Y015
 

@@ -91,7 +91,10 @@ class IndexSetup(_message.Message):
     embedding_model: _builtins.str
     """Encoder model for the dense vectors; empty means the encoder's default."""
     corpus_path: _builtins.str
-    """A corpus file on the server (JSONL, JSONL.gz, CSV or Parquet); empty when documents are streamed."""
+    """A corpus file on the server (JSONL, JSONL.gz, CSV or Parquet); empty when documents are streamed.
+    Server paths follow one rule: inside the folders the server allows (its *_ROOTS setting), a
+    relative path tried under each in turn; PERMISSION_DENIED outside them, NOT_FOUND when missing.
+    """
     batch_size: _builtins.int
     """Documents per encoder/SAE/upsert batch; 0 means 256."""
     limit: _builtins.int
@@ -303,7 +306,10 @@ class SearchRequest(_message.Message):
     def filter(self) -> Global___Filter: ...
     @_builtins.property
     def interventions(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Intervention]:
-        """Steering interventions; applied to the query through the SAE before searching."""
+        """Steering interventions; applied to the query through the SAE before searching. Families are
+        expanded to their member features first, and the expanded list is checked as a whole: at
+        most 256 features, each steered once (see Intervention).
+        """
 
     def __init__(
         self,

@@ -113,12 +113,9 @@ def count_records(path: Path | str, *, format: str | None = None) -> int:
     if not path.is_file():
         raise CorpusError(f"Corpus file {path} does not exist (or is not a file).", path=path)
     if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        return int(pq.ParquetFile(path).metadata.num_rows)
+        return _count_parquet_rows(path)
     if kind == "csv":
-        with _open_text(path) as text:
-            return max(sum(1 for row in csv.reader(text) if row) - 1, 0)
+        return _count_csv_rows(path)
     return _count_lines(path)
 
 
@@ -222,11 +219,7 @@ def _jsonl_rows(path: Path, fields: FieldMapping) -> Iterator[_RawRow]:
                     continue
                 yield _RawRow(line_number, parsed, line)
         except (EOFError, OSError, zlib.error) as exc:
-            raise CorpusError(
-                f"{path} cannot be read past line {line_number}: the compressed data is damaged ({exc}).",
-                path=path,
-                line_number=line_number + 1,
-            ) from exc
+            raise _damaged(path, line_number, exc) from exc
 
 
 def _csv_rows(path: Path, fields: FieldMapping) -> Iterator[_RawRow]:
@@ -236,6 +229,8 @@ def _csv_rows(path: Path, fields: FieldMapping) -> Iterator[_RawRow]:
             header = next(reader)
         except StopIteration:
             return
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(path) from exc
         header = [name.strip() for name in header]
         _require_columns(path, header, fields, what="CSV header")
         last_line = reader.line_num
@@ -250,9 +245,7 @@ def _csv_rows(path: Path, fields: FieldMapping) -> Iterator[_RawRow]:
                 yield _RawRow(start_line, None, "", f"the row is not valid CSV ({exc})")
                 continue
             except UnicodeDecodeError as exc:
-                raise CorpusError(
-                    f"{path} is not valid UTF-8 near line {start_line}.", path=path, line_number=start_line
-                ) from exc
+                raise _not_utf8(path) from exc
             last_line = reader.line_num
             if not cells:
                 continue
@@ -269,14 +262,25 @@ def _parquet_rows(path: Path, fields: FieldMapping) -> Iterator[_RawRow]:
 
     try:
         parquet = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:
         raise CorpusError(f"{path} is not a readable Parquet file ({exc}).", path=path) from exc
     with parquet:
         names = list(parquet.schema_arrow.names)
         _require_columns(path, names, fields, what="Parquet schema")
         columns = list(dict.fromkeys(name for name in fields.source_fields() if name in names))
         row_number = 0
-        for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns):
+        batches = parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except (pa.ArrowException, OSError) as exc:
+                raise CorpusError(
+                    f"{path} cannot be read past row {row_number}: the Parquet data is damaged ({exc}).",
+                    path=path,
+                    line_number=row_number + 1,
+                ) from exc
             for row in batch.to_pylist():
                 row_number += 1
                 yield _RawRow(row_number, row, row)
@@ -292,16 +296,79 @@ def _require_columns(path: Path, names: list[str], fields: FieldMapping, *, what
         )
 
 
+def _count_parquet_rows(path: Path) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except (pa.ArrowException, OSError) as exc:
+        raise CorpusError(f"{path} is not a readable Parquet file ({exc}).", path=path) from exc
+
+
+def _count_csv_rows(path: Path) -> int:
+    rows = 0
+    with _open_text(path) as text:
+        reader = csv.reader(text)
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error:
+                # A malformed row counts; read_corpus reports it with its line number.
+                rows += 1
+                continue
+            except UnicodeDecodeError as exc:
+                raise _not_utf8(path) from exc
+            except (EOFError, OSError, zlib.error) as exc:
+                raise _damaged(path, reader.line_num, exc) from exc
+            rows += 1 if row else 0
+    return max(rows - 1, 0)
+
+
 def _count_lines(path: Path) -> int:
     count = 0
     last_byte = b"\n"
     with _open_binary(path) as handle:
         # Counting newlines in large chunks is much faster than iterating over lines.
-        while chunk := handle.read(_COUNT_CHUNK_BYTES):
-            count += chunk.count(b"\n")
-            last_byte = chunk[-1:]
+        try:
+            while chunk := handle.read(_COUNT_CHUNK_BYTES):
+                count += chunk.count(b"\n")
+                last_byte = chunk[-1:]
+        except (EOFError, OSError, zlib.error) as exc:
+            raise _damaged(path, count, exc) from exc
     # A last line without a final newline is a line too.
     return count + (0 if last_byte == b"\n" else 1)
+
+
+def _not_utf8(path: Path) -> CorpusError:
+    """The error for a text file with bytes that are not UTF-8, naming the first such line.
+
+    Text is decoded in chunks, so the reader's position says little; the file is scanned again
+    (only on this error) for the first line that does not decode.
+    """
+    with _open_binary(path) as handle:
+        for line_number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return CorpusError(
+                    f"{path} is not valid UTF-8: line {line_number} holds byte 0x{line[exc.start]:02x} at "
+                    f"column {exc.start + 1}; save the file as UTF-8.",
+                    path=path,
+                    line_number=line_number,
+                )
+    return CorpusError(f"{path} is not valid UTF-8; save the file as UTF-8.", path=path)
+
+
+def _damaged(path: Path, lines_read: int, exc: BaseException) -> CorpusError:
+    """The error for a compressed file that ends early or holds damaged data."""
+    return CorpusError(
+        f"{path} cannot be read past line {lines_read}: the compressed data is damaged ({exc}).",
+        path=path,
+        line_number=lines_read + 1,
+    )
 
 
 _RAW_ROW_READERS: dict[CorpusFormat, Callable[[Path, FieldMapping], Iterator[_RawRow]]] = {

@@ -35,6 +35,7 @@ __all__ = [
     "FORMAT_VERSION",
     "METRICS_FILE",
     "MODEL_FILE",
+    "OLD_PREFIX",
     "TRAIN_STATE_FILE",
     "CheckpointInfo",
     "SaeCheckpointError",
@@ -42,6 +43,7 @@ __all__ = [
     "load_train_state",
     "make_sae_id",
     "read_checkpoint",
+    "replace_dir",
     "save_sae",
 ]
 
@@ -50,6 +52,8 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
 TRAIN_STATE_FILE = "train_state.pt"
+#: Name prefix (a format string of the folder name) of a checkpoint moved aside while replaced.
+OLD_PREFIX = ".{name}.old-"
 _TENSORS = ("W_enc", "b_lat", "W_dec", "b_pre")
 # Train-config fields that do not change what is learned: they stay out of the sae_id.
 _NOT_IDENTITY = ("device", "eval_every", "checkpoint_every", "fast")
@@ -140,7 +144,7 @@ def save_sae(
             _write_json(tmp / METRICS_FILE, metrics)
         if train_state is not None:
             torch.save(train_state, tmp / TRAIN_STATE_FILE)
-        _replace_dir(tmp, path)
+        replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -155,15 +159,23 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished directory src to dst. rename(2) is atomic onto a missing path; an existing
-    checkpoint is first renamed aside and removed after the new one is in place."""
+def replace_dir(src: Path, dst: Path) -> None:
+    """Move the finished directory src to dst (both in one folder, so on one filesystem).
+
+    rename(2) is atomic onto a missing path, so a reader sees the old checkpoint or the whole new
+    one, never a part. An existing dst is first renamed aside (to ``.<name>.old-*``, hidden) and
+    removed once the new one is in place; if the move fails the old one is put back.
+    """
     if not dst.exists():
         os.rename(src, dst)
         return
-    old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
+    old = dst.with_name(f"{OLD_PREFIX.format(name=dst.name)}{uuid.uuid4().hex[:8]}")
     os.rename(dst, old)
-    os.rename(src, dst)
+    try:
+        os.rename(src, dst)
+    except BaseException:
+        os.rename(old, dst)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -42,7 +42,7 @@ class SaeConfig:
     """Number of latents kept per input by the top-k activation (the L0 of every code)."""
 
     k_aux: int = 0
-    """Number of dead latents used by the AuxK loss per input; 0 means 2 * k."""
+    """Number of dead latents used by the AuxK loss per input; 0 means 2 * k (capped at num_latents)."""
 
     auxk_coef: float = 1.0 / 32.0
     """Weight of the AuxK loss (dead latents reconstructing the residual); 0 switches it off."""
@@ -54,7 +54,7 @@ class SaeConfig:
     """Weight of the multi-k loss (the reconstruction with the top multik_k latents); 0 skips it."""
 
     multik_k: int = 0
-    """Number of latents in the multi-k reconstruction; 0 means 4 * k."""
+    """Number of latents in the multi-k reconstruction; 0 means 4 * k (capped at num_latents)."""
 
     @property
     def effective_k_aux(self) -> int:
@@ -87,6 +87,15 @@ class SaeConfig:
             raise SaeConfigError(
                 f"SaeConfig.multik_k ({self.multik_k}) must be at least k ({self.k}), or 0 for 4 * k."
             )
+        # An explicit width beyond the dictionary is a mistake, not a request for "all latents":
+        # only the 0 defaults (2 * k, 4 * k) are quietly capped at num_latents.
+        for name in ("k_aux", "multik_k"):
+            value = getattr(self, name)
+            if value > self.num_latents:
+                raise SaeConfigError(
+                    f"SaeConfig.{name} ({value}) cannot exceed num_latents ({self.num_latents}); "
+                    "use 0 for the default."
+                )
         for name in ("auxk_coef", "multik_coef"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:

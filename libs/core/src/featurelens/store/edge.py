@@ -1,5 +1,8 @@
 """The embedded adapter: Qdrant's in-process engine (qdrant-edge), persisted to a folder.
 
+The port's reads and writes are ``featurelens.store.base.EngineStore``'s; this module says how
+to call an edge shard for them, manages collections and converts to and from the engine's types.
+
 Layout: ``<path>/<collection>/shard/`` is one edge shard, ``<path>/<collection>/collection.json``
 holds what the shard does not tell back once loaded (dense dimension, SAE ids, metadata) and
 marks the collection as complete: it is written last on creation, so a folder without it is a
@@ -7,7 +10,7 @@ creation that crashed and is cleared on the next ``ensure_collection``.
 
 Threads: the engine is the real Qdrant shard with its own locking, so reads run concurrently.
 This class adds a store lock for opening, creating, dropping and closing shards, and a lock per
-collection around its own read-check-write sequences (count-then-delete, exists-then-update).
+collection around each write and the existence check before it (``EngineStore._write_lock``).
 
 Durability: the engine writes a WAL for every update; ``flush()`` persists segments and
 ``close()`` flushes and releases the folder (another process cannot open a shard while it is
@@ -29,47 +32,34 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import qdrant_edge as qe
 
 from featurelens.store import schema
+from featurelens.store.base import EngineStore
 from featurelens.store.errors import (
     CollectionNotFoundError,
     InvalidQueryError,
     StoreError,
     StoreUnavailableError,
+    translated,
 )
-from featurelens.store.fusion import LegHit, fuse
+from featurelens.store.fusion import PointKey
 from featurelens.store.plan import (
     CheckedQuery,
     CollectionSchema,
     FilterSpec,
     Projection,
-    check_filter,
-    check_offset,
-    check_query,
-    projection,
-    scored_point,
-    stored_point,
+    changes_metadata,
+    check_collection_request,
 )
-from featurelens.store.types import (
-    CollectionInfo,
-    DocFilter,
-    PayloadSelector,
-    PointRecord,
-    QueryRequest,
-    ScoredPoint,
-    ScrollPage,
-    SearchMode,
-    SparseSelector,
-    SparseVec,
-    StoredPoint,
-)
+from featurelens.store.types import CollectionInfo, SearchMode
+from featurelens.store.writes import PointWrite, SparseLists, VectorUpdate
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +71,7 @@ _HNSW_M, _HNSW_EF_CONSTRUCT, _HNSW_FULL_SCAN_KB = 16, 64, 10_000
 
 @dataclass
 class _Collection:
+    name: str
     shard: qe.EdgeShard
     schema: CollectionSchema
     metadata: dict[str, Any]
@@ -99,14 +90,8 @@ def _translate(error: Exception, name: str) -> StoreError:
     return StoreError(f"the edge engine failed on collection {name!r}: {message}")
 
 
-@contextmanager
-def _engine(name: str) -> Iterator[None]:
-    try:
-        yield
-    except StoreError:
-        raise
-    except Exception as error:
-        raise _translate(error, name) from error
+def _engine(name: str) -> AbstractContextManager[None]:
+    return translated(name, _translate)
 
 
 def _index_schema(kind: schema.IndexKind) -> qe.PayloadSchemaType | qe.IntegerIndexParams:
@@ -145,17 +130,30 @@ def _with_vector(proj: Projection) -> bool | list[str]:
     return list(proj.vectors) if proj.vectors else False
 
 
-def _vectors(record: qe.Record | qe.ScoredPoint) -> dict[str, Any] | None:
-    # Named vectors come back as a dict; anything else means none were asked for.
-    return record.vector if isinstance(record.vector, dict) else None
+def _vectors(dense: list[float] | None, sparse: Mapping[str, SparseLists]) -> dict[str, qe.NamedVector]:
+    named: dict[str, qe.NamedVector] = {} if dense is None else {schema.DENSE_VECTOR: dense}
+    for vector_name, (indices, values) in sparse.items():
+        named[vector_name] = qe.SparseVector(indices, values)
+    return named
 
 
-def _sparse(vector: SparseVec, what: str) -> qe.SparseVector:
-    indices, values = schema.check_sparse(vector, what)
-    return qe.SparseVector(indices, values)
+def _leg(plan: CheckedQuery, mode: SearchMode, limit: int, proj: Projection | None) -> qe.QueryRequest:
+    if mode is SearchMode.DENSE:
+        query = qe.Query.Nearest(plan.dense or [], using=schema.DENSE_VECTOR)
+    else:
+        indices, values = plan.sparse or ([], [])
+        query = qe.Query.Nearest(qe.SparseVector(indices, values), using=plan.sparse_name)
+    return qe.QueryRequest(
+        limit=limit,
+        query=query,
+        filter=_filter(plan.filter),
+        params=qe.SearchParams(exact=True) if plan.exact else None,
+        with_payload=_with_payload(proj) if proj else False,
+        with_vector=_with_vector(proj) if proj else False,
+    )
 
 
-class EdgeDocumentStore:
+class EdgeDocumentStore(EngineStore[_Collection]):
     """The DocumentStore on qdrant-edge: one shard per collection under ``path``.
 
     Use as a context manager, or call ``close()``: it flushes every shard and frees the folder.
@@ -218,6 +216,7 @@ class EdgeDocumentStore:
         with _engine(name):
             shard = qe.EdgeShard.load(str(folder / _SHARD), config)
         coll = _Collection(
+            name=name,
             shard=shard,
             schema=CollectionSchema(int(meta["dense_dim"]), tuple(sorted(meta["sae_ids"]))),
             metadata=dict(meta.get("metadata") or {}),
@@ -249,7 +248,10 @@ class EdgeDocumentStore:
                 shard.update(qe.UpdateOperation.create_field_index(index.field, _index_schema(index.kind)))
             shard.flush()
         coll = _Collection(
-            shard=shard, schema=CollectionSchema(dense_dim, tuple(sorted(sae_ids))), metadata=metadata
+            name=name,
+            shard=shard,
+            schema=CollectionSchema(dense_dim, tuple(sorted(sae_ids))),
+            metadata=metadata,
         )
         self._write_meta(name, coll)
         self._open[name] = coll
@@ -276,26 +278,18 @@ class EdgeDocumentStore:
         metadata: Mapping[str, Any] | None = None,
     ) -> CollectionInfo:
         """Create the collection if absent; add sparse vectors for new SAEs; merge metadata."""
-        schema.check_collection_name(name)
-        if not isinstance(dense_dim, int) or not 1 <= dense_dim <= 65536:
-            raise InvalidQueryError(f"dense_dim must be an integer from 1 to 65536, got {dense_dim!r}")
-        wanted = tuple(dict.fromkeys(sae_ids))
-        for sae_id in wanted:
-            schema.sparse_vector_name(sae_id)  # validates the id
+        wanted = check_collection_request(name, dense_dim, sae_ids)
         with self._lock:
             try:
                 coll = self._get_locked(name)
             except CollectionNotFoundError:
                 coll = self._create_locked(name, dense_dim, wanted, dict(metadata or {}))
             else:
-                if coll.schema.dense_dim != dense_dim:
-                    raise InvalidQueryError(
-                        f"collection {name!r} has {coll.schema.dense_dim}-dim dense vectors, not {dense_dim}"
-                    )
+                coll.schema.require_dense_dim(dense_dim, name)
                 new = [s for s in wanted if s not in coll.schema.sae_ids]
                 if new:
                     self._add_saes_locked(name, coll, new)
-                if new or (metadata and any(coll.metadata.get(k) != v for k, v in metadata.items())):
+                if new or changes_metadata(coll.metadata, metadata):
                     coll.metadata.update(metadata or {})
                     self._write_meta(name, coll)
         return self.collection_info(name)
@@ -332,259 +326,89 @@ class EdgeDocumentStore:
             logger.info("dropped collection %r", name)
         return existed
 
-    # -- writes ------------------------------------------------------------------------------
+    # -- engine primitives (see EngineStore) ---------------------------------------------------
 
-    def _existing(self, name: str, coll: _Collection, point_ids: Sequence[str]) -> list[qe.PointId]:
-        if not point_ids:
-            return []
-        with _engine(name):
-            records = coll.shard.retrieve(list(point_ids), with_payload=False, with_vector=False)
-        found = {str(r.id) for r in records}
-        return [p for p in point_ids if p in found]
-
-    def upsert(self, name: str, points: Sequence[PointRecord]) -> None:
-        """Insert or replace documents (a doc id given twice: the last one wins)."""
+    def _collection(self, name: str, sae_ids: Sequence[str] = ()) -> tuple[_Collection, CollectionSchema]:
+        # The schema in memory is the shard's own, so there is nothing to re-read for sae_ids.
         coll = self._get(name)
-        latest = {record.doc_id: record for record in points}
-        engine_points = []
-        for record in latest.values():
-            vectors: dict[str, Any] = {}
-            if record.dense is not None:
-                vectors[schema.DENSE_VECTOR] = schema.check_dense(
-                    record.dense, coll.schema.dense_dim, f"the dense vector of doc {record.doc_id!r}"
-                )
-            payload = schema.build_payload(record, coll.schema.sae_ids)
-            for sae_id, vector in record.sparse.items():
-                what = f"the {sae_id!r} latents of doc {record.doc_id!r}"
-                vectors[schema.sparse_vector_name(sae_id)] = _sparse(vector, what)
-            engine_points.append(qe.Point(schema.point_id(record.doc_id), vectors, payload))
-        if not engine_points:
-            return
-        with coll.write_lock, _engine(name):
-            coll.shard.update(qe.UpdateOperation.upsert_points(engine_points))
+        return coll, coll.schema
 
-    def update_vectors(self, name: str, vectors: Mapping[str, Mapping[str, SparseVec]]) -> int:
-        """Set SAE latents of stored documents (and their features fields); returns docs updated."""
-        coll = self._get(name)
-        updates: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
-        for doc_id, per_sae in vectors.items():
-            engine_vectors: dict[str, Any] = {}
-            fields: dict[str, Any] = {}
-            for sae_id, vector in per_sae.items():
-                coll.schema.require_sae(sae_id, name)
-                what = f"the {sae_id!r} latents of doc {doc_id!r}"
-                engine_vectors[schema.sparse_vector_name(sae_id)] = _sparse(vector, what)
-                fields[schema.features_field(sae_id)] = schema.firing(vector)
-            if engine_vectors:
-                updates[schema.point_id(doc_id)] = (engine_vectors, fields)
-        with coll.write_lock:
-            existing = self._existing(name, coll, list(updates))
-            if not existing:
-                return 0
-            point_vectors = [qe.PointVectors(pid, updates[str(pid)][0]) for pid in existing]
-            with _engine(name):
-                coll.shard.update(qe.UpdateOperation.update_vectors(point_vectors))
-                for pid in existing:
-                    coll.shard.update(qe.UpdateOperation.set_payload([pid], updates[str(pid)][1]))
-        return len(existing)
+    def _write_lock(self, handle: _Collection) -> AbstractContextManager[object]:
+        return handle.write_lock
 
-    def set_payload(self, name: str, doc_ids: Sequence[str], payload: Mapping[str, Any]) -> int:
-        """Merge payload fields into stored documents; returns docs updated."""
-        coll = self._get(name)
-        if schema.DOC_ID in payload:
-            raise InvalidQueryError("a document's 'doc_id' cannot be changed; upsert it under the new id")
-        fields = schema.check_payload_update(payload)
-        point_ids = [schema.point_id(d) for d in dict.fromkeys(doc_ids)]
-        with coll.write_lock:
-            existing = self._existing(name, coll, point_ids)
-            if existing and fields:
-                with _engine(name):
-                    coll.shard.update(qe.UpdateOperation.set_payload(existing, fields))
-                    if schema.DATE in fields and not fields[schema.DATE]:
-                        coll.shard.update(qe.UpdateOperation.delete_payload(existing, [schema.DATE_INT]))
-        return len(existing)
+    def _search(self, handle: _Collection, plan: CheckedQuery, proj: Projection) -> list[qe.ScoredPoint]:
+        with _engine(handle.name):
+            return handle.shard.query(_leg(plan, plan.mode, plan.fetch, proj))
 
-    def delete(self, name: str, doc_ids: Sequence[str]) -> int:
-        """Delete documents; returns how many existed."""
-        coll = self._get(name)
-        point_ids = [schema.point_id(d) for d in dict.fromkeys(doc_ids)]
-        with coll.write_lock:
-            existing = self._existing(name, coll, point_ids)
-            if existing:
-                with _engine(name):
-                    coll.shard.update(qe.UpdateOperation.delete_points(existing))
-        return len(existing)
+    def _search_legs(self, handle: _Collection, plan: CheckedQuery) -> list[list[qe.ScoredPoint]]:
+        legs = [_leg(plan, mode, plan.leg_limit, None) for mode in (SearchMode.DENSE, SearchMode.SPARSE)]
+        with _engine(handle.name):
+            return handle.shard.query_batch(qe.QueryBatchRequest(legs))
 
-    # -- reads -------------------------------------------------------------------------------
-
-    def query(self, name: str, request: QueryRequest) -> list[ScoredPoint]:
-        """Dense, sparse or hybrid search; hits best first, ties broken by point id."""
-        coll = self._get(name)
-        plan = check_query(request, coll.schema, name)
-        proj = projection(request.with_payload, request.with_dense, request.with_sparse, coll.schema, name)
-        if plan.mode is SearchMode.HYBRID:
-            return self._hybrid(name, coll, plan, request, proj)
-        search = self._leg(plan, plan.fetch, proj)
-        with _engine(name):
-            hits = coll.shard.query(search)
-        hits.sort(key=lambda h: (-h.score, str(h.id)))
-        out = []
-        for hit in hits[plan.offset :]:
-            point = stored_point(hit.payload, _vectors(hit), proj)
-            dense_score = hit.score if plan.mode is SearchMode.DENSE else None
-            sparse_score = hit.score if plan.mode is SearchMode.SPARSE else None
-            out.append(scored_point(point, hit.score, dense_score, sparse_score))
-        return out
-
-    def _leg(
-        self, plan: CheckedQuery, limit: int, proj: Projection | None, mode: SearchMode | None = None
-    ) -> qe.QueryRequest:
-        mode = mode or plan.mode
-        if mode is SearchMode.DENSE:
-            query = qe.Query.Nearest(plan.dense or [], using=schema.DENSE_VECTOR)
-        else:
-            indices, values = plan.sparse or ([], [])
-            query = qe.Query.Nearest(qe.SparseVector(indices, values), using=plan.sparse_name)
-        return qe.QueryRequest(
-            limit=limit,
-            query=query,
-            filter=_filter(plan.filter),
-            params=qe.SearchParams(exact=True) if plan.exact else None,
-            with_payload=_with_payload(proj) if proj else False,
-            with_vector=_with_vector(proj) if proj else False,
-        )
-
-    def _hybrid(
-        self, name: str, coll: _Collection, plan: CheckedQuery, request: QueryRequest, proj: Projection
-    ) -> list[ScoredPoint]:
-        legs_request = qe.QueryBatchRequest(
-            [
-                self._leg(plan, plan.leg_limit, None, SearchMode.DENSE),
-                self._leg(plan, plan.leg_limit, None, SearchMode.SPARSE),
-            ]
-        )
-        with _engine(name):
-            legs = coll.shard.query_batch(legs_request)
-        fused = fuse(
-            [[LegHit(h.id, h.score) for h in leg] for leg in legs],
-            (request.dense_weight, request.sparse_weight),
-            request.fusion,
-            request.rrf_k,
-            limit=plan.fetch,
-        )
-        page = fused[plan.offset :]
-        if not page:
-            return []
-        page_ids: list[qe.PointId] = [h.key for h in page]
-        with _engine(name):
-            records = coll.shard.retrieve(
-                page_ids, with_payload=_with_payload(proj), with_vector=_with_vector(proj)
+    def _retrieve(
+        self, handle: _Collection, ids: Sequence[PointKey], proj: Projection | None
+    ) -> list[qe.Record]:
+        with _engine(handle.name):
+            return handle.shard.retrieve(
+                list(ids),
+                with_payload=_with_payload(proj) if proj else False,
+                with_vector=_with_vector(proj) if proj else False,
             )
-        by_id = {r.id: r for r in records}
-        out = []
-        for hit in page:
-            record = by_id.get(hit.key)
-            if record is None:  # deleted between the legs and the fetch
-                continue
-            point = stored_point(record.payload, _vectors(record), proj)
-            out.append(scored_point(point, hit.score, hit.leg_scores[0], hit.leg_scores[1]))
-        return out
 
-    def scroll(
-        self,
-        name: str,
-        filter: DocFilter | None = None,
-        limit: int = 256,
-        offset: str | None = None,
-        with_payload: PayloadSelector = True,
-        with_dense: bool = False,
-        with_sparse: SparseSelector = False,
-    ) -> ScrollPage:
-        """One page of the matching documents in point-id order."""
-        coll = self._get(name)
-        if limit < 1:
-            raise InvalidQueryError(f"scroll limit must be at least 1, got {limit}")
-        spec = check_filter(filter, coll.schema, name)
-        proj = projection(with_payload, with_dense, with_sparse, coll.schema, name)
+    def _scroll(
+        self, handle: _Collection, spec: FilterSpec | None, limit: int, offset: str | None, proj: Projection
+    ) -> tuple[list[qe.Record], object]:
         request = qe.ScrollRequest(
-            offset=check_offset(offset),
+            offset=offset,
             limit=limit,
             filter=_filter(spec),
             with_payload=_with_payload(proj),
             with_vector=_with_vector(proj),
         )
-        with _engine(name):
-            records, next_offset = coll.shard.scroll(request)
-        points = [stored_point(r.payload, _vectors(r), proj) for r in records]
-        return ScrollPage(points, None if next_offset is None else str(next_offset))
+        with _engine(handle.name):
+            return handle.shard.scroll(request)
 
-    def retrieve(
-        self,
-        name: str,
-        doc_ids: Sequence[str],
-        with_payload: PayloadSelector = True,
-        with_dense: bool = False,
-        with_sparse: SparseSelector = False,
-    ) -> list[StoredPoint]:
-        """The stored documents among ``doc_ids``, in the order asked."""
-        coll = self._get(name)
-        proj = projection(with_payload, with_dense, with_sparse, coll.schema, name)
-        wanted: list[qe.PointId] = [schema.point_id(d) for d in dict.fromkeys(doc_ids)]
-        if not wanted:
-            return []
-        with _engine(name):
-            records = coll.shard.retrieve(
-                wanted, with_payload=_with_payload(proj), with_vector=_with_vector(proj)
-            )
-        by_id = {str(r.id): r for r in records}
-        found = [by_id[p] for p in map(str, wanted) if p in by_id]
-        return [stored_point(r.payload, _vectors(r), proj) for r in found]
+    def _scroll_by_sample_key(
+        self, handle: _Collection, spec: FilterSpec, limit: int, start: int | None, proj: Projection
+    ) -> list[qe.Record]:
+        request = qe.ScrollRequest(
+            limit=limit,
+            filter=_filter(spec),
+            with_payload=_with_payload(proj),
+            with_vector=_with_vector(proj),
+            order_by=qe.OrderBy(schema.SAMPLE_KEY, direction=qe.Direction.Asc, start_from=start),
+        )
+        with _engine(handle.name):
+            records, _ = handle.shard.scroll(request)
+        return records
 
-    def count(self, name: str, filter: DocFilter | None = None) -> int:
-        """Exact number of matching documents."""
-        coll = self._get(name)
-        spec = check_filter(filter, coll.schema, name)
-        with _engine(name):
-            return coll.shard.count(qe.CountRequest(exact=True, filter=_filter(spec)))
+    def _count(self, handle: _Collection, spec: FilterSpec | None) -> int:
+        with _engine(handle.name):
+            return handle.shard.count(qe.CountRequest(exact=True, filter=_filter(spec)))
 
-    def sample(
-        self,
-        name: str,
-        n: int,
-        seed: int,
-        filter: DocFilter | None = None,
-        with_payload: PayloadSelector = True,
-        with_dense: bool = False,
-        with_sparse: SparseSelector = False,
-    ) -> list[StoredPoint]:
-        """Up to ``n`` matching documents, the same for the same seed (see the port)."""
-        coll = self._get(name)
-        if n < 0:
-            raise InvalidQueryError(f"sample size must not be negative, got {n}")
-        if n == 0:
-            return []
-        spec = check_filter(filter, coll.schema, name) or FilterSpec()
-        proj = projection(with_payload, with_dense, with_sparse, coll.schema, name)
-        start = schema.sample_start(seed)
-        passes = [
-            (spec, start),
-            (replace(spec, sample_key_lt=start), None),  # wrap around
-        ]
-        records: list[Any] = []
-        for pass_spec, start_from in passes:
-            if len(records) >= n:
-                break
-            request = qe.ScrollRequest(
-                limit=n - len(records),
-                filter=_filter(pass_spec),
-                with_payload=_with_payload(proj),
-                with_vector=_with_vector(proj),
-                order_by=qe.OrderBy(schema.SAMPLE_KEY, direction=qe.Direction.Asc, start_from=start_from),
-            )
-            with _engine(name):
-                page, _ = coll.shard.scroll(request)
-            records.extend(page)
-        return [stored_point(r.payload, _vectors(r), proj) for r in records]
+    def _upsert(self, handle: _Collection, points: Sequence[PointWrite]) -> None:
+        engine_points = [qe.Point(p.point_id, _vectors(p.dense, p.sparse), p.payload) for p in points]
+        with _engine(handle.name):
+            handle.shard.update(qe.UpdateOperation.upsert_points(engine_points))
+
+    def _update_vectors(self, handle: _Collection, updates: Sequence[VectorUpdate]) -> None:
+        point_vectors = [qe.PointVectors(u.point_id, _vectors(None, u.sparse)) for u in updates]
+        with _engine(handle.name):
+            handle.shard.update(qe.UpdateOperation.update_vectors(point_vectors))
+            for update in updates:
+                handle.shard.update(qe.UpdateOperation.set_payload([update.point_id], update.fields))
+
+    def _set_payload(self, handle: _Collection, ids: Sequence[str], fields: Mapping[str, Any]) -> None:
+        with _engine(handle.name):
+            handle.shard.update(qe.UpdateOperation.set_payload(list(ids), dict(fields)))
+
+    def _delete_payload(self, handle: _Collection, ids: Sequence[str], keys: Sequence[str]) -> None:
+        with _engine(handle.name):
+            handle.shard.update(qe.UpdateOperation.delete_payload(list(ids), list(keys)))
+
+    def _delete_points(self, handle: _Collection, ids: Sequence[str]) -> None:
+        with _engine(handle.name):
+            handle.shard.update(qe.UpdateOperation.delete_points(list(ids)))
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -1,6 +1,12 @@
-"""The storage port's error tree: every adapter raises these and nothing engine-specific."""
+"""The storage port's error tree: every adapter raises these and nothing engine-specific.
+
+Adapters run their engine calls inside ``translated`` so no engine exception crosses the port.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 class StoreError(Exception):
@@ -17,3 +23,18 @@ class StoreUnavailableError(StoreError):
 
 class InvalidQueryError(StoreError, ValueError):
     """The request is malformed: wrong dimension, NaN, unknown SAE, bad date, bad name."""
+
+
+@contextmanager
+def translated(name: str, translate: Callable[[Exception, str], StoreError]) -> Iterator[None]:
+    """Run engine calls on collection ``name`` so that only port errors leave them.
+
+    Port errors pass unchanged (an adapter may raise them itself inside the block); anything
+    else is handed to the adapter's ``translate``, which knows its engine's exceptions.
+    """
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as error:
+        raise translate(error, name) from error

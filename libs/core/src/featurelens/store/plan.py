@@ -44,6 +44,13 @@ class CollectionSchema:
                 f"collection {name!r} has no sparse vectors for SAE {sae_id!r} (it has: {known})"
             )
 
+    def require_dense_dim(self, dense_dim: int, name: str) -> None:
+        """InvalidQueryError unless the collection's dense vectors have ``dense_dim`` dims."""
+        if self.dense_dim != dense_dim:
+            raise InvalidQueryError(
+                f"collection {name!r} has {self.dense_dim}-dim dense vectors, not {dense_dim}"
+            )
+
 
 @dataclass(frozen=True)
 class FilterSpec:
@@ -99,6 +106,22 @@ def _check_latents(refs: Iterable[tuple[str, int]], schema_: CollectionSchema, n
         schema_.require_sae(sae_id, name)
         if not isinstance(latent, int | np.integer) or not 0 <= int(latent) < 2**32:
             raise InvalidQueryError(f"latent {latent!r} of SAE {sae_id!r} is not a valid latent id")
+
+
+def check_collection_request(name: str, dense_dim: int, sae_ids: Sequence[str]) -> tuple[str, ...]:
+    """The distinct ``sae_ids`` of an ``ensure_collection`` call, once every argument is checked."""
+    schema.check_collection_name(name)
+    if not isinstance(dense_dim, int) or not 1 <= dense_dim <= 65536:
+        raise InvalidQueryError(f"dense_dim must be an integer from 1 to 65536, got {dense_dim!r}")
+    wanted = tuple(dict.fromkeys(sae_ids))
+    for sae_id in wanted:
+        schema.sparse_vector_name(sae_id)  # validates the id
+    return wanted
+
+
+def changes_metadata(current: Mapping[str, Any], wanted: Mapping[str, Any] | None) -> bool:
+    """Whether merging ``wanted`` into a collection's metadata would change it (so it must be written)."""
+    return bool(wanted) and any(current.get(key) != value for key, value in (wanted or {}).items())
 
 
 def check_filter(flt: DocFilter | None, schema_: CollectionSchema, name: str) -> FilterSpec | None:

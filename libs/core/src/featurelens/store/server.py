@@ -3,59 +3,48 @@
 Tests drive it with ``QdrantClient(":memory:")`` (qdrant-client's local mode, same client API),
 which is only a stand-in: it scans in Python (35 ms to 1 s per query at 50k points).
 
-The adapter caches each collection's schema (dense dimension, SAE ids) so queries are checked
-without a round trip; ``ensure_collection`` and ``drop_collection`` refresh the cache, and an
-unknown SAE triggers one re-read in case another process added it.
+The port's reads and writes are ``featurelens.store.base.EngineStore``'s; this module says how
+to call qdrant-client for them, manages collections and converts to and from the client's types.
 
-Hybrid queries send both legs in one ``query_batch_points`` call, fuse them here (see
-``featurelens.store.fusion``) and fetch the page's payloads with one ``retrieve``.
+The adapter caches each collection's schema (dense dimension, SAE ids) so queries are checked
+without a round trip; ``ensure_collection`` and ``drop_collection`` refresh the cache, and a
+call naming an SAE the cache lacks triggers one re-read in case another process added it.
+
+Hybrid queries send both legs in one ``query_batch_points`` call; after the fusion, the page's
+payloads come with one ``retrieve``.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from featurelens.store import schema
+from featurelens.store.base import EngineStore
 from featurelens.store.errors import (
     CollectionNotFoundError,
     InvalidQueryError,
     StoreError,
     StoreUnavailableError,
+    translated,
 )
-from featurelens.store.fusion import LegHit, fuse
+from featurelens.store.fusion import PointKey
 from featurelens.store.plan import (
     CheckedQuery,
     CollectionSchema,
     FilterSpec,
     Projection,
-    check_filter,
-    check_offset,
-    check_query,
-    projection,
-    scored_point,
-    stored_point,
+    changes_metadata,
+    check_collection_request,
 )
-from featurelens.store.types import (
-    CollectionInfo,
-    DocFilter,
-    PayloadSelector,
-    PointRecord,
-    QueryRequest,
-    ScoredPoint,
-    ScrollPage,
-    SearchMode,
-    SparseSelector,
-    SparseVec,
-    StoredPoint,
-)
+from featurelens.store.types import CollectionInfo, SearchMode
+from featurelens.store.writes import PointWrite, SparseLists, VectorUpdate
 
 _UNAVAILABLE_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})
 
@@ -104,14 +93,8 @@ def _translate(error: Exception, name: str) -> StoreError:
     return StoreError(f"the Qdrant client failed on collection {name!r}: {message}")
 
 
-@contextmanager
-def _engine(name: str) -> Iterator[None]:
-    try:
-        yield
-    except StoreError:
-        raise
-    except Exception as error:
-        raise _translate(error, name) from error
+def _engine(name: str) -> AbstractContextManager[None]:
+    return translated(name, _translate)
 
 
 def _index_schema(kind: schema.IndexKind) -> models.PayloadSchemaType | models.IntegerIndexParams:
@@ -149,18 +132,37 @@ def _with_vectors(proj: Projection) -> bool | list[str]:
     return list(proj.vectors) if proj.vectors else False
 
 
-def _vectors(record: models.Record | models.ScoredPoint) -> dict[str, Any] | None:
-    # Named vectors come back as a dict; anything else means none were asked for.
-    return record.vector if isinstance(record.vector, dict) else None
+def _vectors(dense: list[float] | None, sparse: Mapping[str, SparseLists]) -> dict[str, models.Vector]:
+    named: dict[str, models.Vector] = {} if dense is None else {schema.DENSE_VECTOR: dense}
+    for vector_name, (indices, values) in sparse.items():
+        named[vector_name] = models.SparseVector(indices=indices, values=values)
+    return named
 
 
-def _sparse(vector: SparseVec, what: str) -> models.SparseVector:
-    indices, values = schema.check_sparse(vector, what)
-    return models.SparseVector(indices=indices, values=values)
+def _leg_query(plan: CheckedQuery, mode: SearchMode) -> tuple[list[float] | models.SparseVector, str]:
+    if mode is SearchMode.DENSE:
+        return plan.dense or [], schema.DENSE_VECTOR
+    indices, values = plan.sparse or ([], [])
+    return models.SparseVector(indices=indices, values=values), plan.sparse_name or ""
 
 
-class QdrantServerDocumentStore:
+def _leg(plan: CheckedQuery, mode: SearchMode) -> models.QueryRequest:
+    query, using = _leg_query(plan, mode)
+    return models.QueryRequest(
+        query=query,
+        using=using,
+        filter=_filter(plan.filter),
+        params=models.SearchParams(exact=True) if plan.exact else None,
+        limit=plan.leg_limit,
+        with_payload=False,
+        with_vector=False,
+    )
+
+
+class QdrantServerDocumentStore(EngineStore[str]):
     """The DocumentStore on a Qdrant server, through a ``QdrantClient`` the caller owns.
+
+    A collection's handle is its name: the client addresses every call by it.
 
     Thread-safe with a remote client (qdrant-client's remote clients are); the local ``:memory:``
     mode is for tests only.
@@ -249,12 +251,7 @@ class QdrantServerDocumentStore:
         metadata: Mapping[str, Any] | None = None,
     ) -> CollectionInfo:
         """Create the collection if absent; add sparse vectors for new SAEs; merge metadata."""
-        schema.check_collection_name(name)
-        if not isinstance(dense_dim, int) or not 1 <= dense_dim <= 65536:
-            raise InvalidQueryError(f"dense_dim must be an integer from 1 to 65536, got {dense_dim!r}")
-        wanted = tuple(dict.fromkeys(sae_ids))
-        for sae_id in wanted:
-            schema.sparse_vector_name(sae_id)  # validates the id
+        wanted = check_collection_request(name, dense_dim, sae_ids)
         with _engine(name):
             exists = self._client.collection_exists(name)
         if not exists:
@@ -268,10 +265,7 @@ class QdrantServerDocumentStore:
                 exists = True
         if exists:
             current, current_metadata = self._read_schema(name)
-            if current.dense_dim != dense_dim:
-                raise InvalidQueryError(
-                    f"collection {name!r} has {current.dense_dim}-dim dense vectors, not {dense_dim}"
-                )
+            current.require_dense_dim(dense_dim, name)
             new = [s for s in wanted if s not in current.sae_ids]
             with _engine(name):
                 for sae_id in new:
@@ -280,9 +274,9 @@ class QdrantServerDocumentStore:
                         schema.sparse_vector_name(sae_id),
                         models.SparseVectorNameConfig(sparse=models.SparseVectorConfig()),
                     )
-            if metadata and any(current_metadata.get(k) != v for k, v in metadata.items()):
+            if changes_metadata(current_metadata, metadata):
                 with _engine(name):
-                    self._client.update_collection(name, metadata=dict(metadata))
+                    self._client.update_collection(name, metadata=dict(metadata or {}))
         # Every index, every time: creating an existing index is a no-op, a missing one is repaired.
         self._create_indexes(name, [*schema.BASE_INDEXES, *(schema.feature_index(s) for s in wanted)])
         self._schema(name, refresh=True)
@@ -332,113 +326,16 @@ class QdrantServerDocumentStore:
                 return False
             return bool(self._client.delete_collection(name))
 
-    # -- writes ------------------------------------------------------------------------------
+    # -- engine primitives (see EngineStore) ---------------------------------------------------
 
-    def _existing(self, name: str, point_ids: Sequence[str]) -> list[Any]:
-        if not point_ids:
-            return []
-        with _engine(name):
-            records = self._client.retrieve(name, list(point_ids), with_payload=False, with_vectors=False)
-        found = {str(r.id) for r in records}
-        return [p for p in point_ids if p in found]
+    def _collection(self, name: str, sae_ids: Sequence[str] = ()) -> tuple[str, CollectionSchema]:
+        return name, self._schema_with(name, sae_ids)
 
-    def upsert(self, name: str, points: Sequence[PointRecord]) -> None:
-        """Insert or replace documents (a doc id given twice: the last one wins)."""
-        latest = {record.doc_id: record for record in points}
-        current = self._schema_with(name, [s for r in latest.values() for s in r.sparse])
-        structs = []
-        for record in latest.values():
-            vectors: dict[str, Any] = {}
-            if record.dense is not None:
-                vectors[schema.DENSE_VECTOR] = schema.check_dense(
-                    record.dense, current.dense_dim, f"the dense vector of doc {record.doc_id!r}"
-                )
-            payload = schema.build_payload(record, current.sae_ids)
-            for sae_id, vector in record.sparse.items():
-                what = f"the {sae_id!r} latents of doc {record.doc_id!r}"
-                vectors[schema.sparse_vector_name(sae_id)] = _sparse(vector, what)
-            pid = schema.point_id(record.doc_id)
-            structs.append(models.PointStruct(id=pid, vector=vectors, payload=payload))
-        if structs:
-            with _engine(name):
-                self._client.upsert(name, points=structs, wait=True)
-
-    def update_vectors(self, name: str, vectors: Mapping[str, Mapping[str, SparseVec]]) -> int:
-        """Set SAE latents of stored documents (and their features fields); returns docs updated."""
-        current = self._schema_with(name, [s for per_sae in vectors.values() for s in per_sae])
-        updates: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
-        for doc_id, per_sae in vectors.items():
-            engine_vectors: dict[str, Any] = {}
-            fields: dict[str, Any] = {}
-            for sae_id, vector in per_sae.items():
-                current.require_sae(sae_id, name)
-                what = f"the {sae_id!r} latents of doc {doc_id!r}"
-                engine_vectors[schema.sparse_vector_name(sae_id)] = _sparse(vector, what)
-                fields[schema.features_field(sae_id)] = schema.firing(vector)
-            if engine_vectors:
-                updates[schema.point_id(doc_id)] = (engine_vectors, fields)
-        existing = self._existing(name, list(updates))
-        if not existing:
-            return 0
-        operations: list[models.UpdateOperation] = [
-            models.UpdateVectorsOperation(
-                update_vectors=models.UpdateVectors(
-                    points=[models.PointVectors(id=pid, vector=updates[str(pid)][0]) for pid in existing]
-                )
-            )
-        ]
-        for pid in existing:
-            set_fields = models.SetPayload(payload=updates[str(pid)][1], points=[pid])
-            operations.append(models.SetPayloadOperation(set_payload=set_fields))
-        with _engine(name):
-            self._client.batch_update_points(name, operations, wait=True)
-        return len(existing)
-
-    def set_payload(self, name: str, doc_ids: Sequence[str], payload: Mapping[str, Any]) -> int:
-        """Merge payload fields into stored documents; returns docs updated."""
-        self._schema(name)
-        if schema.DOC_ID in payload:
-            raise InvalidQueryError("a document's 'doc_id' cannot be changed; upsert it under the new id")
-        fields = schema.check_payload_update(payload)
-        existing = self._existing(name, [schema.point_id(d) for d in dict.fromkeys(doc_ids)])
-        if existing and fields:
-            with _engine(name):
-                self._client.set_payload(name, payload=fields, points=existing, wait=True)
-                if schema.DATE in fields and not fields[schema.DATE]:
-                    self._client.delete_payload(name, keys=[schema.DATE_INT], points=existing, wait=True)
-        return len(existing)
-
-    def delete(self, name: str, doc_ids: Sequence[str]) -> int:
-        """Delete documents; returns how many existed."""
-        self._schema(name)
-        existing = self._existing(name, [schema.point_id(d) for d in dict.fromkeys(doc_ids)])
-        if existing:
-            with _engine(name):
-                selector = models.PointIdsList(points=existing)
-                self._client.delete(name, points_selector=selector, wait=True)
-        return len(existing)
-
-    # -- reads -------------------------------------------------------------------------------
-
-    def _request_schema(self, name: str, request: QueryRequest) -> CollectionSchema:
-        saes = [request.sae_id] if request.sae_id else []
-        if request.filter is not None:
-            saes += [f.sae_id for f in (*request.filter.must_fire, *request.filter.must_not_fire)]
-        if request.with_sparse not in (True, False):
-            saes += list(request.with_sparse)  # type: ignore[arg-type]
-        return self._schema_with(name, saes)
-
-    def query(self, name: str, request: QueryRequest) -> list[ScoredPoint]:
-        """Dense, sparse or hybrid search; hits best first, ties broken by point id."""
-        current = self._request_schema(name, request)
-        plan = check_query(request, current, name)
-        proj = projection(request.with_payload, request.with_dense, request.with_sparse, current, name)
-        if plan.mode is SearchMode.HYBRID:
-            return self._hybrid(name, plan, request, proj)
-        query, using = self._leg_query(plan, plan.mode)
-        with _engine(name):
-            hits = self._client.query_points(
-                name,
+    def _search(self, handle: str, plan: CheckedQuery, proj: Projection) -> list[models.ScoredPoint]:
+        query, using = _leg_query(plan, plan.mode)
+        with _engine(handle):
+            return self._client.query_points(
+                handle,
                 query=query,
                 using=using,
                 query_filter=_filter(plan.filter),
@@ -447,168 +344,89 @@ class QdrantServerDocumentStore:
                 with_payload=_with_payload(proj),
                 with_vectors=_with_vectors(proj),
             ).points
-        hits.sort(key=lambda h: (-h.score, str(h.id)))
-        out = []
-        for hit in hits[plan.offset :]:
-            point = stored_point(hit.payload, _vectors(hit), proj)
-            dense_score = hit.score if plan.mode is SearchMode.DENSE else None
-            sparse_score = hit.score if plan.mode is SearchMode.SPARSE else None
-            out.append(scored_point(point, hit.score, dense_score, sparse_score))
-        return out
 
-    def _leg_query(self, plan: CheckedQuery, mode: SearchMode) -> tuple[Any, str]:
-        if mode is SearchMode.DENSE:
-            return plan.dense or [], schema.DENSE_VECTOR
-        indices, values = plan.sparse or ([], [])
-        return models.SparseVector(indices=indices, values=values), plan.sparse_name or ""
+    def _search_legs(self, handle: str, plan: CheckedQuery) -> list[list[models.ScoredPoint]]:
+        requests = [_leg(plan, SearchMode.DENSE), _leg(plan, SearchMode.SPARSE)]
+        with _engine(handle):
+            legs = self._client.query_batch_points(handle, requests=requests)
+        return [leg.points for leg in legs]
 
-    def _leg(self, plan: CheckedQuery, mode: SearchMode) -> models.QueryRequest:
-        query, using = self._leg_query(plan, mode)
-        return models.QueryRequest(
-            query=query,
-            using=using,
-            filter=_filter(plan.filter),
-            params=models.SearchParams(exact=True) if plan.exact else None,
-            limit=plan.leg_limit,
-            with_payload=False,
-            with_vector=False,
-        )
-
-    def _hybrid(
-        self, name: str, plan: CheckedQuery, request: QueryRequest, proj: Projection
-    ) -> list[ScoredPoint]:
-        legs_requests = [
-            self._leg(plan, SearchMode.DENSE),
-            self._leg(plan, SearchMode.SPARSE),
-        ]
-        with _engine(name):
-            legs = self._client.query_batch_points(name, requests=legs_requests)
-        fused = fuse(
-            [[LegHit(str(h.id), h.score) for h in leg.points] for leg in legs],
-            (request.dense_weight, request.sparse_weight),
-            request.fusion,
-            request.rrf_k,
-            limit=plan.fetch,
-        )
-        page = fused[plan.offset :]
-        if not page:
-            return []
-        page_ids: list[models.ExtendedPointId] = [h.key for h in page]
-        with _engine(name):
-            records = self._client.retrieve(
-                name,
-                page_ids,
-                with_payload=_with_payload(proj),
-                with_vectors=_with_vectors(proj),
+    def _retrieve(self, handle: str, ids: Sequence[PointKey], proj: Projection | None) -> list[models.Record]:
+        # The client returns point ids as strings, so the keys that come back from a leg are strings.
+        point_ids: list[models.ExtendedPointId] = [str(point_id) for point_id in ids]
+        with _engine(handle):
+            return self._client.retrieve(
+                handle,
+                point_ids,
+                with_payload=_with_payload(proj) if proj else False,
+                with_vectors=_with_vectors(proj) if proj else False,
             )
-        by_id = {str(r.id): r for r in records}
-        out = []
-        for hit in page:
-            record = by_id.get(str(hit.key))
-            if record is None:  # deleted between the legs and the fetch
-                continue
-            point = stored_point(record.payload, _vectors(record), proj)
-            out.append(scored_point(point, hit.score, hit.leg_scores[0], hit.leg_scores[1]))
-        return out
 
-    def scroll(
-        self,
-        name: str,
-        filter: DocFilter | None = None,
-        limit: int = 256,
-        offset: str | None = None,
-        with_payload: PayloadSelector = True,
-        with_dense: bool = False,
-        with_sparse: SparseSelector = False,
-    ) -> ScrollPage:
-        """One page of the matching documents in point-id order."""
-        current = self._schema(name)
-        if limit < 1:
-            raise InvalidQueryError(f"scroll limit must be at least 1, got {limit}")
-        spec = check_filter(filter, current, name)
-        proj = projection(with_payload, with_dense, with_sparse, current, name)
-        with _engine(name):
-            records, next_offset = self._client.scroll(
-                name,
+    def _scroll(
+        self, handle: str, spec: FilterSpec | None, limit: int, offset: str | None, proj: Projection
+    ) -> tuple[list[models.Record], object]:
+        with _engine(handle):
+            return self._client.scroll(
+                handle,
                 scroll_filter=_filter(spec),
                 limit=limit,
-                offset=check_offset(offset),
+                offset=offset,
                 with_payload=_with_payload(proj),
                 with_vectors=_with_vectors(proj),
             )
-        points = [stored_point(r.payload, _vectors(r), proj) for r in records]
-        return ScrollPage(points, None if next_offset is None else str(next_offset))
 
-    def retrieve(
-        self,
-        name: str,
-        doc_ids: Sequence[str],
-        with_payload: PayloadSelector = True,
-        with_dense: bool = False,
-        with_sparse: SparseSelector = False,
-    ) -> list[StoredPoint]:
-        """The stored documents among ``doc_ids``, in the order asked."""
-        current = self._schema(name)
-        proj = projection(with_payload, with_dense, with_sparse, current, name)
-        wanted: list[models.ExtendedPointId] = [schema.point_id(d) for d in dict.fromkeys(doc_ids)]
-        if not wanted:
-            return []
-        with _engine(name):
-            records = self._client.retrieve(
-                name, wanted, with_payload=_with_payload(proj), with_vectors=_with_vectors(proj)
+    def _scroll_by_sample_key(
+        self, handle: str, spec: FilterSpec, limit: int, start: int | None, proj: Projection
+    ) -> list[models.Record]:
+        order = models.OrderBy(key=schema.SAMPLE_KEY, direction=models.Direction.ASC, start_from=start)
+        with _engine(handle):
+            records, _ = self._client.scroll(
+                handle,
+                scroll_filter=_filter(spec),
+                limit=limit,
+                order_by=order,
+                with_payload=_with_payload(proj),
+                with_vectors=_with_vectors(proj),
             )
-        by_id = {str(r.id): r for r in records}
-        out = []
-        for pid in wanted:
-            record = by_id.get(str(pid))
-            if record is not None:
-                out.append(stored_point(record.payload, _vectors(record), proj))
-        return out
+        return records
 
-    def count(self, name: str, filter: DocFilter | None = None) -> int:
-        """Exact number of matching documents."""
-        current = self._schema(name)
-        spec = check_filter(filter, current, name)
-        with _engine(name):
-            return self._client.count(name, count_filter=_filter(spec), exact=True).count
+    def _count(self, handle: str, spec: FilterSpec | None) -> int:
+        with _engine(handle):
+            return self._client.count(handle, count_filter=_filter(spec), exact=True).count
 
-    def sample(
-        self,
-        name: str,
-        n: int,
-        seed: int,
-        filter: DocFilter | None = None,
-        with_payload: PayloadSelector = True,
-        with_dense: bool = False,
-        with_sparse: SparseSelector = False,
-    ) -> list[StoredPoint]:
-        """Up to ``n`` matching documents, the same for the same seed (see the port)."""
-        current = self._schema(name)
-        if n < 0:
-            raise InvalidQueryError(f"sample size must not be negative, got {n}")
-        if n == 0:
-            return []
-        spec = check_filter(filter, current, name) or FilterSpec()
-        proj = projection(with_payload, with_dense, with_sparse, current, name)
-        start = schema.sample_start(seed)
-        passes = [(spec, start), (replace(spec, sample_key_lt=start), None)]  # the second wraps around
-        records: list[Any] = []
-        for pass_spec, start_from in passes:
-            if len(records) >= n:
-                break
-            with _engine(name):
-                page, _ = self._client.scroll(
-                    name,
-                    scroll_filter=_filter(pass_spec),
-                    limit=n - len(records),
-                    order_by=models.OrderBy(
-                        key=schema.SAMPLE_KEY, direction=models.Direction.ASC, start_from=start_from
-                    ),
-                    with_payload=_with_payload(proj),
-                    with_vectors=_with_vectors(proj),
-                )
-            records.extend(page)
-        return [stored_point(r.payload, _vectors(r), proj) for r in records]
+    def _upsert(self, handle: str, points: Sequence[PointWrite]) -> None:
+        structs = [
+            models.PointStruct(id=p.point_id, vector=_vectors(p.dense, p.sparse), payload=p.payload)
+            for p in points
+        ]
+        with _engine(handle):
+            self._client.upsert(handle, points=structs, wait=True)
+
+    def _update_vectors(self, handle: str, updates: Sequence[VectorUpdate]) -> None:
+        # One batch: the new vectors of every point, then each point's features fields.
+        new_vectors = [models.PointVectors(id=u.point_id, vector=_vectors(None, u.sparse)) for u in updates]
+        operations: list[models.UpdateOperation] = [
+            models.UpdateVectorsOperation(update_vectors=models.UpdateVectors(points=new_vectors))
+        ]
+        for update in updates:
+            set_fields = models.SetPayload(payload=update.fields, points=[update.point_id])
+            operations.append(models.SetPayloadOperation(set_payload=set_fields))
+        with _engine(handle):
+            self._client.batch_update_points(handle, operations, wait=True)
+
+    def _set_payload(self, handle: str, ids: Sequence[str], fields: Mapping[str, Any]) -> None:
+        points: list[Any] = list(ids)  # the client's list type is invariant
+        with _engine(handle):
+            self._client.set_payload(handle, payload=dict(fields), points=points, wait=True)
+
+    def _delete_payload(self, handle: str, ids: Sequence[str], keys: Sequence[str]) -> None:
+        points: list[Any] = list(ids)  # the client's list type is invariant
+        with _engine(handle):
+            self._client.delete_payload(handle, keys=list(keys), points=points, wait=True)
+
+    def _delete_points(self, handle: str, ids: Sequence[str]) -> None:
+        with _engine(handle):
+            self._client.delete(handle, points_selector=models.PointIdsList(points=list(ids)), wait=True)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -1,4 +1,10 @@
-"""featurelens service kit: settings, logging, the gRPC server lifecycle, health and errors."""
+"""featurelens service kit: settings, logging, the gRPC server lifecycle, health, errors, peer
+calls and the allowed-folders check.
+
+The embedded host (``featurelens.kit.embedded``) and its launcher (``featurelens.kit.launcher``)
+are imported by name: they are for tools, not for services, and ``python -m
+featurelens.kit.embedded`` must not find its module imported already.
+"""
 
 from featurelens.kit.errors import (
     AlreadyExistsError,
@@ -14,8 +20,10 @@ from featurelens.kit.errors import (
     status_for,
 )
 from featurelens.kit.logs import configure_logging, redact
+from featurelens.kit.paths import allowed_path
+from featurelens.kit.peers import Peer, peer_channel
 from featurelens.kit.runner import run_service
-from featurelens.kit.server import GrpcServer, Servicer, channel_options, insecure_channel
+from featurelens.kit.server import GrpcServer, Servicer, channel_options
 from featurelens.kit.settings import ServiceSettings, service_config
 
 __all__ = [
@@ -25,15 +33,17 @@ __all__ = [
     "GrpcServer",
     "InvalidArgumentError",
     "NotFoundError",
+    "Peer",
     "PermissionDeniedError",
     "ResourceExhaustedError",
     "ServiceError",
     "ServiceSettings",
     "Servicer",
     "UnavailableError",
+    "allowed_path",
     "channel_options",
     "configure_logging",
-    "insecure_channel",
+    "peer_channel",
     "redact",
     "register_error",
     "run_service",

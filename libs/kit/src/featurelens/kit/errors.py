@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import grpc
 
+from featurelens.steering import InterventionError
+
 
 class ServiceError(Exception):
     """Base of errors a service reports to its caller; the message is shown to them."""
@@ -55,7 +57,22 @@ _STATUS_BY_ERROR: dict[type[BaseException], grpc.StatusCode] = {
     UnavailableError: grpc.StatusCode.UNAVAILABLE,
     ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
+    # Core errors every service meets: a request breaking the steering rule is bad input.
+    InterventionError: grpc.StatusCode.INVALID_ARGUMENT,
 }
+
+
+#: The domain error of each status code, for the other direction (a peer's status → this service's
+#: error); read from the table above so the two directions never disagree.
+_ERROR_BY_STATUS: dict[grpc.StatusCode, type[ServiceError]] = {
+    code: error for error, code in _STATUS_BY_ERROR.items() if issubclass(error, ServiceError)
+}
+_ERROR_BY_STATUS[grpc.StatusCode.OUT_OF_RANGE] = InvalidArgumentError
+
+
+def error_for_status(code: grpc.StatusCode) -> type[ServiceError] | None:
+    """The domain error that stands for ``code`` (OUT_OF_RANGE is bad input); None for the rest."""
+    return _ERROR_BY_STATUS.get(code)
 
 
 def register_error(error: type[BaseException], code: grpc.StatusCode) -> None:

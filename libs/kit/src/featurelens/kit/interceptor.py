@@ -16,10 +16,10 @@ from grpc import aio
 
 from featurelens.kit.context import reset_request_id, set_request_id
 from featurelens.kit.errors import status_for
+from featurelens.wire.metadata import REQUEST_ID_KEY
 
 logger = logging.getLogger("featurelens.kit.requests")
 
-REQUEST_ID_KEY = "x-request-id"
 _QUIET_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 

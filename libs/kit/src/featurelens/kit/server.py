@@ -191,8 +191,3 @@ def channel_options(max_message_bytes: int = 64 * 1024 * 1024) -> list[tuple[str
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
     ]
-
-
-def insecure_channel(target: str, max_message_bytes: int = 64 * 1024 * 1024) -> aio.Channel:
-    """An aio channel to another featurelens service."""
-    return aio.insecure_channel(target, options=channel_options(max_message_bytes))

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from featurelens.client.arrays import to_dense_matrix
 from featurelens.embedding.backends import EmbeddingBackend
 from featurelens.v1 import encoder_pb2
+from featurelens.wire.arrays import to_dense_matrix
 
 
 def embed_response(

@@ -32,11 +32,10 @@ def build_servicer(settings: SaeSettings) -> SaeServicer:
         max_batch=settings.max_batch,
         batch_window_ms=settings.batch_window_ms,
         batch_max_rows=settings.batch_max_rows,
-        max_interventions=settings.max_interventions,
-        max_steer_weight=settings.max_steer_weight,
         train_data_roots=settings.train_data_roots,
         max_num_latents=settings.max_num_latents,
         max_train_epochs=settings.max_train_epochs,
+        max_train_batch_size=settings.max_train_batch_size,
         train_progress_interval_s=settings.train_progress_interval_s,
         inference_threads=settings.inference_threads,
     )

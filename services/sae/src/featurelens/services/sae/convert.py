@@ -13,7 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from featurelens.client.arrays import (
+from featurelens.kit import InvalidArgumentError
+from featurelens.sae import EpochMetrics, StepMetrics
+from featurelens.services.sae.registry import SaeEntry
+from featurelens.v1 import common_pb2, sae_pb2
+from featurelens.wire.arrays import (
     ArrayFormatError,
     from_dense_matrix,
     from_dense_vector,
@@ -21,10 +25,6 @@ from featurelens.client.arrays import (
     to_dense_matrix,
     to_dense_vector,
 )
-from featurelens.kit import InvalidArgumentError
-from featurelens.sae import EpochMetrics, StepMetrics
-from featurelens.services.sae.registry import SaeEntry
-from featurelens.v1 import common_pb2, sae_pb2
 
 FLOAT32 = np.dtype(np.float32)
 

@@ -4,6 +4,8 @@
     <models_dir>/default                                                   the default sae_id, one line
     <models_dir>/.train-*/                                                 runs in progress (never listed)
 
+The folder layout, staging, registration and the marker file are featurelens.sae.ModelsFolder's,
+shared with ``featurelens sae train``; this module decides what is listed, loaded and the default.
 Listing reads only the small JSON files; weights load on first use and stay on the device in an
 LRU of ``max_loaded`` models (the default SAE is never evicted). Loading blocks, so the servicer
 calls ``load`` from a worker thread; everything else is cheap and safe from any thread.
@@ -12,12 +14,7 @@ calls ``load`` from a worker thread; everything else is cheap and safe from any 
 from __future__ import annotations
 
 import logging
-import os
-import re
-import shutil
-import tempfile
 import threading
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,14 +24,11 @@ import torch
 
 from featurelens.kit import FailedPreconditionError, NotFoundError
 from featurelens.sae import CheckpointInfo, SaeCheckpointError, SparseAutoencoder, load_sae, read_checkpoint
-from featurelens.sae.checkpoint import CONFIG_FILE, METRICS_FILE, TRAIN_STATE_FILE
+from featurelens.sae.checkpoint import CONFIG_FILE, METRICS_FILE
+from featurelens.sae.models_folder import ModelsFolder, is_valid_sae_id
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MARKER = "default"
-STAGING_PREFIX = ".train-"
-#: What an sae_id may look like: it names a folder, so no separators, no "..", nothing hidden.
-_SAE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 #: Known ids quoted in a NOT_FOUND message.
 _IDS_IN_MESSAGES = 5
 
@@ -86,6 +80,7 @@ class SaeRegistry:
         if max_loaded < 1:
             raise ValueError(f"max_loaded must be at least 1, got {max_loaded}")
         self.models_dir = Path(models_dir)
+        self.folder = ModelsFolder(self.models_dir)
         self.device = device
         self.dtype = dtype
         self.max_loaded = max_loaded
@@ -122,7 +117,7 @@ class SaeRegistry:
 
     def entry(self, sae_id: str) -> SaeEntry:
         """The entry of one SAE; NotFoundError naming the id and some known ones."""
-        if _SAE_ID.match(sae_id):
+        if is_valid_sae_id(sae_id):
             loaded = self._loaded.get(sae_id)
             if loaded is not None:
                 return loaded.entry
@@ -150,7 +145,7 @@ class SaeRegistry:
         except SaeCheckpointError as error:
             logger.warning("skipping %s: %s", folder, error)
         else:
-            if _SAE_ID.match(info.sae_id):
+            if is_valid_sae_id(info.sae_id):
                 entry = SaeEntry(info, _created_unix(info, folder))
             else:
                 logger.warning("skipping %s: its sae_id %r is not a valid id", folder, info.sae_id)
@@ -177,17 +172,7 @@ class SaeRegistry:
     def set_default(self, sae_id: str) -> None:
         """Mark an SAE as the default by writing the marker file atomically."""
         self.entry(sae_id)
-        self.models_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".default.tmp-", dir=self.models_dir)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(sae_id + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.models_dir / DEFAULT_MARKER)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        self.folder.write_default(sae_id)
         if self.pinned_default and self.pinned_default != sae_id:
             logger.warning(
                 "marked %s as the default SAE, but the default_sae_id setting pins %s, which stays in use",
@@ -199,16 +184,11 @@ class SaeRegistry:
         known = {entry.sae_id for entry in entries}
         if self.pinned_default:
             return self.pinned_default
-        marker = self.models_dir / DEFAULT_MARKER
-        if marker.is_file():
-            try:
-                marked = marker.read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as error:
-                logger.warning("cannot read %s (%s); using the newest SAE as the default", marker, error)
-            else:
-                if marked in known:
-                    return marked
-                logger.warning("%s names %r, which is not registered; using the newest SAE", marker, marked)
+        marked = self.folder.read_default()
+        if marked is not None:
+            if marked in known:
+                return marked
+            logger.warning("the default marker names %r, which is not registered; using the newest", marked)
         return entries[0].sae_id if entries else None
 
     # -- loading ------------------------------------------------------------------------------
@@ -262,17 +242,12 @@ class SaeRegistry:
     # -- registration -------------------------------------------------------------------------
 
     def staging_dir(self) -> Path:
-        """A fresh folder under models_dir for a training run to write its checkpoint into."""
-        self.models_dir.mkdir(parents=True, exist_ok=True)
-        return self.models_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
+        """A fresh path under models_dir for a training run to write its checkpoint into."""
+        return self.folder.staging_dir()
 
     def remove_stale_staging(self) -> None:
-        """Delete the staging folders of runs that a previous process left behind."""
-        if not self.models_dir.is_dir():
-            return
-        for folder in self.models_dir.glob(f"{STAGING_PREFIX}*"):
-            logger.warning("removing %s, left behind by an interrupted training run", folder)
-            shutil.rmtree(folder, ignore_errors=True)
+        """Clean up what interrupted runs (of any process) left in models_dir."""
+        self.folder.remove_stale()
 
     def register(self, checkpoint_dir: Path, *, make_default: bool = False) -> SaeEntry:
         """Move a finished checkpoint to ``<models_dir>/<sae_id>/`` and list it.
@@ -280,23 +255,9 @@ class SaeRegistry:
         The same sae_id means the same config, recipe and data, so a re-trained SAE replaces the
         one there (and a loaded copy of it is dropped). The optimiser state is not kept.
         """
-        info = read_checkpoint(checkpoint_dir)
-        if not _SAE_ID.match(info.sae_id):
-            raise SaeCheckpointError(f"{checkpoint_dir} holds an invalid sae_id {info.sae_id!r}")
-        (Path(checkpoint_dir) / TRAIN_STATE_FILE).unlink(missing_ok=True)
-        target = self.models_dir / info.sae_id
-        if Path(checkpoint_dir).resolve() != target.resolve():
-            self.models_dir.mkdir(parents=True, exist_ok=True)
-            old = None
-            if target.exists():
-                old = self.models_dir / f".{info.sae_id}.old-{uuid.uuid4().hex[:8]}"
-                os.rename(target, old)
-            os.rename(checkpoint_dir, target)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+        info = self.folder.register(checkpoint_dir)
         with self._lock:
             self._loaded.pop(info.sae_id, None)
-        logger.info("registered SAE %s at %s", info.sae_id, target)
         if make_default:
             self.set_default(info.sae_id)
         else:

@@ -1,4 +1,5 @@
-"""The SaeService: validates requests, runs the SAE library, converts the answers.
+"""The SaeService: validates requests (``validation.py``), runs the SAE library, converts the answers
+(``convert.py``).
 
 Inference (encode, decode, steer, directions) runs on one worker thread, so the event loop stays
 free and concurrent passes never fight over the cores; Encode calls are micro-batched per SAE
@@ -9,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import shutil
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -23,31 +22,28 @@ import torch
 from grpc import aio
 from typing_extensions import override
 
-from featurelens.embedding.store import MANIFEST_FILE, EmbeddingStore, EmbeddingStoreError
 from featurelens.kit import (
     FailedPreconditionError,
     InvalidArgumentError,
-    NotFoundError,
-    PermissionDeniedError,
     ResourceExhaustedError,
     UnavailableError,
 )
+from featurelens.kit.paths import allowed_path
 from featurelens.sae import (
     EpochMetrics,
     SaeCheckpointError,
-    SaeConfig,
     SaeConfigError,
     SparseAutoencoder,
     StepMetrics,
-    TrainConfig,
     TrainResult,
     steer_additive,
     steer_clamp,
 )
-from featurelens.services.sae import convert
+from featurelens.services.sae import convert, validation
 from featurelens.services.sae.batcher import EncodeBatcher
 from featurelens.services.sae.registry import LoadedSae, SaeEntry, SaeRegistry
 from featurelens.services.sae.training import TrainingJob
+from featurelens.steering import SteerPlan
 from featurelens.v1 import common_pb2, sae_pb2, sae_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -56,22 +52,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 SERVICE_NAME = sae_pb2.DESCRIPTOR.services_by_name["SaeService"].full_name
-
-#: TrainRequest fields whose 0 means "the default" (see sae.proto).
-DEFAULT_BATCH_SIZE = 1024
-DEFAULT_LEARNING_RATE = 1e-4
-DEFAULT_VAL_FRACTION = 0.1
-MAX_TRAIN_BATCH_SIZE = 1 << 16
-
-
-@dataclass(frozen=True)
-class SteerPlan:
-    """Validated interventions, split by mode; clamps are applied first, then additive shifts."""
-
-    clamp_features: list[int]
-    clamp_values: list[float]
-    add_features: list[int]
-    add_weights: list[float]
 
 
 class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
@@ -91,11 +71,10 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
         max_batch: int = 4096,
         batch_window_ms: float = 1.0,
         batch_max_rows: int = 1024,
-        max_interventions: int = 64,
-        max_steer_weight: float = 100.0,
         train_data_roots: Sequence[Path] = (),
         max_num_latents: int = 1_000_000,
         max_train_epochs: int = 1000,
+        max_train_batch_size: int = 65_536,
         train_progress_interval_s: float = 0.5,
         inference_threads: int = 1,
     ) -> None:
@@ -103,11 +82,12 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
         self.max_batch = max_batch
         self.batch_window_s = batch_window_ms / 1000.0
         self.batch_max_rows = batch_max_rows
-        self.max_interventions = max_interventions
-        self.max_steer_weight = max_steer_weight
         self.train_data_roots = [Path(root) for root in train_data_roots]
-        self.max_num_latents = max_num_latents
-        self.max_train_epochs = max_train_epochs
+        self.train_limits = validation.TrainLimits(
+            max_num_latents=max_num_latents,
+            max_train_epochs=max_train_epochs,
+            max_train_batch_size=max_train_batch_size,
+        )
         self.train_progress_interval_s = train_progress_interval_s
         # One inference thread, running torch on ``inference_threads`` threads (0: torch's default,
         # one per core). Serving passes are small: on shared or CPU-limited cores a 2-row encode
@@ -172,10 +152,10 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
         self, request: sae_pb2.EncodeRequest, context: aio.ServicerContext
     ) -> sae_pb2.EncodeResponse:
         self._require_started()
-        self._check_count(request.vectors.count, "vectors")
+        validation.check_count(request.vectors.count, "vectors", self.max_batch)
         rows = convert.dense_rows(request.vectors)
         loaded = await self.sae(request.sae_id)
-        self._check_dim(rows.shape[1], loaded, "vectors have")
+        validation.check_dim(rows.shape[1], loaded, "vectors have")
         values, indices = await self.batcher(loaded).encode(rows)
         return convert.encode_response(loaded.sae_id, values, indices)
 
@@ -186,7 +166,7 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
         self._require_started()
         if not request.rows:
             raise InvalidArgumentError("rows is empty; send at least one sparse row")
-        self._check_count(len(request.rows), "rows")
+        validation.check_count(len(request.rows), "rows", self.max_batch)
         loaded = await self.sae(request.sae_id)
         indices, values = convert.sparse_rows(request.rows, loaded.sae.num_latents, loaded.sae_id)
         vectors = await self._infer(_decode, loaded.sae, indices, values)
@@ -199,8 +179,8 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
         self._require_started()
         vector = convert.dense_vector(request.vector)
         loaded = await self.sae(request.sae_id)
-        self._check_dim(vector.shape[0], loaded, "the vector has")
-        plan = self._steer_plan(request.interventions, loaded)
+        validation.check_dim(vector.shape[0], loaded, "the vector has")
+        plan = validation.steer_plan(request.interventions, loaded)
         steered, before, after = await self._infer(_steer, loaded.sae, vector, plan)
         return convert.steer_response(loaded.sae_id, steered, _cosine(vector, steered), before, after)
 
@@ -211,11 +191,11 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
         self._require_started()
         if not request.features:
             raise InvalidArgumentError("features is empty; name at least one latent")
-        self._check_count(len(request.features), "features")
+        validation.check_count(len(request.features), "features", self.max_batch)
         loaded = await self.sae(request.sae_id)
         features = list(request.features)
         for feature in features:
-            self._check_feature(feature, loaded)
+            validation.check_feature(feature, loaded)
         directions = await self._infer(_directions, loaded.sae, features)
         return convert.directions_response(loaded.sae_id, directions)
 
@@ -225,8 +205,10 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
     ) -> AsyncIterator[sae_pb2.TrainResponse]:
         self._require_started()
         store_path = self._train_store_path(request.embeddings_path)
-        store = await asyncio.to_thread(_open_store, store_path, request.embeddings_path)
-        sae_cfg, train_cfg = self._train_configs(request, store)
+        store = await asyncio.to_thread(validation.open_train_store, store_path, request.embeddings_path)
+        sae_cfg, train_cfg = validation.train_configs(
+            request, store, limits=self.train_limits, device=self.registry.device
+        )
         if self.training is not None and self.training.running:
             raise FailedPreconditionError(
                 "a training run is already in progress on this server; wait for it to end (one at a time)"
@@ -387,181 +369,16 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
         if not self._started:
             raise UnavailableError("the sae service is still loading its default SAE; retry shortly")
 
-    def _check_count(self, count: int, field: str) -> None:
-        if count > self.max_batch:
-            raise ResourceExhaustedError(
-                f"{count:,} {field} in one call; the limit is {self.max_batch:,} (split the batch)"
-            )
-
-    @staticmethod
-    def _check_dim(dim: int, loaded: LoadedSae, what: str) -> None:
-        if dim != loaded.sae.d_in:
-            raise InvalidArgumentError(f"{what} dim {dim} but SAE {loaded.sae_id} expects {loaded.sae.d_in}")
-
-    @staticmethod
-    def _check_feature(feature: int, loaded: LoadedSae) -> None:
-        if feature >= loaded.sae.num_latents:
-            raise InvalidArgumentError(
-                f"feature {feature} is out of range; SAE {loaded.sae_id} has {loaded.sae.num_latents} latents"
-            )
-
-    def _steer_plan(self, interventions: Sequence[common_pb2.Intervention], loaded: LoadedSae) -> SteerPlan:
-        if len(interventions) > self.max_interventions:
-            raise InvalidArgumentError(
-                f"{len(interventions)} interventions in one call; the limit is {self.max_interventions}"
-            )
-        plan = SteerPlan([], [], [], [])
-        seen: set[int] = set()
-        limit = self.max_steer_weight
-        for number, intervention in enumerate(interventions):
-            where = f"interventions[{number}]"
-            target = intervention.WhichOneof("target")
-            if target == "family_id":
-                raise InvalidArgumentError(
-                    f"{where} targets family {intervention.family_id!r}; the sae service steers features "
-                    "only: resolve families through the search service"
-                )
-            if target != "feature":
-                raise InvalidArgumentError(f"{where} names no feature; set its feature field")
-            feature = intervention.feature
-            self._check_feature(feature, loaded)
-            if feature in seen:
-                raise InvalidArgumentError(
-                    f"{where}: feature {feature} appears more than once; steer it once"
-                )
-            seen.add(feature)
-            weight = float(intervention.weight)
-            if not math.isfinite(weight):
-                raise InvalidArgumentError(f"{where}: the weight of feature {feature} is not a finite number")
-            mode = intervention.mode
-            if mode in (common_pb2.STEER_MODE_UNSPECIFIED, common_pb2.STEER_MODE_ADDITIVE):
-                if abs(weight) > limit:
-                    raise InvalidArgumentError(
-                        f"{where}: additive weight {weight:g} on feature {feature} is beyond ±{limit:g}"
-                    )
-                plan.add_features.append(feature)
-                plan.add_weights.append(weight)
-            elif mode == common_pb2.STEER_MODE_CLAMP:
-                if weight < 0:
-                    raise InvalidArgumentError(
-                        f"{where}: clamp value {weight:g} on feature {feature} is negative; "
-                        "latent activations are ≥ 0 (use an additive weight to push a feature down)"
-                    )
-                if weight > limit:
-                    raise InvalidArgumentError(
-                        f"{where}: clamp value {weight:g} on feature {feature} is above {limit:g}"
-                    )
-                plan.clamp_features.append(feature)
-                plan.clamp_values.append(weight)
-            else:
-                raise InvalidArgumentError(f"{where}: unknown steer mode {mode}")
-        return plan
-
     # -- training requests --------------------------------------------------------------------
 
     def _train_store_path(self, requested: str) -> Path:
-        """The embedding store a Train request names, only if it lies inside a train data root.
-
-        Symlinks and ".." are resolved before the check, so no path can escape the roots; a
-        relative path is looked up under each root in turn.
-        """
-        if not self.train_data_roots:
-            raise PermissionDeniedError(
-                "Train is disabled on this server: it reads embedding stores only from the folders "
-                "listed in FEATURELENS_SAE_TRAIN_DATA_ROOTS, and none are set"
-            )
-        if not requested.strip():
-            raise InvalidArgumentError(
-                "embeddings_path is empty; name an embedding store folder on the server"
-            )
-        if "\x00" in requested:
-            raise InvalidArgumentError("embeddings_path contains a NUL character")
-        roots = [root.resolve() for root in self.train_data_roots]
-        path = Path(requested).expanduser() if requested.startswith("~") else Path(requested)
-        candidates = [path] if path.is_absolute() else [root / path for root in roots]
-        allowed: list[Path] = []
-        for candidate in candidates:
-            resolved = candidate.resolve()
-            if any(resolved.is_relative_to(root) for root in roots):
-                allowed.append(resolved)
-        if not allowed:
-            raise PermissionDeniedError(
-                f"embeddings_path {requested!r} is outside the folders this server may train from "
-                "(FEATURELENS_SAE_TRAIN_DATA_ROOTS)"
-            )
-        for resolved in allowed:
-            if resolved.exists():
-                return resolved
-        raise NotFoundError(f"no embedding store at {requested!r}")
-
-    def _train_configs(
-        self, request: sae_pb2.TrainRequest, store: EmbeddingStore
-    ) -> tuple[SaeConfig, TrainConfig]:
-        cfg = request.config
-        d_in = cfg.d_in or store.dim
-        if d_in != store.dim:
-            raise InvalidArgumentError(
-                f"config.d_in is {d_in} but the store {request.embeddings_path!r} holds vectors "
-                f"of dim {store.dim}"
-            )
-        if cfg.num_latents == 0:
-            raise InvalidArgumentError("config.num_latents is 0; set the number of latents (e.g. 16 × d_in)")
-        if cfg.num_latents > self.max_num_latents:
-            raise InvalidArgumentError(
-                f"config.num_latents {cfg.num_latents:,} is above this server's limit of "
-                f"{self.max_num_latents:,}"
-            )
-        if cfg.k == 0:
-            raise InvalidArgumentError("config.k is 0; top-k needs k of at least 1")
-        if cfg.k > cfg.num_latents:
-            raise InvalidArgumentError(
-                f"config.k ({cfg.k}) is larger than config.num_latents ({cfg.num_latents}); k latents of "
-                "num_latents are kept"
-            )
-        batch_size = request.batch_size or DEFAULT_BATCH_SIZE
-        if batch_size > MAX_TRAIN_BATCH_SIZE:
-            raise InvalidArgumentError(
-                f"batch_size {batch_size:,} is above the limit of {MAX_TRAIN_BATCH_SIZE:,}"
-            )
-        epochs = request.epochs or 1
-        if epochs > self.max_train_epochs:
-            raise InvalidArgumentError(
-                f"epochs {epochs} is above this server's limit of {self.max_train_epochs}"
-            )
-        val_fraction = request.val_fraction or DEFAULT_VAL_FRACTION
-        if not 0 <= val_fraction < 0.5:
-            raise InvalidArgumentError(f"val_fraction must be in [0, 0.5), got {val_fraction:g}")
-        learning_rate = request.learning_rate or DEFAULT_LEARNING_RATE
-        if not (math.isfinite(learning_rate) and learning_rate > 0):
-            raise InvalidArgumentError(
-                f"learning_rate must be a positive finite number, got {learning_rate:g}"
-            )
-        if len(store) == 0:
-            raise InvalidArgumentError(f"the embedding store {request.embeddings_path!r} holds no rows yet")
-        try:
-            sae_cfg = SaeConfig(
-                d_in=d_in,
-                num_latents=cfg.num_latents,
-                k=cfg.k,
-                k_aux=cfg.k_aux,
-                auxk_coef=float(cfg.auxk_coef) if cfg.auxk_coef else SaeConfig.auxk_coef,
-                dead_steps_threshold=cfg.dead_steps_threshold,
-                multik_coef=float(cfg.multik_coef),
-                multik_k=cfg.multik_k,
-            ).validate()
-            train_cfg = TrainConfig(
-                batch_size=batch_size,
-                lr=float(learning_rate),
-                epochs=epochs,
-                max_steps=request.max_steps or None,
-                seed=request.seed,
-                # float32 → float64 turns 0.1 into 0.10000000149; round so ids match a notebook's 0.1.
-                val_fraction=round(float(val_fraction), 6),
-                device=self.registry.device,
-            ).validate()
-        except SaeConfigError as error:
-            raise InvalidArgumentError(str(error)) from None
-        return sae_cfg, train_cfg
+        """The embedding store a Train request names, only if it lies inside a train data root."""
+        return allowed_path(
+            requested,
+            self.train_data_roots,
+            field="embeddings_path",
+            setting="FEATURELENS_SAE_TRAIN_DATA_ROOTS",
+        )
 
 
 # -- inference (on the worker thread) ---------------------------------------------------------
@@ -616,18 +433,6 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     if norms == 0.0:
         return 1.0 if np.array_equal(a64, b64) else 0.0
     return float(np.dot(a64, b64) / norms)
-
-
-def _open_store(path: Path, requested: str) -> EmbeddingStore:
-    if not path.is_dir() or not (path / MANIFEST_FILE).is_file():
-        raise InvalidArgumentError(
-            f"{requested!r} is not an embedding store (a folder with {MANIFEST_FILE}); "
-            "write one with `featurelens embed`"
-        )
-    try:
-        return EmbeddingStore.open(path, read_only=True)
-    except EmbeddingStoreError as error:
-        raise InvalidArgumentError(f"the embedding store {requested!r} cannot be read: {error}") from None
 
 
 def _training_result(job: TrainingJob) -> TrainResult:

@@ -59,11 +59,6 @@ class SaeSettings(ServiceSettings):
         1, ge=0, description="Torch threads of the inference thread; 0 = torch's default (one per core)."
     )
 
-    max_interventions: int = Field(64, ge=1, description="Most interventions in one Steer call.")
-    max_steer_weight: float = Field(
-        100.0, gt=0, description="Largest absolute additive weight or clamp value a Steer call may use."
-    )
-
     train_data_roots: list[Path] = Field(
         default_factory=list,
         description="Folders the Train RPC may read embedding stores from, as a JSON list; "
@@ -71,6 +66,9 @@ class SaeSettings(ServiceSettings):
     )
     max_num_latents: int = Field(1_000_000, ge=1, description="Largest num_latents a Train call may ask for.")
     max_train_epochs: int = Field(1000, ge=1, description="Most epochs a Train call may ask for.")
+    max_train_batch_size: int = Field(
+        65_536, ge=2, description="Largest batch_size (rows per step) a Train call may ask for."
+    )
     train_progress_interval_s: float = Field(
         0.5, gt=0, description="Seconds between Train progress messages (epoch ends are always sent)."
     )

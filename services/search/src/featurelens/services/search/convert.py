@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from featurelens.client.arrays import ArrayFormatError, from_sparse_vector, to_sparse_vector
 from featurelens.corpus import Record
 from featurelens.kit import InvalidArgumentError
 from featurelens.services.search.corpora import Corpus
@@ -13,6 +12,7 @@ from featurelens.services.search.explain import Contribution
 from featurelens.store import ScoredPoint, SparseVec
 from featurelens.store import schema as fields
 from featurelens.v1 import common_pb2, search_pb2
+from featurelens.wire.arrays import ArrayFormatError, from_sparse_vector, to_sparse_vector
 
 #: Payload fields a hit carries; the text only when asked for.
 HIT_FIELDS: tuple[str, ...] = (fields.TITLE, fields.CATEGORIES, fields.DATE)

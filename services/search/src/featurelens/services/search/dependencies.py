@@ -1,53 +1,29 @@
-"""Calls to the encoder and sae services: deadlines on every call, failures as service errors.
+"""Calls to the encoder and sae services, typed for the search service.
 
-A dependency that cannot be reached becomes UNAVAILABLE naming it and its address; one that
-does not answer in time, DEADLINE_EXCEEDED; what it refuses keeps its code, with its sentence.
+Each is a kit ``Peer``: a deadline on every call, the request id passed on, and failures as
+service errors that name the service and its address.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
-import grpc
 import numpy as np
 import numpy.typing as npt
-from grpc import aio
 
-from featurelens.client.arrays import (
+from featurelens.kit import UnavailableError
+from featurelens.kit.peers import Peer
+from featurelens.services.search import convert
+from featurelens.store import SparseVec
+from featurelens.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc, sae_pb2, sae_pb2_grpc
+from featurelens.wire.arrays import (
     ArrayFormatError,
     from_dense_matrix,
     from_dense_vector,
     to_dense_matrix,
     to_dense_vector,
 )
-from featurelens.kit import (
-    DeadlineExceededError,
-    FailedPreconditionError,
-    InvalidArgumentError,
-    NotFoundError,
-    ResourceExhaustedError,
-    ServiceError,
-    UnavailableError,
-    insecure_channel,
-)
-from featurelens.services.search import convert
-from featurelens.store import SparseVec
-from featurelens.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc, sae_pb2, sae_pb2_grpc
-
-logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-_KEEPS_CODE: dict[grpc.StatusCode, type[ServiceError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
-    grpc.StatusCode.NOT_FOUND: NotFoundError,
-    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
-    grpc.StatusCode.OUT_OF_RANGE: InvalidArgumentError,
-}
 
 
 @dataclass(frozen=True)
@@ -80,55 +56,10 @@ class Steered:
     latents_after: SparseVec
 
 
-class Dependency:
-    """One service the search service calls: its name, address, channel and deadline."""
-
-    def __init__(self, name: str, address: str, timeout_s: float) -> None:
-        self.name = name
-        self.address = address
-        self.timeout_s = timeout_s
-        self._channel: aio.Channel | None = None
-
-    @property
-    def channel(self) -> aio.Channel:
-        # Opened on first use, inside the running loop (an aio channel binds to its loop).
-        if self._channel is None:
-            self._channel = insecure_channel(self.address)
-        return self._channel
-
-    async def call(self, call: Awaitable[T]) -> T:
-        """Await a stub call; a failed status becomes the service error that says what happened."""
-        try:
-            return await call
-        except aio.AioRpcError as error:
-            raise self._error(error) from None
-
-    def _error(self, error: aio.AioRpcError) -> ServiceError:
-        code = error.code()
-        details = error.details() or code.name
-        where = f"the {self.name} service at {self.address}"
-        if code == grpc.StatusCode.UNAVAILABLE:
-            logger.warning("%s is unavailable: %s", where, details)
-            return UnavailableError(f"{where} is unavailable ({details})")
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return DeadlineExceededError(f"{where} did not answer within {self.timeout_s:g} s")
-        kept = _KEEPS_CODE.get(code)
-        if kept is not None:
-            return kept(f"the {self.name} service refused the call: {details}")
-        # INTERNAL, UNIMPLEMENTED, CANCELLED ...: the dependency cannot do its part right now.
-        logger.warning("%s failed with %s: %s", where, code.name, details)
-        return UnavailableError(f"{where} failed ({code.name}: {details})")
-
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close(None)
-            self._channel = None
-
-
 class Dependencies:
     """The encoder and sae services, called through the generated stubs."""
 
-    def __init__(self, encoder: Dependency, sae: Dependency) -> None:
+    def __init__(self, encoder: Peer, sae: Peer) -> None:
         self.encoder = encoder
         self.sae = sae
 
@@ -137,8 +68,8 @@ class Dependencies:
         cls, encoder_address: str, sae_address: str, encoder_timeout_s: float, sae_timeout_s: float
     ) -> Dependencies:
         return cls(
-            Dependency("encoder", encoder_address, encoder_timeout_s),
-            Dependency("sae", sae_address, sae_timeout_s),
+            Peer("encoder", encoder_address, encoder_timeout_s),
+            Peer("sae", sae_address, sae_timeout_s),
         )
 
     async def embed(self, texts: Sequence[str], model: str = "") -> Embedded:

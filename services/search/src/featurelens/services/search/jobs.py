@@ -1,8 +1,8 @@
 """The checked settings of an indexing job (from its IndexSetup), and which server files it may read.
 
-A job may only read files under the configured corpus roots: a path that resolves (symbolic
-links followed) outside every root is refused, so a caller cannot make the server read
-arbitrary files.
+A job may only read files under the configured corpus roots, by the rules of
+``featurelens.kit.paths``: a path that resolves (symbolic links followed) outside every root is
+PERMISSION_DENIED, so a caller cannot make the server read arbitrary files.
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from featurelens.kit import InvalidArgumentError
+from featurelens.kit.paths import allowed_path
 from featurelens.services.search.validation import corpus_name
 from featurelens.v1 import search_pb2
 
+#: The setting that lists the folders corpus_path and embeddings_path may name.
+ROOTS_SETTING = "FEATURELENS_SEARCH_CORPUS_ROOTS"
 #: Most documents in one batch (the encoder's default limit of texts per call).
 MAX_BATCH_SIZE = 2048
 
@@ -34,28 +37,8 @@ class IndexJob:
     sparse_only: bool
 
 
-def server_path(value: str, roots: Sequence[Path], what: str) -> Path:
-    """``value`` as a path under one of ``roots`` (relative paths: under the first root)."""
-    if not roots:
-        raise InvalidArgumentError(
-            f"{what} names a server file, but this server reads none (FEATURELENS_SEARCH_CORPUS_ROOTS "
-            "is empty); stream the documents instead"
-        )
-    candidate = Path(value)
-    if not candidate.is_absolute():
-        candidate = roots[0] / candidate
-    resolved = candidate.resolve()
-    for root in roots:
-        if resolved.is_relative_to(root.resolve()):
-            if not resolved.exists():
-                raise InvalidArgumentError(f"{what} {value!r} does not exist on the server")
-            return resolved
-    allowed = ", ".join(str(root) for root in roots)
-    raise InvalidArgumentError(f"{what} {value!r} is outside the folders this server may read ({allowed})")
-
-
 def check_setup(setup: search_pb2.IndexSetup, roots: Sequence[Path], default_batch_size: int) -> IndexJob:
-    """An IndexJob, or InvalidArgumentError naming what is wrong with the setup."""
+    """An IndexJob, or the service error that says what is wrong with the setup."""
     corpus = corpus_name(setup.corpus)
     if setup.batch_size > MAX_BATCH_SIZE:
         raise InvalidArgumentError(f"batch_size is {setup.batch_size}; the limit is {MAX_BATCH_SIZE}")
@@ -72,11 +55,14 @@ def check_setup(setup: search_pb2.IndexSetup, roots: Sequence[Path], default_bat
         corpus=corpus,
         embedding_model=setup.embedding_model,
         sae_ids=tuple(dict.fromkeys(setup.sae_ids)),
-        corpus_path=server_path(setup.corpus_path, roots, "corpus_path") if setup.corpus_path else None,
-        embeddings_path=(
-            server_path(setup.embeddings_path, roots, "embeddings_path") if setup.embeddings_path else None
-        ),
+        corpus_path=_server_file(setup.corpus_path, roots, "corpus_path"),
+        embeddings_path=_server_file(setup.embeddings_path, roots, "embeddings_path"),
         batch_size=setup.batch_size or default_batch_size,
         limit=setup.limit,
         sparse_only=setup.sparse_only,
     )
+
+
+def _server_file(value: str, roots: Sequence[Path], field: str) -> Path | None:
+    """The server file a setup field names (None when it names none), inside the corpus roots."""
+    return allowed_path(value, roots, field=field, setting=ROOTS_SETTING) if value else None

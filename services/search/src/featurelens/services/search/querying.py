@@ -4,7 +4,9 @@ Dense mode searches the embedding; sparse mode the query's SAE latents; hybrid f
 A steered query searches the steered vector (dense leg) and its re-encoded latents (sparse
 leg). An intervention list that changes nothing (none, or only additive weights of 0) is not
 sent to the sae service at all, so its ranking is the unsteered ranking exactly. Family targets
-are expanded to their member features first (by a ``FamilyExpander``).
+are expanded to their member features first (by a ``FamilyExpander``), and the expanded list is
+checked by the rule every service shares (``featurelens.steering``), so sae never refuses what
+search sends it with a position the user never sent.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from featurelens.kit import FailedPreconditionError, InvalidArgumentError
+from featurelens.kit.interventions import interventions_to_proto
 from featurelens.services.search import convert
 from featurelens.services.search.corpora import Corpora, Corpus
 from featurelens.services.search.dependencies import Dependencies
@@ -24,8 +27,9 @@ from featurelens.services.search.explain import LabelLookup, explain
 from featurelens.services.search.families import FamilyExpander
 from featurelens.services.search.saes import resolve_sae
 from featurelens.services.search.validation import SearchQuery
+from featurelens.steering import FamilyIntervention, SteerPlan, check_interventions, expand_families
 from featurelens.store import DocFilter, FeatureRef, QueryRequest, ScoredPoint, SearchMode, SparseVec
-from featurelens.v1 import common_pb2, search_pb2
+from featurelens.v1 import search_pb2
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,13 +56,14 @@ class Searcher:
         if query.sae_id and query.sae_id not in corpus.sae_ids:
             corpus = await self.corpora.get(query.corpus)  # the SAE may have been added since
         sae_id = await resolve_sae(corpus, query.sae_id, self.dependencies) if query.needs_sae else ""
-        interventions = await self._expand(query.interventions, sae_id)
-        self._check_features(query, corpus, sae_id, interventions)
+        self._check_features(query, corpus, sae_id)
+        plan = await self._steer_plan(query, corpus, sae_id)
         vector = await self._query_vector(query, corpus)
         needs_latents = query.mode is not SearchMode.DENSE or query.explain
         response = search_pb2.SearchResponse(sae_id=sae_id)
-        steering = changes_query(interventions)
+        steering = plan.changes_vector
         if steering:
+            interventions = interventions_to_proto(plan.interventions)
             steered = await self.dependencies.steer(sae_id, vector, interventions)
             before = QueryVectors(vector, steered.latents_before)
             after = QueryVectors(_unit(steered.vector), steered.latents_after)
@@ -95,29 +100,23 @@ class Searcher:
                     response.dropped.append(convert.hit(point, 0, rank))
         return response
 
-    async def _expand(
-        self, items: Sequence[common_pb2.Intervention], sae_id: str
-    ) -> list[common_pb2.Intervention]:
-        """The interventions with each family target replaced by its member features."""
-        expanded = []
-        for item in items:
-            if item.WhichOneof("target") != "family_id":
-                expanded.append(item)
-                continue
-            for feature in await self.families.features(sae_id, item.family_id):
-                expanded.append(common_pb2.Intervention(feature=feature, weight=item.weight, mode=item.mode))
-        return expanded
+    async def _steer_plan(self, query: SearchQuery, corpus: Corpus, sae_id: str) -> SteerPlan:
+        """The interventions with each family replaced by its member features, checked as a whole."""
+        requested = query.interventions
+        if not requested:
+            return SteerPlan(())
+        families = [item.family_id for item in requested if isinstance(item, FamilyIntervention)]
+        family_ids = list(dict.fromkeys(families))
+        found = await asyncio.gather(*(self.families.features(sae_id, family) for family in family_ids))
+        expanded = expand_families(requested, dict(zip(family_ids, found, strict=True)))
+        return check_interventions(expanded, num_latents=corpus.require_sae(sae_id) or None, sae_id=sae_id)
 
     @staticmethod
-    def _check_features(
-        query: SearchQuery, corpus: Corpus, sae_id: str, interventions: Sequence[common_pb2.Intervention]
-    ) -> None:
+    def _check_features(query: SearchQuery, corpus: Corpus, sae_id: str) -> None:
         for feature in query.must_fire:
             corpus.check_feature(sae_id, feature, "filter feature")
         for feature in query.must_not_fire:
             corpus.check_feature(sae_id, feature, "filter feature")
-        for position, item in enumerate(interventions):
-            corpus.check_feature(sae_id, item.feature, f"intervention {position}: feature")
 
     async def _query_vector(self, query: SearchQuery, corpus: Corpus) -> npt.NDArray[np.float32]:
         if query.text is not None:
@@ -179,11 +178,6 @@ class Searcher:
         features = sorted({item.feature for items in shared for item in items})
         labels = await self.labels.labels(sae_id, features) if features else {}
         return [convert.contributions(items, labels) for items in shared]
-
-
-def changes_query(interventions: Sequence[common_pb2.Intervention]) -> bool:
-    """Whether interventions change a query: additive with weight 0 does not; any clamp does."""
-    return any(item.mode == common_pb2.STEER_MODE_CLAMP or item.weight != 0.0 for item in interventions)
 
 
 def _unit(vector: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

@@ -59,12 +59,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         self.settings = settings
         self.labels = labels or NoLabels()
         self.families = families or NoFamilies()
-        self.limits = validation.Limits(
-            max_top_k=settings.max_top_k,
-            max_offset=settings.max_offset,
-            max_interventions=settings.max_interventions,
-            max_steer_weight=settings.max_steer_weight,
-        )
+        self.limits = validation.Limits(max_top_k=settings.max_top_k, max_offset=settings.max_offset)
         self._corpora: Corpora | None = None
 
     # -- lifecycle (the kit's Servicer protocol) --------------------------------------------

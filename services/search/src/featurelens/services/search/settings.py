@@ -58,7 +58,3 @@ class SearchSettings(ServiceSettings):
     )
     max_top_k: int = Field(1000, ge=1, le=10_000, description="Most hits one search may ask for.")
     max_offset: int = Field(10_000, ge=0, description="Deepest page offset one search may ask for.")
-    max_interventions: int = Field(32, ge=1, description="Most steering interventions in one search.")
-    max_steer_weight: float = Field(
-        10.0, gt=0, description="Largest absolute intervention weight (the query is unit-norm)."
-    )

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from featurelens.client.arrays import ArrayFormatError, from_dense_vector
 from featurelens.corpus import Record
 from featurelens.kit import InvalidArgumentError
+from featurelens.kit.interventions import interventions_from_proto
+from featurelens.steering import RequestedIntervention
 from featurelens.store import FusionMethod, InvalidQueryError, SearchMode
 from featurelens.store import schema as store_schema
 from featurelens.v1 import common_pb2, search_pb2
+from featurelens.wire.arrays import ArrayFormatError, from_dense_vector
 
 DEFAULT_TOP_K = 10
 MAX_DOC_ID_CHARS = 512
@@ -33,21 +35,15 @@ _FUSIONS = {
     search_pb2.FUSION_RRF: FusionMethod.RRF,
     search_pb2.FUSION_DBSF: FusionMethod.DBSF,
 }
-_STEER_MODES = (
-    common_pb2.STEER_MODE_UNSPECIFIED,
-    common_pb2.STEER_MODE_ADDITIVE,
-    common_pb2.STEER_MODE_CLAMP,
-)
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on requests, from the settings."""
+    """Bounds on requests, from the settings (intervention limits are the same for every
+    service: ``featurelens.steering``)."""
 
     max_top_k: int = 1000
     max_offset: int = 10_000
-    max_interventions: int = 32
-    max_steer_weight: float = 10.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,7 +66,8 @@ class SearchQuery:
     top_k: int
     offset: int
     explain: bool
-    interventions: tuple[common_pb2.Intervention, ...]
+    #: As the request named them; families are expanded (and everything checked) in ``querying``.
+    interventions: tuple[RequestedIntervention, ...]
     with_rank_changes: bool
     with_text: bool
 
@@ -137,35 +134,6 @@ def _weight(value: float, what: str) -> float:
     return value or 1.0
 
 
-def interventions(
-    items: list[common_pb2.Intervention], limits: Limits
-) -> tuple[common_pb2.Intervention, ...]:
-    """Checked interventions (family targets are expanded to features later, in ``querying``)."""
-    if len(items) > limits.max_interventions:
-        raise InvalidArgumentError(f"{len(items)} interventions; the limit is {limits.max_interventions}")
-    for position, item in enumerate(items):
-        target = item.WhichOneof("target")
-        if target is None or (target == "family_id" and not item.family_id):
-            raise InvalidArgumentError(f"intervention {position} names no feature or family; set one")
-        if item.mode not in _STEER_MODES:
-            raise InvalidArgumentError(
-                f"intervention {position} has mode {item.mode}, which is not a steer mode; use "
-                "STEER_MODE_ADDITIVE or STEER_MODE_CLAMP"
-            )
-        if not math.isfinite(item.weight):
-            raise InvalidArgumentError(f"intervention {position} has a weight that is not a finite number")
-        if abs(item.weight) > limits.max_steer_weight:
-            raise InvalidArgumentError(
-                f"intervention {position} has weight {item.weight:g}; weights range from "
-                f"-{limits.max_steer_weight:g} to {limits.max_steer_weight:g}"
-            )
-        if item.mode == common_pb2.STEER_MODE_CLAMP and item.weight < 0:
-            raise InvalidArgumentError(
-                f"intervention {position} clamps to {item.weight:g}; activations are never negative"
-            )
-    return tuple(items)
-
-
 def search_query(request: search_pb2.SearchRequest, limits: Limits) -> SearchQuery:
     """A checked query, or InvalidArgumentError naming what is wrong."""
     corpus = corpus_name(request.corpus)
@@ -222,7 +190,7 @@ def search_query(request: search_pb2.SearchRequest, limits: Limits) -> SearchQue
         top_k=top_k,
         offset=request.offset,
         explain=request.explain,
-        interventions=interventions(list(request.interventions), limits),
+        interventions=tuple(interventions_from_proto(request.interventions)),
         with_rank_changes=request.with_rank_changes,
         with_text=request.with_text,
     )

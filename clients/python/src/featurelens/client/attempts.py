@@ -1,0 +1,89 @@
+"""The attempts of one call: its request id, its deadline, and whether to try once more (internal).
+
+Kept apart from the transports so that the sync and asyncio ones make the same decisions and
+differ only in how they call and how they wait.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+import grpc
+
+from featurelens.client.errors import FeaturelensError, from_rpc_error, status_of
+from featurelens.client.options import CallOptions
+from featurelens.client.retries import (
+    NOT_RETRIED_RPCS,
+    RETRIED_RPCS,
+    retry_delay,
+    server_pushback_s,
+    trailing_metadata_of,
+)
+from featurelens.wire.metadata import REQUEST_ID_KEY
+
+RETRY_COUNT_KEY = "x-retry-count"
+"""Sent with each attempt: how many retries came before it (0 on the first), as openai-python does."""
+
+# grpc and Python read the clock at slightly different moments; a deadline this close counts as passed.
+_DEADLINE_SLACK_S = 0.001
+
+
+def new_request_id() -> str:
+    """A fresh id for one call, sent as ``x-request-id`` on each of its attempts and kept on any error."""
+    return uuid.uuid4().hex[:16]
+
+
+class Attempts:
+    """The attempts of one call: its request id, its deadline, and whether to try once more.
+
+    One request id serves every attempt (as openai-python keeps one idempotency key per call), so
+    the services' log lines of a retried call join up; ``x-retry-count`` tells the attempts apart.
+    ``rpc`` is the wire name looked up in ``featurelens.client.retries``; None: try once.
+    """
+
+    def __init__(
+        self,
+        rpc: str | None,
+        options: CallOptions,
+        timeout_s: float | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if rpc is not None and rpc not in RETRIED_RPCS and rpc not in NOT_RETRIED_RPCS:
+            raise ValueError(f"{rpc} is in neither table of featurelens.client.retries")
+        self.rpc = rpc
+        self.options = options
+        self.request_id = new_request_id()
+        self.retries = 0
+        self._clock = clock
+        self._deadline = None if timeout_s is None else clock() + timeout_s
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((REQUEST_ID_KEY, self.request_id), (RETRY_COUNT_KEY, str(self.retries)))
+
+    def timeout(self) -> float | None:
+        """What is left of the call's time for the next attempt (None: no bound)."""
+        if self._deadline is None:
+            return None
+        return max(self._deadline - self._clock(), _DEADLINE_SLACK_S)
+
+    def error(self, error: grpc.RpcError) -> FeaturelensError:
+        """The SDK error for the attempt that failed last."""
+        passed = self._deadline is not None and self._clock() >= self._deadline - _DEADLINE_SLACK_S
+        return from_rpc_error(error, self.request_id, deadline_passed=passed)
+
+    def next_delay(self, error: grpc.RpcError) -> float | None:
+        """How long to wait before trying again after ``error``; None when the call should fail now."""
+        if self.rpc is None or self.retries >= self.options.max_retries:
+            return None
+        code, _ = status_of(error)
+        pushback = server_pushback_s(trailing_metadata_of(error))
+        delay = retry_delay(self.rpc, code, pushback, self.retries, self.options.backoff)
+        if delay is None:
+            return None
+        if self._deadline is not None and self._clock() + delay >= self._deadline:
+            # The wait would use up the call's time; report the failure while there is time to act on it.
+            return None
+        self.retries += 1
+        return delay

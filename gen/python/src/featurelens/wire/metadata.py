@@ -1,0 +1,7 @@
+"""gRPC metadata keys that both sides of the wire agree on (SDK, services and the kit)."""
+
+from __future__ import annotations
+
+#: The id of one request, sent by a caller, echoed in the server's initial metadata, written on
+#: every log line the request causes and passed on to the services it calls.
+REQUEST_ID_KEY = "x-request-id"

@@ -1,0 +1,174 @@
+"""A models folder: one checkpoint folder per SAE, named by its sae_id, and the runs in progress.
+
+    <models>/<sae_id>/        config.json + model.safetensors + metrics.json (featurelens.sae.checkpoint)
+    <models>/default          the default sae_id, one line (written atomically)
+    <models>/.train-*/        runs in progress: hidden, never an SAE, removed when left behind
+    <models>/.<sae_id>.old-*/ a checkpoint moved aside while a re-trained one replaces it
+
+A run trains into a staging folder inside the models folder and ``register`` renames it to
+``<sae_id>/`` only once it finished: a reader (the sae service, ``featurelens sae eval``) sees the
+previous SAE or the whole new one, never a half-written one. Staging inside the folder keeps the
+rename on one filesystem, where it is atomic. The sae service's registry and ``featurelens sae
+train`` both write through this class, so both lay out and replace SAEs the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from featurelens.sae.checkpoint import (
+    OLD_PREFIX,
+    TRAIN_STATE_FILE,
+    CheckpointInfo,
+    SaeCheckpointError,
+    read_checkpoint,
+    replace_dir,
+)
+
+__all__ = ["DEFAULT_MARKER", "SAE_ID_PATTERN", "STAGING_PREFIX", "ModelsFolder", "is_valid_sae_id"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MARKER = "default"
+STAGING_PREFIX = ".train-"
+#: What an sae_id may look like: it names a folder, so no separators, no "..", nothing hidden.
+SAE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+#: A checkpoint moved aside by ``replace_dir``: OLD_PREFIX around the sae_id, then hex digits.
+_OLD_FOLDER = re.compile(
+    "^" + re.escape(OLD_PREFIX).replace(re.escape("{name}"), "(?P<sae_id>.+)") + "[0-9a-f]+$"
+)
+
+
+def is_valid_sae_id(sae_id: str) -> bool:
+    """Whether ``sae_id`` can name a folder of a models folder (and so an SAE)."""
+    return SAE_ID_PATTERN.match(sae_id) is not None
+
+
+class ModelsFolder:
+    """Staging, registering and replacing SAE checkpoints in one folder, and its default marker.
+
+    Only file operations: which SAE is served, listed or loaded is the caller's business.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    # -- runs in progress ---------------------------------------------------------------------
+
+    def staging_dir(self) -> Path:
+        """A fresh path inside the folder for a run's checkpoint (the folder is created, the path not).
+
+        Pass it as ``train_sae(checkpoint_dir=...)``, then ``register`` it once the run finished.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self.path / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
+
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        """``staging_dir()`` that is removed on the way out unless it was registered."""
+        staging = self.staging_dir()
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def remove_stale(self) -> list[Path]:
+        """Clean up after interrupted runs; returns the folders removed.
+
+        Staging folders go. A checkpoint left moved aside by an interrupted replace is put back
+        when its SAE is missing (so no SAE is lost), and removed otherwise.
+        """
+        if not self.path.is_dir():
+            return []
+        removed: list[Path] = []
+        for folder in sorted(self.path.iterdir()):
+            if not folder.is_dir():
+                continue
+            # save_sae writes a staging checkpoint beside it as "..train-*.tmp-*" first.
+            if folder.name.startswith((STAGING_PREFIX, "." + STAGING_PREFIX)):
+                logger.warning("removing %s, left behind by an interrupted training run", folder)
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+                continue
+            old = _OLD_FOLDER.match(folder.name)
+            if old is None:
+                continue
+            target = self.path / old["sae_id"]
+            if target.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+            else:
+                logger.warning("restoring %s from %s, left aside by an interrupted replace", target, folder)
+                os.rename(folder, target)
+        return removed
+
+    # -- registering ----------------------------------------------------------------------------
+
+    def register(self, checkpoint_dir: str | Path) -> CheckpointInfo:
+        """Move a finished checkpoint to ``<folder>/<sae_id>/`` and return what it holds there.
+
+        The same sae_id means the same config, recipe and data, so a re-trained SAE replaces the
+        one there. The optimiser state (train_state.pt, only for resuming) is dropped. Raises
+        SaeCheckpointError with a sentence when the checkpoint is unreadable, its id cannot name
+        a folder, or it lies on another filesystem (stage it with ``staging_dir``).
+        """
+        source = Path(checkpoint_dir)
+        info = read_checkpoint(source)
+        if not is_valid_sae_id(info.sae_id):
+            raise SaeCheckpointError(
+                f"The checkpoint at {source} has sae_id {info.sae_id!r}, which cannot name a folder "
+                "(letters, digits, '_', '.' and '-' only, not starting with '.' or '-')."
+            )
+        (source / TRAIN_STATE_FILE).unlink(missing_ok=True)
+        target = self.path / info.sae_id
+        if source.resolve() != target.resolve():
+            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                replace_dir(source, target)
+            except OSError as error:
+                raise SaeCheckpointError(
+                    f"Cannot move the checkpoint at {source} to {target}: {error.strerror or error}. "
+                    "Train into a staging folder of the models folder (ModelsFolder.staging_dir) so "
+                    "the move is an atomic rename."
+                ) from error
+        logger.info("registered SAE %s at %s", info.sae_id, target)
+        return dataclasses.replace(info, path=target)
+
+    # -- the default marker ---------------------------------------------------------------------
+
+    def read_default(self) -> str | None:
+        """The sae_id in the ``default`` marker, or None when there is none or it is unreadable."""
+        marker = self.path / DEFAULT_MARKER
+        if not marker.is_file():
+            return None
+        try:
+            marked = marker.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            logger.warning("cannot read %s (%s)", marker, error)
+            return None
+        return marked or None
+
+    def write_default(self, sae_id: str) -> None:
+        """Write ``sae_id`` into the ``default`` marker atomically (a reader sees the old or new id)."""
+        if not is_valid_sae_id(sae_id):
+            raise SaeCheckpointError(f"{sae_id!r} is not a valid sae_id, so it cannot be the default.")
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{DEFAULT_MARKER}.tmp-", dir=self.path)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(sae_id + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path / DEFAULT_MARKER)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -1,0 +1,273 @@
+"""The embedded mode: every installed service in one process, on one port.
+
+    python -m featurelens.kit.embedded [--host 127.0.0.1] [--port 50051] [--data-dir .featurelens]
+                                       [--models wordllama] [--services encoder,sae,search]
+
+``featurelens up`` is this with a friendlier face, and ``featurelens.kit.launcher`` starts it as
+a child process for the demo and the benchmarks.
+
+Services are found by importing ``featurelens.services.<name>.__main__`` by name (the kit never
+imports a service's code statically) and calling its ``build_servicer(settings)``. Each reads its
+own ``FEATURELENS_<SERVICE>_*`` variables, as it does when it runs alone, and
+``service_settings`` adapts the rest to one process: one port, one data folder, services that
+call each other through this same server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import socket
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from pydantic import ValidationError
+
+from featurelens.kit.logs import configure_logging
+from featurelens.kit.server import GrpcServer, Servicer
+from featurelens.kit.settings import ServiceSettings
+
+# Named, not __name__: run with -m this module is "__main__".
+logger = logging.getLogger("featurelens.kit.embedded")
+
+#: Services in the order they start (later ones call earlier ones).
+SERVICES = ("encoder", "sae", "search", "labelling", "family")
+#: Fills each service's ``redis_url`` unless its own ``FEATURELENS_<SERVICE>_REDIS_URL`` is set.
+SHARED_REDIS_URL = "FEATURELENS_REDIS_URL"
+DEFAULT_PORT = 50051
+DEFAULT_DATA_DIR = Path(".featurelens")
+
+
+class EmbeddedHostError(Exception):
+    """The embedded host cannot be set up: no service installed, or a setting is invalid."""
+
+
+@dataclass(frozen=True)
+class ServiceFactory:
+    """How to build one installed service."""
+
+    name: str
+    settings_class: type[ServiceSettings]
+    build_servicer: Callable[[Any], Servicer]
+
+
+def discover_services(names: Sequence[str] = SERVICES) -> list[ServiceFactory]:
+    """The services among ``names`` whose package is installed, each with its settings class."""
+    found = []
+    for name in names:
+        module_name = f"featurelens.services.{name}.__main__"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            # Only the service itself being absent means "not installed"; a missing dependency
+            # of an installed service is a broken install and should say so.
+            missing = error.name or ""
+            if module_name == missing or module_name.startswith(f"{missing}."):
+                continue
+            raise
+        build = getattr(module, "build_servicer", None)
+        if build is None:
+            continue
+        found.append(ServiceFactory(name, _settings_class(module, build), build))
+    return found
+
+
+def _settings_class(module: ModuleType, build: Callable[..., Any]) -> type[ServiceSettings]:
+    hints = typing.get_type_hints(build, vars(module))
+    settings_class = hints.get("settings")
+    if not (isinstance(settings_class, type) and issubclass(settings_class, ServiceSettings)):
+        raise TypeError(
+            f"{module.__name__}.build_servicer must take `settings: <a ServiceSettings subclass>`"
+        )
+    return settings_class
+
+
+def service_settings(
+    factory: ServiceFactory,
+    *,
+    host: str,
+    port: int,
+    data_dir: Path,
+    models: Sequence[str] = (),
+    hosted: Sequence[str] = (),
+) -> ServiceSettings:
+    """The service's settings from its environment variables, with what the host decides on top.
+
+    A variable the user set always wins, except host and port (one server hosts all). Otherwise:
+    defaults under ``.featurelens/`` move into ``data_dir``; ``<service>_address`` fields of the
+    services in ``hosted`` point back at this server; ``*_roots`` (server folders a caller may
+    name) allow ``data_dir`` and the working directory; ``FEATURELENS_REDIS_URL`` fills
+    ``redis_url``; ``models`` (when given) sets the encoder's models.
+    """
+    cls = factory.settings_class
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    set_by_user = {key.upper() for key in os.environ}
+
+    def user_set(field: str) -> bool:
+        return f"{prefix}{field}".upper() in set_by_user
+
+    overrides: dict[str, Any] = {"host": host, "port": port}
+    own_address = f"{connect_host(host)}:{port}"
+    for name, info in cls.model_fields.items():
+        if user_set(name):
+            continue
+        default = info.default
+        if isinstance(default, Path) and default.parts[:1] == (".featurelens",):
+            overrides[name] = data_dir.joinpath(*default.parts[1:])
+        elif name.endswith("_address") and name.removesuffix("_address") in hosted:
+            overrides[name] = own_address
+        elif name.endswith("_roots"):
+            # Folders a service may read on a caller's behalf (training data, corpora). The
+            # embedded mode serves one local user, so it allows the data folder and the working
+            # directory; a deployed service allows only what its environment names.
+            overrides[name] = [data_dir.resolve(), Path.cwd()]
+    if factory.name == "encoder" and models:
+        overrides["models"] = list(models)
+    shared_redis = os.environ.get(SHARED_REDIS_URL, "")
+    if "redis_url" in cls.model_fields and shared_redis and not user_set("redis_url"):
+        overrides["redis_url"] = shared_redis
+    return cls(**overrides)
+
+
+def connect_host(host: str) -> str:
+    """Where this machine reaches a server bound to ``host`` (a wildcard means loopback)."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::", "[::]") else host
+
+
+def free_port(host: str) -> int:
+    """A port that is free now; the services need the real port before the server binds it."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host.strip("[]"), 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class EmbeddedHost:
+    """The installed services, their settings and the one address they are served on."""
+
+    host: str
+    port: int
+    factories: list[ServiceFactory]
+    settings: list[ServiceSettings]
+
+    @property
+    def names(self) -> list[str]:
+        return [factory.name for factory in self.factories]
+
+    def build_server(self) -> GrpcServer:
+        """The servicers and the one server hosting them (models load when it starts)."""
+        servicers = [
+            factory.build_servicer(settings)
+            for factory, settings in zip(self.factories, self.settings, strict=True)
+        ]
+        # One server for all: the most generous of the services' limits.
+        return GrpcServer(
+            servicers,
+            host=self.host,
+            port=self.port,
+            grace_period_s=max(settings.grace_period_s for settings in self.settings),
+            max_message_bytes=max(settings.max_message_bytes for settings in self.settings),
+        )
+
+    async def serve(self, on_ready: Callable[[GrpcServer], None] | None = None) -> None:
+        """Serve until SIGTERM or SIGINT; ``on_ready`` once every service reports SERVING.
+
+        A service that fails to start stops the server and its error is raised here.
+        """
+        # Built inside the running loop: a grpc.aio server binds to the loop it is created in.
+        server = self.build_server()
+        await server.serve_until_signalled(on_ready=None if on_ready is None else lambda: on_ready(server))
+
+
+def embedded_host(
+    *,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    data_dir: Path = DEFAULT_DATA_DIR,
+    models: Sequence[str] = (),
+    services: Sequence[str] = SERVICES,
+) -> EmbeddedHost:
+    """Discover the installed ``services`` and settle their settings (port 0 picks a free one).
+
+    Creates ``data_dir``. Raises ``EmbeddedHostError`` when none of the services is installed or
+    a setting is invalid.
+    """
+    factories = discover_services(services)
+    if not factories:
+        looked_for = ", ".join(f"featurelens.services.{name}" for name in services)
+        raise EmbeddedHostError(f"no featurelens services are installed (looked for {looked_for})")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if port == 0:
+        port = free_port(host)
+    hosted = [factory.name for factory in factories]
+    try:
+        settings = [
+            service_settings(factory, host=host, port=port, data_dir=data_dir, models=models, hosted=hosted)
+            for factory in factories
+        ]
+    except ValidationError as error:
+        raise EmbeddedHostError(f"invalid settings: {error}") from error
+    return EmbeddedHost(host, port, factories, settings)
+
+
+def split_list(values: Sequence[str] | None) -> list[str]:
+    """Repeated and comma-separated command-line values as one list."""
+    return [part.strip() for value in values or () for part in value.split(",") if part.strip()]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the embedded host until SIGTERM or SIGINT; 0 when it stopped cleanly."""
+    parser = argparse.ArgumentParser(
+        prog="python -m featurelens.kit.embedded",
+        description="Every installed featurelens service in this process, on one port.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port; 0 picks a free one")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="the services' local state")
+    parser.add_argument("--models", action="append", help="encoder backends (repeat or comma-separate)")
+    parser.add_argument("--services", action="append", help="services to host (default: all installed)")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--log-format", default="auto", choices=("auto", "text", "json"))
+    ns = parser.parse_args(argv)
+    configure_logging(ns.log_level, ns.log_format)
+    try:
+        host = embedded_host(
+            host=ns.host,
+            port=ns.port,
+            data_dir=ns.data_dir,
+            models=split_list(ns.models),
+            services=split_list(ns.services) or SERVICES,
+        )
+    except EmbeddedHostError as error:
+        logger.error("%s", error)
+        return 1
+    logger.info("starting %s on %s:%d (loading models)", ", ".join(host.names), host.host, host.port)
+
+    def announce(server: GrpcServer) -> None:
+        logger.info("featurelens is up at %s (%s)", server.address, ", ".join(host.names))
+
+    try:
+        asyncio.run(host.serve(on_ready=announce))
+    except KeyboardInterrupt:
+        # Ctrl-C before the server took over the signal (while models were still loading).
+        logger.error("interrupted while starting")
+        return 130
+    except OSError as error:
+        logger.error("%s", error)
+        return 1
+    except Exception:
+        logger.exception("the embedded host failed")
+        return 1
+    logger.info("featurelens stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

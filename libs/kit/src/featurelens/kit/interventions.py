@@ -1,0 +1,68 @@
+"""Interventions between the wire (``common_pb2.Intervention``) and the core's steering types.
+
+Written once, so every service reads an intervention the same way: an unspecified mode is
+additive, a message must name a feature or a non-empty family id, and a request may name at
+most ``MAX_INTERVENTIONS`` of them. Refusals are ``InterventionError`` (INVALID_ARGUMENT in the
+kit's error table), naming the intervention by its position in the request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from featurelens.steering import (
+    FamilyIntervention,
+    Intervention,
+    InterventionError,
+    RequestedIntervention,
+    SteerMode,
+    check_request_size,
+)
+from featurelens.v1 import common_pb2
+
+_MODES = {
+    common_pb2.STEER_MODE_UNSPECIFIED: SteerMode.ADDITIVE,
+    common_pb2.STEER_MODE_ADDITIVE: SteerMode.ADDITIVE,
+    common_pb2.STEER_MODE_CLAMP: SteerMode.CLAMP,
+}
+_PROTO_MODES = {
+    SteerMode.ADDITIVE: common_pb2.STEER_MODE_ADDITIVE,
+    SteerMode.CLAMP: common_pb2.STEER_MODE_CLAMP,
+}
+
+
+def interventions_from_proto(messages: Sequence[common_pb2.Intervention]) -> list[RequestedIntervention]:
+    """The request's interventions, each remembering its position; families are not expanded here.
+
+    Checks only what the wire can get wrong (no target, an empty family id, an unknown mode, too
+    many messages); ``featurelens.steering.check_interventions`` checks the rest once the
+    features are known.
+    """
+    check_request_size(len(messages))
+    items: list[RequestedIntervention] = []
+    for position, message in enumerate(messages):
+        where = f"interventions[{position}]"
+        mode = _MODES.get(message.mode)
+        if mode is None:
+            raise InterventionError(
+                f"{where} has steer mode {message.mode}, which is unknown; use STEER_MODE_ADDITIVE or "
+                "STEER_MODE_CLAMP"
+            )
+        target = message.WhichOneof("target")
+        if target == "feature":
+            items.append(Intervention(message.feature, message.weight, mode, position=position))
+        elif target == "family_id" and message.family_id:
+            items.append(FamilyIntervention(message.family_id, message.weight, mode, position))
+        elif target == "family_id":
+            raise InterventionError(f"{where} has an empty family_id; name a family or set feature instead")
+        else:
+            raise InterventionError(f"{where} names no feature or family; set one of them")
+    return items
+
+
+def interventions_to_proto(items: Iterable[Intervention]) -> list[common_pb2.Intervention]:
+    """Feature interventions as messages (for a call to sae's Steer, after family expansion)."""
+    return [
+        common_pb2.Intervention(feature=item.feature, weight=item.weight, mode=_PROTO_MODES[item.mode])
+        for item in items
+    ]
