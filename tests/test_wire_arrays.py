@@ -7,6 +7,7 @@ import pytest
 
 from featurelens.v1 import common_pb2
 from featurelens.wire import (
+    MAX_ABS_VALUE,
     ArrayFormatError,
     from_dense_matrix,
     from_dense_vector,
@@ -50,6 +51,23 @@ def test_a_nan_is_reported_with_its_row_and_column() -> None:
         from_dense_matrix(to_dense_matrix(matrix))
 
 
+def test_a_finite_value_beyond_the_bound_is_refused_with_its_position() -> None:
+    # Float32 holds 3e38, but an SAE's product over such values overflows to infinity.
+    matrix = np.ones((2, 3), dtype=np.float32)
+    matrix[1, 0] = -3e38
+    with pytest.raises(
+        ArrayFormatError, match="holds -3e\\+38 at row 1, column 0; values must lie within ±1,000,000"
+    ):
+        from_dense_matrix(to_dense_matrix(matrix))
+    with pytest.raises(ArrayFormatError, match="holds 2e\\+06 at position 2"):
+        from_dense_vector(to_dense_vector(np.array([1.0, 0.0, 2e6])))
+
+
+def test_values_at_the_bound_pass() -> None:
+    vector = np.array([MAX_ABS_VALUE, -MAX_ABS_VALUE], dtype=np.float32)
+    np.testing.assert_array_equal(from_dense_vector(to_dense_vector(vector)), vector)
+
+
 def test_wrong_shapes_are_refused_on_the_way_out() -> None:
     with pytest.raises(ArrayFormatError, match="2-d"):
         to_dense_matrix(np.zeros(3))
@@ -70,6 +88,7 @@ def test_a_sparse_vector_round_trips_as_parallel_indices_and_values() -> None:
         ([1, 9], [0.5, 0.5], 8, "index 9 is out of range"),
         ([3, 3], [0.5, 0.5], None, "repeats an index"),
         ([1], [float("inf")], None, "NaN or infinite"),
+        ([1, 2], [0.5, 3e38], None, "holds 3e\\+38 at position 1; values must lie within ±1,000,000"),
     ],
 )
 def test_a_malformed_sparse_vector_is_refused_with_a_sentence(

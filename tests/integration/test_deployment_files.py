@@ -192,6 +192,17 @@ def test_a_featurelens_service_publishes_the_port_it_listens_on_and_checks_healt
 
 
 @pytest.mark.parametrize("name", sorted(FEATURELENS_SERVICES))
+def test_a_featurelens_service_container_binds_every_interface_explicitly(name: str) -> None:
+    # A service binds 127.0.0.1 unless told otherwise; in a container it must say 0.0.0.0, or
+    # nothing outside the container (compose's other services, the published port) reaches it.
+    spec, service = SERVICES[name], FEATURELENS_SERVICES[name]
+    env = {**env_of(dockerfile_stages(dockerfile_of(spec))[-1]), **environment(spec)}
+
+    assert settings_class(service)().host == "127.0.0.1"
+    assert env.get(f"FEATURELENS_{service.upper()}_HOST") == "0.0.0.0"
+
+
+@pytest.mark.parametrize("name", sorted(FEATURELENS_SERVICES))
 def test_featurelens_variables_in_compose_name_real_settings_with_valid_values(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

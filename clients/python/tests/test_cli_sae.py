@@ -21,6 +21,11 @@ MODEL_ID = "test-model"
 runner = CliRunner()
 
 
+def checkpoints(models: Path) -> list[Path]:
+    """The SAE folders of a models directory (its ``default`` marker aside)."""
+    return sorted(path for path in models.iterdir() if path.is_dir())
+
+
 def structured_data(n: int, seed: int = 0) -> np.ndarray:
     """Sparse sums of 128 unit directions (~4 per row) plus noise."""
     rng = np.random.default_rng(seed)
@@ -63,7 +68,7 @@ def test_train_writes_a_loadable_checkpoint_named_by_its_sae_id_and_prints_the_s
     trained: tuple[Path, str],
 ) -> None:
     models, stdout = trained
-    [checkpoint] = list(models.iterdir())  # no staging folder is left behind
+    [checkpoint] = checkpoints(models)  # no staging folder is left behind
     info = read_checkpoint(checkpoint)
     assert checkpoint.name == info.sae_id
     assert info.embedding_model == MODEL_ID
@@ -95,7 +100,24 @@ def test_training_the_same_recipe_again_replaces_its_checkpoint(store: Path, tmp
     first = runner.invoke(app, [*args, "--batch-size", "64"])
     second = runner.invoke(app, [*args, "--batch-size", "64"])
     assert first.exit_code == second.exit_code == 0, first.output + second.output
-    assert len(list(tmp_path.iterdir())) == 1
+    assert len(checkpoints(tmp_path)) == 1
+
+
+def test_the_first_sae_of_a_folder_becomes_its_default_and_a_later_one_only_with_make_default(
+    store: Path, tmp_path: Path
+) -> None:
+    args = ["sae", "train", str(store), "--k", "2", "--out", str(tmp_path), "--max-steps", "2"]
+
+    first = runner.invoke(app, [*args, "--latents", "32"])
+    second = runner.invoke(app, [*args, "--latents", "48"])
+    default_after_second = (tmp_path / "default").read_text().strip()
+    third = runner.invoke(app, [*args, "--latents", "64", "--make-default"])
+
+    assert first.exit_code == second.exit_code == third.exit_code == 0, first.output + second.output
+    ids = {read_checkpoint(path).sae_config.num_latents: path.name for path in checkpoints(tmp_path)}
+    assert default_after_second == ids[32]
+    assert "no (--make-default makes it so)" in second.stdout
+    assert (tmp_path / "default").read_text().strip() == ids[64]
 
 
 def test_train_accepts_a_npy_file_with_the_model_named_on_the_command_line(tmp_path: Path) -> None:
@@ -110,7 +132,7 @@ def test_train_accepts_a_npy_file_with_the_model_named_on_the_command_line(tmp_p
         ],
     )
     assert result.exit_code == 0, result.output
-    [checkpoint] = list(out.iterdir())
+    [checkpoint] = checkpoints(out)
     assert read_checkpoint(checkpoint).embedding_model == "my-model"
 
 
@@ -121,7 +143,7 @@ def test_train_options_left_out_take_the_core_defaults(store: Path, tmp_path: Pa
     )
 
     assert result.exit_code == 0, result.output
-    [checkpoint] = list(tmp_path.iterdir())
+    [checkpoint] = checkpoints(tmp_path)
     info = read_checkpoint(checkpoint)
     assert info.sae_config == SaeConfig(d_in=D_IN, num_latents=32, k=2)
     assert info.train_config == TrainConfig()
@@ -132,7 +154,7 @@ def test_auxk_coef_0_and_val_fraction_0_switch_auxk_and_validation_off(store: Pa
     result = runner.invoke(app, [*args, "--auxk-coef", "0", "--val-fraction", "0", "--batch-size", "200"])
 
     assert result.exit_code == 0, result.output
-    [checkpoint] = list(tmp_path.iterdir())
+    [checkpoint] = checkpoints(tmp_path)
     info = read_checkpoint(checkpoint)
     assert info.sae_config.auxk_coef == 0.0
     assert info.train_config is not None
@@ -153,7 +175,7 @@ def test_the_help_shows_the_core_defaults() -> None:
 
 
 def test_eval_prints_nmse_dead_dense_and_a_text_histogram(trained: tuple[Path, str], store: Path) -> None:
-    [checkpoint] = list(trained[0].iterdir())
+    [checkpoint] = checkpoints(trained[0])
     result = runner.invoke(app, ["sae", "eval", str(checkpoint), str(store), "--limit", "300"])
     assert result.exit_code == 0, result.output
     with EmbeddingStore.open(store, read_only=True) as opened:
@@ -167,7 +189,7 @@ def test_eval_prints_nmse_dead_dense_and_a_text_histogram(trained: tuple[Path, s
 
 
 def test_eval_json_gives_the_same_figures_as_the_library(trained: tuple[Path, str], store: Path) -> None:
-    [checkpoint] = list(trained[0].iterdir())
+    [checkpoint] = checkpoints(trained[0])
     result = runner.invoke(app, ["sae", "eval", str(checkpoint), str(store), "--json", "--bins", "10"])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
@@ -236,7 +258,7 @@ def test_bad_arguments_exit_2_with_a_sentence(
 
 
 def test_eval_of_an_sae_for_another_dimension_exits_2(trained: tuple[Path, str], tmp_path: Path) -> None:
-    [checkpoint] = list(trained[0].iterdir())
+    [checkpoint] = checkpoints(trained[0])
     path = tmp_path / "wide.npy"
     np.save(path, np.ones((10, 16), dtype=np.float32))
     result = runner.invoke(app, ["sae", "eval", str(checkpoint), str(path)])

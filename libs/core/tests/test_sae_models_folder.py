@@ -24,7 +24,14 @@ def stage(folder: ModelsFolder, seed: int = 0, fingerprint: str = "data") -> Pat
 
 
 def visible(folder: ModelsFolder) -> list[str]:
-    return sorted(p.name for p in folder.path.iterdir() if not p.name.startswith("."))
+    """The SAE folders (not hidden runs, not the default marker)."""
+    return sorted(p.name for p in folder.path.iterdir() if not p.name.startswith(".") and p.is_dir())
+
+
+def older(info_path: Path) -> None:
+    """Move a checkpoint's ``created`` time back a century (saves within a second tie otherwise)."""
+    config = info_path / "config.json"
+    config.write_text(config.read_text().replace('"created": "20', '"created": "19'))
 
 
 def test_a_staging_folder_is_a_fresh_hidden_path_inside_the_folder(tmp_path: Path) -> None:
@@ -58,7 +65,7 @@ def test_registering_the_same_sae_again_replaces_it_and_leaves_nothing_aside(tmp
     second = folder.register(stage(folder, seed=1))
 
     assert second.sae_id == first.sae_id
-    assert os.listdir(folder.path) == [first.sae_id]
+    assert sorted(os.listdir(folder.path)) == sorted([first.sae_id, "default"])
 
 
 def test_a_replace_that_fails_puts_the_old_checkpoint_back(tmp_path: Path) -> None:
@@ -131,7 +138,7 @@ def test_what_interrupted_runs_left_is_cleaned_up_and_no_sae_is_lost(tmp_path: P
     removed = folder.remove_stale()
 
     assert len(removed) == 3
-    assert sorted(os.listdir(folder.path)) == sorted([kept.sae_id, lost.sae_id])
+    assert sorted(os.listdir(folder.path)) == sorted([kept.sae_id, lost.sae_id, "default"])
     assert read_checkpoint(folder.path / lost.sae_id).sae_id == lost.sae_id
 
 
@@ -143,6 +150,43 @@ def test_the_default_marker_round_trips_and_is_none_when_absent(tmp_path: Path) 
 
     assert folder.read_default() == "sae-0123456789ab"
     assert os.listdir(folder.path) == ["default"]  # no temporary file left
+
+
+def test_the_first_sae_of_a_folder_becomes_its_default_and_later_ones_only_when_asked(tmp_path: Path) -> None:
+    folder = ModelsFolder(tmp_path / "models")
+
+    first = folder.register(stage(folder, fingerprint="first"))
+    folder.register(stage(folder, fingerprint="second"))
+    assert folder.read_default() == first.sae_id
+
+    third = folder.register(stage(folder, fingerprint="third"), make_default=True)
+    assert folder.read_default() == third.sae_id
+
+
+def test_a_folder_without_a_marker_gets_its_newest_sae_marked_once(tmp_path: Path) -> None:
+    # As `featurelens sae train` left folders before it wrote markers.
+    folder = ModelsFolder(tmp_path / "models")
+    old = folder.register(stage(folder, fingerprint="old"))
+    older(old.path)
+    newest = folder.register(stage(folder, fingerprint="newest"))
+    (folder.path / "default").unlink()
+
+    assert folder.settle_default() == newest.sae_id
+    assert folder.read_default() == newest.sae_id
+    later = folder.register(stage(folder, fingerprint="later"))
+    assert folder.settle_default() == newest.sae_id  # a newer SAE does not move the default
+    assert later.sae_id != newest.sae_id
+
+
+def test_a_marker_naming_a_missing_sae_is_settled_on_the_newest(tmp_path: Path) -> None:
+    folder = ModelsFolder(tmp_path / "models")
+    assert folder.settle_default() is None  # no SAE, no marker written
+    assert not folder.path.exists()
+    only = folder.register(stage(folder))
+    folder.write_default("sae-gone")
+
+    assert folder.settle_default() == only.sae_id
+    assert folder.read_default() == only.sae_id
 
 
 def test_the_default_marker_refuses_an_id_that_is_no_folder_name(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 from grpc import aio
 from typing_extensions import override
 
-from featurelens.kit import GrpcServer, InvalidArgumentError, NotFoundError
+from featurelens.kit import GrpcServer, InvalidArgumentError, NotFoundError, Peer
 from featurelens.kit.context import current_request_id
 from featurelens.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc
 
@@ -25,7 +25,11 @@ DIM = 4
 
 class FakeEncoder(encoder_pb2_grpc.EncoderServiceServicer):
     """Answers by the first text: "invalid", "missing", "library", "boom", "abort" and "slow"
-    trigger the matching failure or wait; anything else embeds to a constant row per text."""
+    trigger the matching failure or wait; "echo" refuses the call repeating the second text whole
+    (as a careless service might); "relay" waits like "slow", then embeds "hello" by calling its
+    own server through ``peer`` (as search calls encoder and sae in ``featurelens up``); anything
+    else embeds to a constant row per text. A ``model`` other than "fake" is NOT_FOUND, repeated
+    whole."""
 
     service_names: Sequence[str] = (SERVICE,)
 
@@ -37,6 +41,9 @@ class FakeEncoder(encoder_pb2_grpc.EncoderServiceServicer):
         # The error type "library" raises; tests set it to a core-library-like error of their own.
         self.library_error: type[Exception] = LookupError
         self.seen_request_ids: list[str | None] = []
+        #: The server itself, for "relay"; a test sets it once the server listens.
+        self.peer: Peer | None = None
+        self.relayed: list[encoder_pb2.EmbedResponse] = []
 
     def add_to_server(self, server: aio.Server) -> None:
         encoder_pb2_grpc.add_EncoderServiceServicer_to_server(self, server)
@@ -60,9 +67,16 @@ class FakeEncoder(encoder_pb2_grpc.EncoderServiceServicer):
             raise RuntimeError("secret internal state: password=hunter2")
         if first == "abort":
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "handler aborted on its own")
-        if first == "slow":
+        if first == "echo":
+            raise InvalidArgumentError(f"texts[1] is not allowed: {texts[1]!r}")
+        if first in ("slow", "relay"):
             self.slow_call_entered.set()
             await self.release_slow_call.wait()
+        if first == "relay":
+            assert self.peer is not None, "set fake.peer to relay"
+            stub = encoder_pb2_grpc.EncoderServiceStub(self.peer.channel)
+            request = encoder_pb2.EmbedRequest(texts=["hello"])
+            self.relayed.append(await self.peer.call(stub.Embed(request, timeout=self.peer.timeout_s)))
         rows = np.ones((len(texts), DIM), dtype="<f4")
         return common_pb2.DenseMatrix(data=rows.tobytes(), dim=DIM, count=len(texts))
 
@@ -70,6 +84,8 @@ class FakeEncoder(encoder_pb2_grpc.EncoderServiceServicer):
     async def Embed(
         self, request: encoder_pb2.EmbedRequest, context: aio.ServicerContext
     ) -> encoder_pb2.EmbedResponse:
+        if request.model not in ("", "fake"):
+            raise NotFoundError(f"model {request.model!r} is not served")
         matrix = await self._answer(request.texts, context)
         return encoder_pb2.EmbedResponse(
             embeddings=matrix, model_id="fake", truncated=[False] * len(request.texts)

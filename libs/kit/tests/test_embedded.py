@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from featurelens.kit.embedded import (
     discover_services,
     embedded_host,
     main,
+    readable_roots,
     service_settings,
 )
 
@@ -111,6 +115,67 @@ def test_services_may_read_the_data_dir_and_working_directory_unless_told_otherw
     settings = service_settings(demo, host="127.0.0.1", port=6000, data_dir=tmp_path, hosted=[])
     assert isinstance(settings, DemoSettings)
     assert settings.corpus_roots == [Path("/srv/corpora")]
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A home folder of its own for this test, with a project folder inside."""
+    home = tmp_path / "home" / "user"
+    (home / "project").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+def test_started_in_a_project_folder_the_services_may_read_it_and_the_data_folder(home: Path) -> None:
+    data = home / "project" / ".featurelens"
+
+    assert readable_roots(data, cwd=home / "project") == [data.resolve(), (home / "project").resolve()]
+
+
+@pytest.mark.parametrize("where", ["home", "above home", "root"])
+def test_started_from_home_or_above_the_services_may_read_only_the_data_folder(
+    home: Path, where: str
+) -> None:
+    # Every file under the home folder would hand a client the user's keys and documents.
+    cwd = {"home": home, "above home": home.parent, "root": Path("/")}[where]
+    data = home / ".featurelens"
+
+    assert readable_roots(data, cwd=cwd) == [data.resolve()]
+
+
+def test_started_from_home_the_hosted_services_get_only_the_data_folder(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(home)
+
+    settings = service_settings(demo, host="127.0.0.1", port=6000, data_dir=Path(".featurelens"), hosted=[])
+
+    assert isinstance(settings, DemoSettings)
+    assert settings.corpus_roots == [(home / ".featurelens").resolve()]
+
+
+@pytest.mark.usefixtures("installed_kitdemo")
+async def test_the_host_says_which_folders_its_services_may_read_when_it_starts(
+    home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.chdir(home)
+    host = embedded_host(port=0, data_dir=home / ".featurelens", services=["kitdemo"])
+    ready = asyncio.Event()
+
+    with caplog.at_level(logging.INFO, logger="featurelens.kit.embedded"):
+        serving = asyncio.create_task(host.serve(on_ready=lambda server: ready.set()))
+        await asyncio.wait_for(ready.wait(), 10)
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(serving, 30)
+
+    said = [r.getMessage() for r in caplog.records if r.name == "featurelens.kit.embedded"]
+    assert any(
+        line.startswith("kitdemo may read the files a client names")
+        and str((home / ".featurelens").resolve()) in line
+        and "FEATURELENS_KITDEMO_CORPUS_ROOTS" in line
+        for line in said
+    )
+    assert any("services read files only in the data folder, not under the working" in line for line in said)
 
 
 def test_what_the_user_set_is_left_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

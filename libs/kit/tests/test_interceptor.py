@@ -203,7 +203,7 @@ async def test_a_streaming_handler_finalised_from_another_context_closes_cleanly
         yield 1
         yield 2
 
-    wrapped = RequestInterceptor._wrap_stream(behaviour, "/test.Service/Stream", "req-final")
+    wrapped = RequestInterceptor()._wrap_stream(behaviour, "/test.Service/Stream", "req-final")
     generator = wrapped(None, _BareContext())
     assert await generator.__anext__() == 1
 

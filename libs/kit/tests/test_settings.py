@@ -18,7 +18,8 @@ class DemoSettings(ServiceSettings):
 def test_settings_have_the_documented_defaults_without_any_variables() -> None:
     settings = DemoSettings()
 
-    assert (settings.host, settings.port, settings.log_format) == ("0.0.0.0", 50051, "auto")
+    # Loopback unless told otherwise: a service started by hand is not open to the network.
+    assert (settings.host, settings.port, settings.log_format) == ("127.0.0.1", 50051, "auto")
     assert settings.batch_size == 64
 
 

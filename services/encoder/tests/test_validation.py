@@ -77,3 +77,15 @@ async def test_an_unknown_model_is_not_found_and_the_error_lists_the_available_o
 
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert error.details() == "unknown model 'nope'; available: wordllama-l2-supercat-256"
+
+
+async def test_a_huge_unknown_model_name_is_echoed_only_in_part(
+    stub: encoder_pb2_grpc.EncoderServiceAsyncStub,
+) -> None:
+    # Issue 8, item 5: an 8 KB name came back as RESOURCE_EXHAUSTED instead of NOT_FOUND.
+    error = await failure_of(stub.Embed(encoder_pb2.EmbedRequest(texts=["text"], model="m" * 10_000)))
+
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert (error.details() or "").startswith(
+        f"unknown model {'m' * 200!r}... (10,000 characters); available:"
+    )

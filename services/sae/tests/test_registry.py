@@ -37,7 +37,7 @@ def test_scan_lists_the_checkpoints_newest_first_and_skips_malformed_ones(
     assert "broken" in caplog.text
 
 
-def test_the_default_is_the_marker_file_else_the_newest(tmp_path: Path) -> None:
+def test_the_default_is_the_marker_file_else_the_newest_marked_once(tmp_path: Path) -> None:
     models = tmp_path / "models"
     first = save_checkpoint(models, make_sae(1), "first")
     make_older(models, first)
@@ -46,6 +46,7 @@ def test_the_default_is_the_marker_file_else_the_newest(tmp_path: Path) -> None:
 
     registry.scan()
     assert registry.default_id() == second
+    assert (models / "default").read_text().strip() == second  # marked, so it stays
 
     registry.set_default(first)
     assert (models / "default").read_text().strip() == first
@@ -55,6 +56,43 @@ def test_the_default_is_the_marker_file_else_the_newest(tmp_path: Path) -> None:
     (models / "default").write_text("sae-gone\n")
     registry.scan()
     assert registry.default_id() == second
+    assert (models / "default").read_text().strip() == second
+
+
+def test_registering_an_sae_changes_the_default_only_when_asked(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    registry = SaeRegistry(models)
+
+    def staged(seed: int) -> Path:
+        staging = registry.staging_dir()
+        sae_id = save_checkpoint(tmp_path / f"run-{seed}", make_sae(seed), f"run-{seed}")
+        os.rename(tmp_path / f"run-{seed}" / sae_id, staging)
+        return staging
+
+    first = registry.register(staged(1)).sae_id
+    registry.register(staged(2))
+    assert registry.default_id() == first  # the first SAE of the folder, not the newest
+
+    third = registry.register(staged(3), make_default=True).sae_id
+    assert registry.default_id() == third
+    assert (models / "default").read_text().strip() == third
+
+
+def test_a_folder_without_a_marker_keeps_its_default_when_another_sae_is_registered(tmp_path: Path) -> None:
+    # As `featurelens sae train` left folders before it wrote markers: the newest SAE was the default.
+    models = tmp_path / "models"
+    old = save_checkpoint(models, make_sae(1), "old")
+    make_older(models, old)
+    newest = save_checkpoint(models, make_sae(2), "newest")
+    registry = SaeRegistry(models)
+    staging = registry.staging_dir()
+    later = save_checkpoint(tmp_path / "run", make_sae(3), "later")
+    os.rename(tmp_path / "run" / later, staging)
+
+    registry.register(staging)
+
+    assert registry.default_id() == newest
+    assert (models / "default").read_text().strip() == newest
 
 
 def test_a_pinned_default_wins_over_the_marker(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc import aio
-from sae_testing import Running, matrix, serve_sae, vectors, write_store
+from sae_testing import Running, make_sae, matrix, save_checkpoint, serve_sae, vectors, write_store
 
 from featurelens.v1 import sae_pb2, sae_pb2_grpc
 
@@ -141,7 +141,13 @@ async def test_a_second_train_while_one_runs_is_refused(running: Running, train_
         ({}, {"num_latents": 64, "k": 65}, ["config.k (65)", "num_latents (64)"]),
         ({}, {"num_latents": 64, "k": 0}, ["config.k must be a positive integer"]),
         ({}, {"num_latents": 0, "k": 4}, ["config.num_latents must be a positive integer"]),
-        ({}, {"num_latents": 2_000_000, "k": 4}, ["2,000,000", "1,000,000", "MAX_NUM_LATENTS"]),
+        ({}, {"num_latents": 2_000_000, "k": 4}, ["2,000,000", "131,072", "MAX_NUM_LATENTS"]),
+        # Issue 8: a client could start a training run of 1,000,000 latents.
+        (
+            {},
+            {"num_latents": 1_000_000, "k": 4},
+            ["config.num_latents 1,000,000 is above this server's limit of 131,072", "MAX_NUM_LATENTS"],
+        ),
         ({}, {"d_in": 16, "num_latents": 64, "k": 4}, ["config.d_in is 16", "dim 32"]),
         ({}, {"num_latents": 64, "k": 4, "multik_k": 2}, ["config.multik_k (2)", "at least k (4)"]),
         ({}, {"num_latents": 64, "k": 4, "auxk_coef": float("nan")}, ["config.auxk_coef", "finite"]),
@@ -242,3 +248,41 @@ async def test_the_first_sae_trained_on_an_empty_registry_becomes_the_default(tm
     assert "no SAE is registered yet" in (no_sae[0].details() or "")
     assert messages[-1].result.is_default
     assert encoded.sae_id == messages[-1].result.sae_id
+
+
+async def test_a_run_with_more_weights_than_the_server_allows_is_refused_naming_the_setting(
+    models_dir: Path, train_roots: Path
+) -> None:
+    write_store(train_roots / "corpus")
+    async with serve_sae(models_dir, train_data_roots=[train_roots], max_train_parameters=1000) as running:
+        error = await train_failure(running.stub, tiny_request("corpus"))
+
+    assert error.code() == INVALID
+    assert (
+        "config.num_latents 64 × d_in 32 is 2,048 weights per matrix, above this server's limit of 1,000"
+        in (error.details() or "")
+    )
+    assert "FEATURELENS_SAE_MAX_TRAIN_PARAMETERS" in (error.details() or "")
+
+
+async def test_a_train_without_make_default_leaves_the_default_of_a_folder_without_a_marker(
+    tmp_path: Path, train_roots: Path
+) -> None:
+    # Issue 8, item 9: with no marker (as the CLI trainer left folders), the newest SAE was the
+    # default, so this Train silently changed the SAE every client gets.
+    models = tmp_path / "unmarked"
+    older = models / save_checkpoint(models, make_sae(seed=1), "older") / "config.json"
+    older.write_text(older.read_text().replace('"created": "20', '"created": "19'))  # a century older
+    newest = save_checkpoint(models, make_sae(seed=2), "newest")
+    write_store(train_roots / "corpus")
+    async with serve_sae(models, train_data_roots=[train_roots], train_progress_interval_s=0.0) as running:
+        messages = await train(running.stub, tiny_request("corpus", make_default=False))
+        encoded = await running.stub.Encode(sae_pb2.EncodeRequest(vectors=matrix(vectors(1))))
+        got = await running.stub.GetSae(sae_pb2.GetSaeRequest())
+
+    trained = messages[-1].result
+    assert not trained.is_default
+    assert encoded.sae_id == got.sae.sae_id == newest
+    assert (models / "default").read_text().strip() == newest
+    async with serve_sae(models) as restarted:
+        assert (await restarted.stub.GetSae(sae_pb2.GetSaeRequest())).sae.sae_id == newest

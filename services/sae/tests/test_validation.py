@@ -28,6 +28,15 @@ def steer(*interventions: common_pb2.Intervention, dim: int = 32) -> sae_pb2.Ste
     return sae_pb2.SteerRequest(vector=to_dense_vector(vectors(1, dim=dim)[0]), interventions=interventions)
 
 
+def filled(value: float, rows: int = 1, dim: int = 32) -> np.ndarray:
+    """Every value the same: finite, but near float32's limit (3.4e38) or the wire's (1e6)."""
+    return np.full((rows, dim), value, dtype=np.float32)
+
+
+def latents(value: float, count: int = 256) -> common_pb2.SparseVector:
+    return common_pb2.SparseVector(indices=range(count), values=[value] * count)
+
+
 def feature(
     number: int, weight: float = 1.0, mode: int = common_pb2.STEER_MODE_ADDITIVE
 ) -> common_pb2.Intervention:
@@ -78,6 +87,14 @@ CASES: list[tuple[str, str, Callable[[str], Any], grpc.StatusCode, list[str]]] =
         NOT_FOUND,
         ["sae-nope", "{sae_id}"],
     ),
+    # Issue 8, item 5: an 8 KB sae_id came back as RESOURCE_EXHAUSTED instead of NOT_FOUND.
+    (
+        "encode_huge_sae_id",
+        "Encode",
+        lambda _: sae_pb2.EncodeRequest(sae_id="z" * 10_000, vectors=matrix(vectors(1))),
+        NOT_FOUND,
+        ["unknown SAE 'zzz", "... (10,000 characters); known SAEs: "],
+    ),
     (
         "encode_path_as_sae_id",
         "Encode",
@@ -115,6 +132,50 @@ CASES: list[tuple[str, str, Callable[[str], Any], grpc.StatusCode, list[str]]] =
         lambda _: sae_pb2.DecodeRequest(rows=[common_pb2.SparseVector(indices=[4], values=[float("inf")])]),
         INVALID,
         ["rows[0]", "infinite"],
+    ),
+    # Issue 8, item 7: finite inputs that overflowed to infinity came back OK.
+    (
+        "encode_3e38",
+        "Encode",
+        lambda _: sae_pb2.EncodeRequest(vectors=matrix(filled(3e38, rows=2))),
+        INVALID,
+        ["vectors: dense matrix holds 3e+38 at row 0, column 0", "within ±1,000,000"],
+    ),
+    (
+        "decode_3e38",
+        "Decode",
+        lambda _: sae_pb2.DecodeRequest(rows=[latents(3e38)]),
+        INVALID,
+        ["rows[0]: sparse vector holds 3e+38 at position 0", "within ±1,000,000"],
+    ),
+    (
+        "steer_3e38",
+        "Steer",
+        lambda _: sae_pb2.SteerRequest(vector=to_dense_vector(filled(3e38)[0]), interventions=[feature(7)]),
+        INVALID,
+        ["vector: dense vector holds 3e+38 at position 0", "within ±1,000,000"],
+    ),
+    # Inside the bound, yet the result is not: refused at the last line, never returned.
+    (
+        "encode_result_beyond_the_bound",
+        "Encode",
+        lambda _: sae_pb2.EncodeRequest(vectors=matrix(filled(1e6))),
+        INVALID,
+        ["vectors row 0 encodes to an activation of", "beyond the ±1,000,000", "scale it down"],
+    ),
+    (
+        "decode_result_beyond_the_bound",
+        "Decode",
+        lambda _: sae_pb2.DecodeRequest(rows=[latents(1.0, 4), latents(1e6)]),
+        INVALID,
+        ["rows[1] decodes to a value of", "beyond the ±1,000,000", "scale it down"],
+    ),
+    (
+        "steer_result_beyond_the_bound",
+        "Steer",
+        lambda _: sae_pb2.SteerRequest(vector=to_dense_vector(filled(1e6)[0]), interventions=[feature(7)]),
+        INVALID,
+        ["the vector encodes to an activation of", "beyond the ±1,000,000"],
     ),
     (
         "directions_out_of_range",

@@ -148,6 +148,27 @@ async def test_invalid_documents_fail_alone_and_the_rest_of_their_batch_is_index
     assert (await corpus_info(stack, "mixed")).documents == 8
 
 
+async def test_documents_repeating_an_id_in_one_batch_are_stored_once_and_counted_apart(
+    stack: Stack, records: list[Record]
+) -> None:
+    # Issue 8, item 11: three documents with id "dup" in one batch reported indexed: 3.
+    documents = [document(r) for r in records[:3]]
+    for number, repeated in enumerate(documents):
+        repeated.id = "dup"
+        repeated.title = f"version {number}"
+
+    responses = await stack.index([setup_message("dups"), batch_message(documents)])
+
+    assert responses[-1].indexed == 1
+    assert responses[-1].duplicates == 2
+    assert responses[-1].failed == 0
+    assert responses[-1].progress.done == 3
+    assert "0 failed, 2 replaced by a later one of the same id" in responses[-1].progress.message
+    assert (await corpus_info(stack, "dups")).documents == 1
+    stored = stack.search.corpora.store.retrieve("dups", ["dup"])
+    assert stored[0].payload["title"] == "version 2"  # the last one, as a later batch would replace it
+
+
 async def test_a_batch_the_encoder_rejects_is_reported_with_its_ids_and_the_other_batches_are_indexed(
     stack: Stack, records: list[Record]
 ) -> None:
@@ -249,6 +270,62 @@ async def test_server_paths_are_checked_by_the_one_allowed_folders_rule(
     assert error.code() == code
     assert message in (error.details() or "")
     assert field in (error.details() or "")
+
+
+@pytest.mark.parametrize(
+    ("field", "name", "message"),
+    [
+        # Issue 8, items 1 and 2: these came back INTERNAL ("embedded null byte", "File name too long").
+        ("corpus_path", "{root}/a\x00b.jsonl", "contains a NUL character"),
+        ("embeddings_path", "{root}/a\x00b.jsonl", "contains a NUL character"),
+        (
+            "corpus_path",
+            "z" * 300 + ".jsonl",
+            "has a name of 306 bytes; one part of a path may have at most 255",
+        ),
+        ("embeddings_path", "z" * 300, "has a name of 300 bytes; one part of a path may have at most 255"),
+    ],
+    ids=["NUL in corpus_path", "NUL in embeddings_path", "long corpus_path", "long embeddings_path"],
+)
+async def test_a_server_path_that_cannot_be_a_path_is_an_invalid_argument(
+    stack: Stack, corpus_root: Path, field: str, name: str, message: str
+) -> None:
+    error = await failure_of(stack.index([setup_message("paths", **{field: name.format(root=corpus_root)})]))
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert f"{field} " in (error.details() or "")
+    assert message in (error.details() or "")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        # Issue 8, item 3: damaged files inside the allowed folder came back INTERNAL.
+        ("corrupt.parquet", b"PAR1" + b"\x00garbage" * 50 + b"PAR1", "is not a readable Parquet file"),
+        ("truncated.jsonl.gz", None, "the compressed data is damaged"),
+        (
+            "latin1.csv",
+            b"id,abstract\n1,caf\xe9 au lait\n2,fine\n",
+            "is not valid UTF-8: line 2 holds byte 0xe9",
+        ),
+    ],
+    ids=["corrupt parquet", "truncated jsonl.gz", "non-UTF-8 csv"],
+)
+async def test_a_damaged_corpus_file_is_an_invalid_argument_naming_the_file(
+    stack: Stack, records: list[Record], corpus_root: Path, name: str, content: bytes | None, problem: str
+) -> None:
+    path = corpus_root / name
+    if content is None:
+        whole = write_jsonl(corpus_root / "whole.jsonl.gz", records[:400]).read_bytes()
+        content = whole[: len(whole) // 2]
+    path.write_bytes(content)
+
+    error = await failure_of(stack.index([setup_message("damaged", corpus_path=name)]))
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert f"corpus_path: {path}" in (error.details() or "")
+    assert problem in (error.details() or "")
+    assert len((await stack.stub.ListCorpora(search_pb2.ListCorporaRequest())).corpora) >= 1
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,9 @@ import pytest
 from search_testing import CORPUS, CountingBackend, Stack, hit_ids, serve_stack
 
 from featurelens.embedding.backends import EmbeddingBackend
+from featurelens.kit import InvalidArgumentError
+from featurelens.services.search import querying
+from featurelens.store import ScoredPoint
 from featurelens.v1 import common_pb2, search_pb2
 from featurelens.wire.arrays import to_dense_vector
 
@@ -195,6 +198,45 @@ async def test_a_steered_query_reports_rank_changes_and_the_hits_it_dropped(stac
     assert all(h.rank == 0 and h.rank_before == before[h.document.id] for h in steered.dropped)
 
 
+async def test_the_deepest_page_with_rank_changes_is_served(stack: Stack) -> None:
+    # Issue 8, item 6: refused with "top_k must be from 1 to 10000, got 10001", a limit never passed.
+    deepest = request(
+        mode=search_pb2.SEARCH_MODE_HYBRID,
+        top_k=1000,
+        offset=9001,
+        interventions=[common_pb2.Intervention(feature=1, weight=2)],
+        with_rank_changes=True,
+    )
+
+    response = await stack.stub.Search(deepest)
+
+    assert list(response.hits) == []  # the corpus holds 1,500 papers
+    assert 0 < response.steer_cosine < 1
+
+
+async def test_rank_changes_are_read_down_to_the_rank_depth_and_no_deeper(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    explained = await stack.stub.Search(request(mode=search_pb2.SEARCH_MODE_SPARSE, explain=True, top_k=1))
+    feature = explained.hits[0].explanation[0].feature
+    plain = await stack.stub.Search(request(top_k=20))
+    monkeypatch.setattr(querying, "RANK_DEPTH", 15)
+
+    steered = await stack.stub.Search(
+        request(
+            top_k=10,
+            offset=10,
+            interventions=[common_pb2.Intervention(feature=feature, weight=-0.6)],
+            with_rank_changes=True,
+        )
+    )
+
+    before = {doc_id: rank for rank, doc_id in enumerate(hit_ids(plain)[:15], start=1)}
+    assert [h.rank for h in steered.hits] == list(range(11, 21))
+    assert [h.rank_before for h in steered.hits] == [before.get(doc_id, 0) for doc_id in hit_ids(steered)]
+    assert all(11 <= h.rank_before <= 15 for h in steered.dropped)
+
+
 async def test_the_response_reports_the_time_the_server_spent(stack: Stack) -> None:
     response = await stack.stub.Search(request())
 
@@ -222,3 +264,15 @@ async def test_a_family_intervention_steers_like_the_same_weight_on_each_of_its_
 
     assert hit_ids(family) == hit_ids(features)
     assert family.steer_cosine == features.steer_cosine < 1
+
+
+@pytest.mark.parametrize("score", [math.inf, math.nan, 1e39], ids=["inf", "nan", "beyond float32"])
+def test_a_score_a_response_cannot_carry_is_refused_rather_than_returned(score: float) -> None:
+    # The last line of issue 8, item 7: bounded vectors and weights keep scores finite, and a
+    # score that is not a finite float32 is never sent.
+    points = [ScoredPoint("fine", 0.5, {}), ScoredPoint("d" * 1000, score, {})]
+
+    with pytest.raises(
+        InvalidArgumentError, match=r"the query scored document 'd+'\.\.\. \(1,000 characters\)"
+    ):
+        querying._check_scores(points, None)

@@ -18,8 +18,8 @@ def text_request(**fields: object) -> search_pb2.SearchRequest:
     return search_pb2.SearchRequest(**values)  # type: ignore[arg-type]
 
 
-def vector_request(vector: np.ndarray) -> search_pb2.SearchRequest:
-    return search_pb2.SearchRequest(corpus=CORPUS, vector=to_dense_vector(vector))
+def vector_request(vector: np.ndarray, **fields: object) -> search_pb2.SearchRequest:
+    return search_pb2.SearchRequest(corpus=CORPUS, vector=to_dense_vector(vector), **fields)  # type: ignore[arg-type]
 
 
 def nan_vector() -> np.ndarray:
@@ -43,6 +43,26 @@ CASES = [
     ),
     pytest.param(vector_request(nan_vector()), INVALID, "NaN or infinite value at position 17", id="NaN"),
     pytest.param(vector_request(np.zeros(256, dtype=np.float32)), INVALID, "all zeros", id="zero vector"),
+    # Issue 8, item 7: a 3e38 vector was blamed on "sparse vector holds a NaN or infinite value".
+    pytest.param(
+        vector_request(np.full(256, 3e38, dtype=np.float32), mode=search_pb2.SEARCH_MODE_HYBRID),
+        INVALID,
+        "the query vector is malformed: dense vector holds 3e+38 at position 0; values must lie within "
+        "±1,000,000",
+        id="hybrid 3e38 vector",
+    ),
+    pytest.param(
+        vector_request(np.full(256, 3e38, dtype=np.float32), interventions=[additive(1, 2.0)]),
+        INVALID,
+        "the query vector is malformed: dense vector holds 3e+38 at position 0",
+        id="steered 3e38 vector",
+    ),
+    pytest.param(
+        vector_request(np.full(256, 1e6, dtype=np.float32), mode=search_pb2.SEARCH_MODE_HYBRID),
+        INVALID,
+        "the query vector is too large for SAE",
+        id="hybrid vector whose latents leave the bound",
+    ),
     pytest.param(text_request(top_k=1001), INVALID, "top_k is 1001; the limit is 1000", id="top_k too large"),
     pytest.param(
         text_request(offset=10**6), INVALID, "offset is 1000000; pages go no deeper", id="absurd offset"
@@ -85,8 +105,16 @@ CASES = [
     pytest.param(
         text_request(sparse_weight=-1.0),
         INVALID,
-        "sparse_weight must be a finite, non-negative",
+        "sparse_weight must be a finite number from 0 to 1,000",
         id="negative weight",
+    ),
+    # Issue 8, item 7: DBSF fusion with weights of 3e38 returned infinite scores.
+    pytest.param(
+        text_request(mode=search_pb2.SEARCH_MODE_HYBRID, fusion=search_pb2.FUSION_DBSF, dense_weight=3e38),
+        INVALID,
+        "dense_weight must be a finite number from 0 to 1,000 (only the ratio of the two weights matters), "
+        "got 3e+38",
+        id="huge leg weight",
     ),
     pytest.param(
         text_request(interventions=[additive(3, float("inf"))]),
@@ -156,6 +184,25 @@ CASES = [
     pytest.param(text_request(corpus=""), INVALID, "corpus is empty", id="no corpus"),
     pytest.param(
         text_request(corpus="nebulae"), StatusCode.NOT_FOUND, "corpus 'nebulae' does not exist", id="unknown"
+    ),
+    # Issue 8, item 5: client values of 8 KB or more came back as RESOURCE_EXHAUSTED.
+    pytest.param(
+        text_request(mode=search_pb2.SEARCH_MODE_SPARSE, sae_id="z" * 10_000),
+        StatusCode.NOT_FOUND,
+        "... (10,000 characters) is not indexed in corpus 'astro'",
+        id="huge sae id",
+    ),
+    pytest.param(
+        text_request(corpus="c" * 10_000),
+        INVALID,
+        "... (10,000 characters) is invalid: use 1 to 128 letters",
+        id="huge corpus name",
+    ),
+    pytest.param(
+        text_request(interventions=[common_pb2.Intervention(family_id="f" * 10_000, weight=0.5)]),
+        StatusCode.FAILED_PRECONDITION,
+        "... (10,000 characters): families are not available yet",
+        id="huge family id",
     ),
     pytest.param(
         text_request(mode=search_pb2.SEARCH_MODE_SPARSE, sae_id="sae-unknown"),

@@ -9,7 +9,9 @@ the layout the sae service serves from its models directory, so pointing ``--out
 directory makes the new SAE available to the service. Both write through featurelens-core's
 ``ModelsFolder``: the run trains into a hidden staging folder (``MODELS_DIR/.train-*``, which the
 service never lists) and is renamed into place only when it finished; an existing checkpoint of
-the same sae_id (same config, recipe and data) is replaced.
+the same sae_id (same config, recipe and data) is replaced. The first SAE of a models directory
+becomes its default (the ``default`` file: what the service serves to a request naming no SAE); a
+later one only with ``--make-default``, so training never changes the default silently.
 
 Training settings left out take featurelens-core's defaults (``SaeConfig`` / ``TrainConfig``),
 the same ones a Train call gets for a field it does not set; ``--help`` shows them.
@@ -355,6 +357,14 @@ def train(
         str | None,
         typer.Option("--embedding-model", help="Name of the embedding model (default: the store's)."),
     ] = None,
+    make_default: Annotated[
+        bool,
+        typer.Option(
+            "--make-default",
+            help="Make the new SAE the default of OUT (the one the sae service uses when a request "
+            "names none). The first SAE of OUT becomes its default anyway; later ones only with this.",
+        ),
+    ] = False,
 ) -> None:
     """Train a top-k SAE on stored embeddings and write its checkpoint to OUT/<sae_id>/."""
     data = _open_embeddings(embeddings)
@@ -376,14 +386,23 @@ def train(
     train_cfg = _train_config(batch_size, lr, epochs, max_steps, seed, val_fraction, device, out)
 
     model_name = embedding_model or data.model_id
-    result, final_dir, seconds = _train_into(out, data.vectors, sae_cfg, train_cfg, model_name)
+    result, final_dir, seconds = _train_into(
+        out, data.vectors, sae_cfg, train_cfg, model_name, make_default=make_default
+    )
     _print_train_summary(result, final_dir, model_name, seconds)
 
 
 def _train_into(
-    out: Path, vectors: np.ndarray, sae_cfg: SaeConfig, train_cfg: TrainConfig, model_name: str | None
+    out: Path,
+    vectors: np.ndarray,
+    sae_cfg: SaeConfig,
+    train_cfg: TrainConfig,
+    model_name: str | None,
+    *,
+    make_default: bool,
 ) -> tuple[TrainResult, Path, float]:
-    """Train with a progress bar into a staging folder of `out`, then register it as out/<sae_id>."""
+    """Train with a progress bar into a staging folder of `out`, then register it as out/<sae_id>
+    (the default of `out` when asked, or when it is the first SAE there)."""
     from featurelens.sae import ModelsFolder, SaeCheckpointError, SaeConfigError, TrainCallbacks, train_sae
 
     folder = ModelsFolder(out)
@@ -402,7 +421,7 @@ def _train_into(
                 checkpoint_dir=staging,
                 embedding_model=model_name,
             )
-            final_dir = folder.register(staging).path
+            final_dir = folder.register(staging, make_default=make_default).path
     except (SaeConfigError, SaeCheckpointError) as error:
         raise fail(str(error), code=2) from error
     except KeyboardInterrupt:
@@ -411,6 +430,9 @@ def _train_into(
 
 
 def _print_train_summary(result: TrainResult, path: Path, model_name: str | None, seconds: float) -> None:
+    from featurelens.sae import ModelsFolder
+
+    is_default = ModelsFolder(path.parent).read_default() == result.sae_id
     cfg = result.sae.cfg
     final = result.final_train
     table = Table(title="trained SAE", show_header=False, title_justify="left")
@@ -419,6 +441,7 @@ def _print_train_summary(result: TrainResult, path: Path, model_name: str | None
     rows = [
         ("sae_id", result.sae_id),
         ("checkpoint", str(path)),
+        ("default", f"yes ({path.parent / 'default'})" if is_default else "no (--make-default makes it so)"),
         ("embedding model", model_name or "-"),
         ("d_in", str(cfg.d_in)),
         ("num_latents", str(cfg.num_latents)),

@@ -359,6 +359,7 @@ def index_progress(response: search_pb2.IndexDocumentsResponse) -> IndexProgress
         failed=response.failed,
         failed_ids=tuple(response.failed_ids),
         failure_reason=response.failure_reason,
+        duplicates=response.duplicates,
     )
 
 

@@ -113,8 +113,10 @@ class SaeClient:
         The last message's ``result`` is the new SAE. A setting left None is not sent, and the
         server uses featurelens-core's default for it (the same as ``featurelens sae train``; see
         ``TrainRequest`` in sae.proto); a value is used as sent, so ``val_fraction=0.0`` trains on
-        every row without validation. ``timeout`` bounds the whole run (no bound by default;
-        ``timeout_s`` is its older, deprecated name).
+        every row without validation. ``make_default`` makes the new SAE the one a call naming none
+        gets; without it the default stays as it is (only a server's first SAE becomes it anyway).
+        ``timeout`` bounds the whole run (no bound by default; ``timeout_s`` is its older,
+        deprecated name).
         """
         request = convert.train_request(
             embeddings_path,

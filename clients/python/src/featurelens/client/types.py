@@ -331,10 +331,14 @@ class IndexProgress:
 
     progress: Progress
     indexed: int
+    """Documents stored (or found stored unchanged) so far."""
     failed: int
     failed_ids: tuple[str, ...] = ()
     """Ids of the documents of the batch that just failed."""
     failure_reason: str = ""
+    duplicates: int = 0
+    """Documents skipped so far because a later one of the same batch has the same id (that one
+    is stored)."""
 
 
 @dataclass(frozen=True)

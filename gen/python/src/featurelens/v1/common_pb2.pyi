@@ -45,14 +45,20 @@ Global___SteerMode: _TypeAlias = SteerMode  # noqa: Y015
 
 @_typing.final
 class DenseVector(_message.Message):
-    """One dense vector: little-endian float32 values packed into bytes."""
+    """One dense vector: little-endian float32 values packed into bytes.
+
+    Every value of a DenseVector, DenseMatrix or SparseVector, in a request or a response, is finite
+    and within ±1,000,000 (featurelens.wire.MAX_ABS_VALUE): a request with a NaN, an infinity or a
+    larger value is refused (INVALID_ARGUMENT, naming its position), and a result that would leave the
+    bound (an input near it, encoded or decoded) is refused the same way instead of being returned.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     DATA_FIELD_NUMBER: _builtins.int
     DIM_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
-    """dim * 4 bytes, little-endian float32."""
+    """dim * 4 bytes, little-endian float32; each value finite and within ±1,000,000."""
     dim: _builtins.int
     """Number of float32 values in data."""
     def __init__(
@@ -71,7 +77,9 @@ Global___DenseVector: _TypeAlias = DenseVector  # noqa: Y015
 
 @_typing.final
 class DenseMatrix(_message.Message):
-    """A batch of dense vectors as one row-major little-endian float32 matrix."""
+    """A batch of dense vectors as one row-major little-endian float32 matrix.
+    Values are bounded as in DenseVector.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -79,7 +87,7 @@ class DenseMatrix(_message.Message):
     DIM_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
-    """count * dim * 4 bytes, row-major, little-endian float32."""
+    """count * dim * 4 bytes, row-major, little-endian float32; each value finite and within ±1,000,000."""
     dim: _builtins.int
     """Number of columns (the embedding dimension)."""
     count: _builtins.int
@@ -113,7 +121,7 @@ class SparseVector(_message.Message):
 
     @_builtins.property
     def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """Values at those positions; same length as indices."""
+        """Values at those positions; same length as indices; each finite and within ±1,000,000 (see DenseVector)."""
 
     def __init__(
         self,

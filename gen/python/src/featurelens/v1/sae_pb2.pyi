@@ -39,7 +39,9 @@ class SaeConfig(_message.Message):
     d_in: _builtins.int
     """Input (embedding) dimension; in a TrainRequest 0 takes it from the embedding store."""
     num_latents: _builtins.int
-    """Number of latents (dictionary size); required, at most the server's max_num_latents."""
+    """Number of latents (dictionary size); required, at most the server's max_num_latents, and
+    num_latents * d_in at most its max_train_parameters.
+    """
     k: _builtins.int
     """Latents kept per input; required, 1 to num_latents."""
     k_aux: _builtins.int
@@ -444,7 +446,9 @@ class TrainRequest(_message.Message):
     Unset means the core default (0.1).
     """
     make_default: _builtins.bool
-    """Make the new SAE the default one."""
+    """Make the new SAE the default one. Without it the default stays as it is, except that the
+    first SAE of a server with none becomes the default.
+    """
     @_builtins.property
     def config(self) -> Global___SaeConfig:
         """Shape and loss settings; d_in is taken from the store when 0."""

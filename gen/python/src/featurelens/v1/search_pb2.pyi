@@ -186,13 +186,21 @@ class IndexDocumentsResponse(_message.Message):
     FAILED_FIELD_NUMBER: _builtins.int
     FAILED_IDS_FIELD_NUMBER: _builtins.int
     FAILURE_REASON_FIELD_NUMBER: _builtins.int
+    DUPLICATES_FIELD_NUMBER: _builtins.int
     indexed: _builtins.int
-    """Documents indexed so far."""
+    """Documents stored (or found stored unchanged) so far, each id counted once per batch."""
     failed: _builtins.int
     """Documents that failed so far."""
     failure_reason: _builtins.str
+    duplicates: _builtins.int
+    """Documents skipped so far because a later document of the same batch has the same id: the later
+    one is stored, as indexing an id again replaces it. (Across batches, a later batch replaces the
+    document and counts it again in indexed.)
+    """
     @_builtins.property
-    def progress(self) -> _common_pb2.Progress: ...
+    def progress(self) -> _common_pb2.Progress:
+        """progress.done counts every document dealt with: indexed + failed + duplicates."""
+
     @_builtins.property
     def failed_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Ids of the documents of the batch that just failed, with the reason."""
@@ -205,10 +213,11 @@ class IndexDocumentsResponse(_message.Message):
         failed: _builtins.int = ...,
         failed_ids: _abc.Iterable[_builtins.str] | None = ...,
         failure_reason: _builtins.str = ...,
+        duplicates: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "failed_ids", b"failed_ids", "failure_reason", b"failure_reason", "indexed", b"indexed", "progress", b"progress"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicates", b"duplicates", "failed", b"failed", "failed_ids", b"failed_ids", "failure_reason", b"failure_reason", "indexed", b"indexed", "progress", b"progress"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -285,9 +294,9 @@ class SearchRequest(_message.Message):
     """SAE for sparse/hybrid modes, interventions, filters and explanations; empty means the default."""
     fusion: Global___Fusion.ValueType
     dense_weight: _builtins.float
-    """Relative weight of the dense leg in hybrid mode; 0 means 1."""
+    """Relative weight of the dense leg in hybrid mode, 0 to 1000 (only the ratio matters); 0 means 1."""
     sparse_weight: _builtins.float
-    """Relative weight of the sparse leg in hybrid mode; 0 means 1."""
+    """Relative weight of the sparse leg in hybrid mode, 0 to 1000 (only the ratio matters); 0 means 1."""
     top_k: _builtins.int
     """Hits to return, 1 to 1000; 0 means 10."""
     offset: _builtins.int
@@ -295,7 +304,12 @@ class SearchRequest(_message.Message):
     explain: _builtins.bool
     """Add per-hit feature contributions."""
     with_rank_changes: _builtins.bool
-    """With interventions: also run the unsteered query and report rank changes."""
+    """With interventions: also run the unsteered query and report rank changes. The unsteered ranking
+    is read from rank 1 down to offset + top_k, but no deeper than 10,000 ranks (the most one store
+    query returns), so every page that top_k and offset allow is served: a hit whose unsteered rank
+    lies deeper has rank_before 0, and dropped lists only the unsteered hits of this page above that
+    depth.
+    """
     with_text: _builtins.bool
     """Return the document text in hits (titles and ids are always returned)."""
     @_builtins.property
@@ -391,7 +405,9 @@ class Hit(_message.Message):
     rank: _builtins.int
     """Rank in this result, from 1 (offset included)."""
     rank_before: _builtins.int
-    """With rank changes: the rank in the unsteered result, or 0 when it was not in it."""
+    """With rank changes: the rank in the unsteered result, or 0 when it was not in it (or ranked
+    below 10,000, the deepest rank read; see with_rank_changes).
+    """
     @_builtins.property
     def document(self) -> _common_pb2.Document: ...
     @_builtins.property

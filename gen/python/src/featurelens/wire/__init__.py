@@ -6,11 +6,13 @@ Imports only protobuf, numpy and the generated stubs.
 
 from featurelens.wire.arrays import (
     FLOAT32_LE,
+    MAX_ABS_VALUE,
     ArrayFormatError,
     from_dense_matrix,
     from_dense_vector,
     from_sparse_rows,
     from_sparse_vector,
+    require_bounded,
     to_dense_matrix,
     to_dense_vector,
     to_sparse_rows,
@@ -19,11 +21,13 @@ from featurelens.wire.arrays import (
 
 __all__ = [
     "FLOAT32_LE",
+    "MAX_ABS_VALUE",
     "ArrayFormatError",
     "from_dense_matrix",
     "from_dense_vector",
     "from_sparse_rows",
     "from_sparse_vector",
+    "require_bounded",
     "to_dense_matrix",
     "to_dense_vector",
     "to_sparse_rows",

@@ -10,6 +10,12 @@ A run trains into a staging folder inside the models folder and ``register`` ren
 previous SAE or the whole new one, never a half-written one. Staging inside the folder keeps the
 rename on one filesystem, where it is atomic. The sae service's registry and ``featurelens sae
 train`` both write through this class, so both lay out and replace SAEs the same way.
+
+The default SAE (the one a request that names none gets) moves only when asked: the first SAE
+registered into a folder becomes its default, a later one only with ``make_default``. A folder
+with SAEs but no marker (written before markers were, or by hand), or whose marker names an SAE
+that is gone, gets its newest SAE marked once (``settle_default``), so training another SAE never
+changes the default silently.
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 from featurelens.sae.checkpoint import (
+    CONFIG_FILE,
     OLD_PREFIX,
     TRAIN_STATE_FILE,
     CheckpointInfo,
@@ -34,7 +42,14 @@ from featurelens.sae.checkpoint import (
     replace_dir,
 )
 
-__all__ = ["DEFAULT_MARKER", "SAE_ID_PATTERN", "STAGING_PREFIX", "ModelsFolder", "is_valid_sae_id"]
+__all__ = [
+    "DEFAULT_MARKER",
+    "SAE_ID_PATTERN",
+    "STAGING_PREFIX",
+    "ModelsFolder",
+    "created_unix",
+    "is_valid_sae_id",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +66,14 @@ _OLD_FOLDER = re.compile(
 def is_valid_sae_id(sae_id: str) -> bool:
     """Whether ``sae_id`` can name a folder of a models folder (and so an SAE)."""
     return SAE_ID_PATTERN.match(sae_id) is not None
+
+
+def created_unix(info: CheckpointInfo) -> int:
+    """When a checkpoint was written: its config.json's ``created``, else the file's modification time."""
+    try:
+        return int(datetime.fromisoformat(info.created).timestamp())
+    except ValueError:
+        return int((info.path / CONFIG_FILE).stat().st_mtime)
 
 
 class ModelsFolder:
@@ -113,11 +136,13 @@ class ModelsFolder:
 
     # -- registering ----------------------------------------------------------------------------
 
-    def register(self, checkpoint_dir: str | Path) -> CheckpointInfo:
+    def register(self, checkpoint_dir: str | Path, *, make_default: bool = False) -> CheckpointInfo:
         """Move a finished checkpoint to ``<folder>/<sae_id>/`` and return what it holds there.
 
         The same sae_id means the same config, recipe and data, so a re-trained SAE replaces the
-        one there. The optimiser state (train_state.pt, only for resuming) is dropped. Raises
+        one there. The optimiser state (train_state.pt, only for resuming) is dropped. The SAE
+        becomes the folder's default when ``make_default`` is set or the folder has no SAE yet;
+        otherwise the default stays what it was (settled into the marker first). Raises
         SaeCheckpointError with a sentence when the checkpoint is unreadable, its id cannot name
         a folder, or it lies on another filesystem (stage it with ``staging_dir``).
         """
@@ -129,6 +154,7 @@ class ModelsFolder:
                 "(letters, digits, '_', '.' and '-' only, not starting with '.' or '-')."
             )
         (source / TRAIN_STATE_FILE).unlink(missing_ok=True)
+        previous_default = self.settle_default()
         target = self.path / info.sae_id
         if source.resolve() != target.resolve():
             self.path.mkdir(parents=True, exist_ok=True)
@@ -141,6 +167,9 @@ class ModelsFolder:
                     "the move is an atomic rename."
                 ) from error
         logger.info("registered SAE %s at %s", info.sae_id, target)
+        if make_default or previous_default is None:
+            self.write_default(info.sae_id)
+            logger.info("SAE %s is the default of %s", info.sae_id, self.path)
         return dataclasses.replace(info, path=target)
 
     # -- the default marker ---------------------------------------------------------------------
@@ -156,6 +185,54 @@ class ModelsFolder:
             logger.warning("cannot read %s (%s)", marker, error)
             return None
         return marked or None
+
+    def settle_default(self) -> str | None:
+        """The folder's default sae_id, fixed in the marker so that only ``write_default`` moves it.
+
+        The marker's id when it names an SAE here. Otherwise (no marker, or the SAE it names is
+        gone) the newest readable SAE, by its ``created`` time and then its id, is written into the
+        marker with a warning, once. None when the folder holds no SAE. A marker that cannot be
+        written (a read-only folder) is logged, and the newest is returned all the same.
+        """
+        marked = self.read_default()
+        if marked is not None and is_valid_sae_id(marked) and (self.path / marked / CONFIG_FILE).is_file():
+            return marked  # the usual layout, without reading every checkpoint
+        saes = self._saes()
+        if marked is not None and any(sae_id == marked for _, sae_id in saes):
+            return marked
+        if not saes:
+            return None
+        newest = max(saes)[1]
+        reason = (
+            "has no default marker"
+            if marked is None
+            else f"marks {marked!r} as the default, which is not there"
+        )
+        logger.warning(
+            "%s %s; marking its newest SAE, %s, as the default, so that training another does not change it",
+            self.path, reason, newest,
+        )  # fmt: skip
+        try:
+            self.write_default(newest)
+        except OSError as error:
+            logger.warning("cannot write the default marker of %s (%s)", self.path, error)
+        return newest
+
+    def _saes(self) -> list[tuple[int, str]]:
+        """(created, sae_id) of every readable checkpoint folder."""
+        if not self.path.is_dir():
+            return []
+        found: list[tuple[int, str]] = []
+        for folder in self.path.iterdir():
+            if folder.name.startswith(".") or not (folder / CONFIG_FILE).is_file():
+                continue
+            try:
+                info = read_checkpoint(folder)
+            except SaeCheckpointError:
+                continue
+            if is_valid_sae_id(info.sae_id):
+                found.append((created_unix(info), info.sae_id))
+        return found
 
     def write_default(self, sae_id: str) -> None:
         """Write ``sae_id`` into the ``default`` marker atomically (a reader sees the old or new id)."""

@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from featurelens.kit.logs import configure_logging
+from featurelens.kit.redaction import register_settings_secrets
 from featurelens.kit.server import GrpcServer, Servicer
 from featurelens.kit.settings import ServiceSettings
 
@@ -103,8 +104,8 @@ def service_settings(
     A variable the user set always wins, except host and port (one server hosts all). Otherwise:
     defaults under ``.featurelens/`` move into ``data_dir``; ``<service>_address`` fields of the
     services in ``hosted`` point back at this server; ``*_roots`` (server folders a caller may
-    name) allow ``data_dir`` and the working directory; ``FEATURELENS_REDIS_URL`` fills
-    ``redis_url``; ``models`` (when given) sets the encoder's models.
+    name) allow ``readable_roots(data_dir)``; ``FEATURELENS_REDIS_URL`` fills ``redis_url``;
+    ``models`` (when given) sets the encoder's models.
     """
     cls = factory.settings_class
     prefix = str(cls.model_config.get("env_prefix", ""))
@@ -127,13 +128,36 @@ def service_settings(
             # Folders a service may read on a caller's behalf (training data, corpora). The
             # embedded mode serves one local user, so it allows the data folder and the working
             # directory; a deployed service allows only what its environment names.
-            overrides[name] = [data_dir.resolve(), Path.cwd()]
+            overrides[name] = readable_roots(data_dir)
     if factory.name == "encoder" and models:
         overrides["models"] = list(models)
     shared_redis = os.environ.get(SHARED_REDIS_URL, "")
     if "redis_url" in cls.model_fields and shared_redis and not user_set("redis_url"):
         overrides["redis_url"] = shared_redis
     return cls(**overrides)
+
+
+def too_broad_to_read(folder: Path) -> bool:
+    """Whether ``folder`` is the root, the home folder or a folder above it: allowing every file
+    under it would hand a client the user's keys and documents."""
+    folder = folder.resolve()
+    if folder == Path(folder.anchor):
+        return True
+    try:
+        home = Path.home().resolve()
+    except RuntimeError:  # no home folder known: only the root is ruled out
+        return False
+    return home.is_relative_to(folder)
+
+
+def readable_roots(data_dir: Path, cwd: Path | None = None) -> list[Path]:
+    """The folders the embedded host lets its services read files from: the data folder and the
+    working directory, or only the data folder when the working directory is too broad (the home
+    folder, one above it, or the root)."""
+    cwd = Path.cwd() if cwd is None else cwd
+    if too_broad_to_read(cwd):
+        return [data_dir.resolve()]
+    return [data_dir.resolve(), cwd.resolve()]
 
 
 def connect_host(host: str) -> str:
@@ -161,8 +185,28 @@ class EmbeddedHost:
     def names(self) -> list[str]:
         return [factory.name for factory in self.factories]
 
+    def readable_folders(self) -> list[str]:
+        """One sentence per service that reads files a client names: the folders it may read, and
+        the variable that changes them (``featurelens up`` logs these as it starts)."""
+        sentences = []
+        for factory, settings in zip(self.factories, self.settings, strict=True):
+            prefix = str(type(settings).model_config.get("env_prefix", ""))
+            for name in type(settings).model_fields:
+                if not name.endswith("_roots"):
+                    continue
+                roots = getattr(settings, name)
+                folders = ", ".join(str(root) for root in roots) or "none"
+                sentences.append(
+                    f"{factory.name} may read the files a client names (JSONL, CSV, Parquet, embedding "
+                    f"stores) under: {folders} ({prefix}{name.upper()} changes this)"
+                )
+        return sentences
+
     def build_server(self) -> GrpcServer:
         """The servicers and the one server hosting them (models load when it starts)."""
+        # Before any servicer exists: nothing it logs or answers may carry a configured secret.
+        for settings in self.settings:
+            register_settings_secrets(settings)
         servicers = [
             factory.build_servicer(settings)
             for factory, settings in zip(self.factories, self.settings, strict=True)
@@ -181,6 +225,15 @@ class EmbeddedHost:
 
         A service that fails to start stops the server and its error is raised here.
         """
+        sentences = self.readable_folders()
+        for sentence in sentences:
+            logger.info("%s", sentence)
+        if sentences and too_broad_to_read(Path.cwd()):
+            logger.info(
+                "started from %s (the home folder, one above it or the root): services read files "
+                "only in the data folder, not under the working directory",
+                Path.cwd(),
+            )
         # Built inside the running loop: a grpc.aio server binds to the loop it is created in.
         server = self.build_server()
         await server.serve_until_signalled(on_ready=None if on_ready is None else lambda: on_ready(server))

@@ -1,4 +1,17 @@
-"""Server interceptor: request id, one log line per call, domain errors → status codes."""
+"""Server interceptor: request id, one log line per call, domain errors → status codes.
+
+Every call a featurelens server serves passes through here, so what every answer must respect is
+enforced once, for every RPC of every service:
+
+- bytes that are not a valid protobuf message are INVALID_ARGUMENT with a sentence that names the
+  message type (grpcio alone answers UNKNOWN or INTERNAL before the service's code runs): the
+  deserializer hands the handler an ``Undecodable`` in place of the request, and the wrapper (or,
+  for a request stream, the wrapped request iterator) turns it into that status;
+- every status detail is redacted (``featurelens.kit.redaction``) and bounded
+  (``featurelens.kit.echo``), and so is the log line that repeats it;
+- while the server drains for a shutdown (``featurelens.kit.inflight``), a new call is refused with
+  UNAVAILABLE unless it carries the request id of a call in flight here (a peer's sub-call).
+"""
 
 from __future__ import annotations
 
@@ -15,12 +28,19 @@ import grpc
 from grpc import aio
 
 from featurelens.kit.context import reset_request_id, set_request_id
-from featurelens.kit.errors import status_for
+from featurelens.kit.errors import InvalidArgumentError, UnavailableError, status_for
+from featurelens.kit.inflight import InFlightCalls
+from featurelens.kit.redaction import status_detail
 from featurelens.wire.metadata import REQUEST_ID_KEY
 
 logger = logging.getLogger("featurelens.kit.requests")
 
 _QUIET_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+#: The sentence of a call refused because the server is shutting down.
+SHUTTING_DOWN = "the server is shutting down and takes no new calls; retry shortly or on another instance"
+
+Deserializer = Callable[[bytes], Any]
 
 
 def _request_id(details: grpc.HandlerCallDetails) -> str:
@@ -28,6 +48,54 @@ def _request_id(details: grpc.HandlerCallDetails) -> str:
         if key == REQUEST_ID_KEY and isinstance(value, str) and 0 < len(value) <= 128:
             return value
     return uuid.uuid4().hex[:16]
+
+
+class Undecodable:
+    """Stands in for a request whose bytes are not a valid message of the RPC's request type."""
+
+    def __init__(self, message_name: str, error: Exception) -> None:
+        self.message_name = message_name
+        self.error = error
+
+    def sentence(self) -> str:
+        reason = str(self.error)
+        # protobuf's text repeats the type ("Error parsing message with type 'X': why"); keep the why.
+        if reason.startswith("Error parsing message") and ": " in reason:
+            reason = reason.split(": ", 1)[1]
+        reason = reason or type(self.error).__name__
+        return f"the request is not a valid {self.message_name} message: {reason}"
+
+
+def _message_name(deserializer: Deserializer) -> str:
+    # A generated handler's deserializer is the request class's FromString.
+    descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    return str(getattr(descriptor, "full_name", "request"))
+
+
+def tolerant(deserializer: Deserializer | None) -> Deserializer | None:
+    """``deserializer`` returning an ``Undecodable`` instead of raising on bytes it cannot parse."""
+    if deserializer is None:
+        return None
+    message_name = _message_name(deserializer)
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as error:  # DecodeError, or whatever a hand-written deserializer raises
+            return Undecodable(message_name, error)
+
+    return deserialize
+
+
+def _checked(request: Any) -> Any:
+    if isinstance(request, Undecodable):
+        raise InvalidArgumentError(request.sentence())
+    return request
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield _checked(request)
 
 
 class _CallTracker:
@@ -50,8 +118,11 @@ class _CallTracker:
             logger.exception("%s failed with an unexpected error", self.method)
             details = f"internal error; quote request id {self.request_id} to the operator"
             await context.abort(grpc.StatusCode.INTERNAL, details)
-        self.log(code.name, str(error))
-        await context.abort(code, str(error) or code.name)
+        # A sentence may quote a client's value or a dependency's answer: never a secret, never
+        # more than gRPC's metadata limit lets through.
+        details = status_detail(str(error)) or code.name
+        self.log(code.name, details)
+        await context.abort(code, details)
 
     def log(self, outcome: str, detail: str = "") -> None:
         # Probes and grpcurl's reflection would drown the service's own lines; their failures still log.
@@ -65,8 +136,29 @@ class _CallTracker:
             logger.log(level, "%s %s %.1fms", self.method, outcome, elapsed_ms)
 
 
+class _Admission:
+    """A call's place among the calls in flight (health and reflection are never counted)."""
+
+    def __init__(self, calls: InFlightCalls, tracker: _CallTracker) -> None:
+        self.calls = calls
+        self.request_id = tracker.request_id
+        self.counted = False
+        if not tracker.quiet:
+            self.counted = calls.admit(self.request_id)
+            if not self.counted:
+                raise UnavailableError(SHUTTING_DOWN)
+
+    def release(self) -> None:
+        if self.counted:
+            self.counted = False
+            self.calls.release(self.request_id)
+
+
 class RequestInterceptor(aio.ServerInterceptor):
-    """Wraps every handler with request-id binding, logging and error mapping."""
+    """Wraps every handler with request-id binding, logging, error mapping and drain admission."""
+
+    def __init__(self, calls: InFlightCalls | None = None) -> None:
+        self.calls = calls if calls is not None else InFlightCalls()
 
     async def intercept_service(
         self,
@@ -78,40 +170,48 @@ class RequestInterceptor(aio.ServerInterceptor):
             return handler
         method = handler_call_details.method
         request_id = _request_id(handler_call_details)
+        deserializer = tolerant(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, method, request_id),
-                handler.request_deserializer,
+                deserializer,
                 handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(handler.stream_unary, method, request_id),
-                handler.request_deserializer,
+                self._wrap_unary(handler.stream_unary, method, request_id, request_streaming=True),
+                deserializer,
                 handler.response_serializer,
             )
         streaming = handler.unary_stream or handler.stream_stream
+        request_streaming = not handler.unary_stream
         # A streaming handler either yields its responses (async generator) or writes them with
         # context.write() and returns a coroutine (the standard health Watch does), and each
         # needs its own kind of wrapper.
         if inspect.iscoroutinefunction(streaming):
-            wrapped = self._wrap_unary(streaming, method, request_id)
+            wrapped = self._wrap_unary(streaming, method, request_id, request_streaming=request_streaming)
         else:
-            wrapped = self._wrap_stream(streaming, method, request_id)
+            wrapped = self._wrap_stream(streaming, method, request_id, request_streaming=request_streaming)
         make_handler = (
             grpc.unary_stream_rpc_method_handler
             if handler.unary_stream
             else grpc.stream_stream_rpc_method_handler
         )
-        return make_handler(wrapped, handler.request_deserializer, handler.response_serializer)
+        return make_handler(wrapped, deserializer, handler.response_serializer)
 
-    @staticmethod
-    def _wrap_unary(behavior: Any, method: str, request_id: str) -> Any:
+    def _wrap_unary(
+        self, behavior: Any, method: str, request_id: str, *, request_streaming: bool = False
+    ) -> Any:
+        calls = self.calls
+
         async def wrapper(request: Any, context: aio.ServicerContext) -> Any:
             token = set_request_id(request_id)
             tracker = _CallTracker(method, request_id)
+            admission: _Admission | None = None
             try:
+                admission = _Admission(calls, tracker)
                 await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+                request = _checked_stream(request) if request_streaming else _checked(request)
                 response = behavior(request, context)
                 if inspect.isawaitable(response):
                     response = await response
@@ -122,17 +222,25 @@ class RequestInterceptor(aio.ServerInterceptor):
                 tracker.log("OK")
                 return response
             finally:
+                if admission is not None:
+                    admission.release()
                 reset_request_id(token)
 
         return wrapper
 
-    @staticmethod
-    def _wrap_stream(behavior: Any, method: str, request_id: str) -> Any:
+    def _wrap_stream(
+        self, behavior: Any, method: str, request_id: str, *, request_streaming: bool = False
+    ) -> Any:
+        calls = self.calls
+
         async def wrapper(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
             token = set_request_id(request_id)
             tracker = _CallTracker(method, request_id)
+            admission: _Admission | None = None
             try:
+                admission = _Admission(calls, tracker)
                 await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+                request = _checked_stream(request) if request_streaming else _checked(request)
                 async for response in behavior(request, context):
                     yield response
             except BaseException as error:
@@ -141,6 +249,8 @@ class RequestInterceptor(aio.ServerInterceptor):
             else:
                 tracker.log("OK")
             finally:
+                if admission is not None:
+                    admission.release()
                 # grpc may close the generator after the client went away from another context,
                 # where the token cannot be reset; that context never saw the id, so skip it.
                 with contextlib.suppress(ValueError):

@@ -1,43 +1,41 @@
 """Logging set-up: readable text on a terminal, one JSON object per line in a container.
 
-Secrets (API keys, bearer tokens, passwords in URLs) are redacted from every record.
+Secrets are redacted from every record (``featurelens.kit.redaction``: configured secrets by value,
+API keys, bearer and basic credentials, passwords in URLs), and every record is bounded: a message
+keeps its first 4,000 characters and each line of a traceback its first 1,000, so a client's
+megabyte-long name cannot flood the log.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
 from featurelens.kit.context import current_request_id
+from featurelens.kit.redaction import redact, redacted_and_bounded
 
-_SECRET_PATTERNS = [
-    # OpenAI-style keys and bearer tokens.
-    (re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"), "sk-***"),
-    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}"), r"\1***"),
-    # key=value pairs whose key names a secret.
-    (re.compile(r"(?i)((?:api[_-]?key|token|secret|password)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"), r"\1***"),
-    # user:password@host in URLs; the user may be empty (redis://:password@host).
-    (re.compile(r"(://[^/\s:@]*:)[^@\s/]+@"), r"\1***@"),
-]
+__all__ = ["JsonFormatter", "RedactingFilter", "TextFormatter", "configure_logging", "redact"]
+
+#: Longest log message, in characters (what is cut is marked with the original length).
+MAX_MESSAGE_CHARS = 4000
+#: Longest line of a logged traceback, in characters.
+MAX_TRACEBACK_LINE_CHARS = 1000
 
 
-def redact(text: str) -> str:
-    """Return text with secrets replaced by ``***``."""
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
+def _bounded_traceback(text: str) -> str:
+    # Cut line by line: the exception's message is the last line, the one worth keeping.
+    return "\n".join(redacted_and_bounded(line, MAX_TRACEBACK_LINE_CHARS) for line in text.splitlines())
 
 
 class RedactingFilter(logging.Filter):
-    """Formats each record's message once and redacts secrets from it."""
+    """Formats each record's message once, redacts secrets from it and bounds its length."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        record.msg = redact(message)
+        record.msg = redacted_and_bounded(message, MAX_MESSAGE_CHARS)
         record.args = None
         record.request_id = current_request_id()
         return True
@@ -57,8 +55,11 @@ class JsonFormatter(logging.Formatter):
         if request_id:
             entry["request_id"] = request_id
         if record.exc_info:
-            entry["exception"] = redact(self.formatException(record.exc_info))
+            entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
+        return _bounded_traceback(super().formatException(ei))
 
 
 class TextFormatter(logging.Formatter):
@@ -67,8 +68,12 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
+    def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
+        return _bounded_traceback(super().formatException(ei))
+
     def format(self, record: logging.LogRecord) -> str:
-        # The message is redacted by the filter, but a traceback is only formatted here.
+        # The filter redacts the message and formatException the traceback; this catches a record
+        # that reached the handler without the filter.
         line = redact(super().format(record))
         request_id = getattr(record, "request_id", None)
         return f"{line} [{request_id}]" if request_id else line

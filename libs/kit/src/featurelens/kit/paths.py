@@ -7,7 +7,7 @@ file to index) and the client names them. Every service applies the same rules:
 - a relative path is tried under every allowed folder in order, and the first that exists wins;
 - outside every allowed folder (or no folder allowed at all) is PERMISSION_DENIED, a name that
   cannot be a path is INVALID_ARGUMENT, and an allowed path that does not exist is NOT_FOUND;
-- the client's text is echoed in the sentence only up to a bound.
+- the client's text is echoed in the sentence only up to a bound (``featurelens.kit.echo.shown``).
 """
 
 from __future__ import annotations
@@ -16,21 +16,13 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from featurelens.kit.echo import shown
 from featurelens.kit.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 
 #: Longest name of one path component, in bytes (NAME_MAX of Linux file systems).
 MAX_COMPONENT_BYTES = 255
 #: Longest whole path, in bytes (PATH_MAX of Linux).
 MAX_PATH_BYTES = 4096
-#: How much of a client's path an error sentence repeats.
-_SHOWN_CHARS = 200
-
-
-def shown(requested: str) -> str:
-    """The client's text for an error sentence: quoted, cut after 200 characters with its length."""
-    if len(requested) <= _SHOWN_CHARS:
-        return repr(requested)
-    return f"{requested[:_SHOWN_CHARS]!r}... ({len(requested):,} characters)"
 
 
 def allowed_path(requested: str, roots: Sequence[Path], *, field: str, setting: str) -> Path:

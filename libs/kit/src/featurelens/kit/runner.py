@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from featurelens.kit.logs import configure_logging
+from featurelens.kit.redaction import register_settings_secrets
 from featurelens.kit.server import GrpcServer, Servicer
 from featurelens.kit.settings import ServiceSettings
 
@@ -15,6 +16,8 @@ SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 async def serve(settings: SettingsT, build_servicer: Callable[[SettingsT], Servicer]) -> None:
     """Serve one servicer per its settings until SIGTERM or SIGINT, then drain and stop."""
+    # Before the servicer exists: nothing it logs or answers may carry a configured secret.
+    register_settings_secrets(settings)
     # Built inside the running loop: a grpc.aio server binds to the loop it is created in.
     server = GrpcServer(
         [build_servicer(settings)],

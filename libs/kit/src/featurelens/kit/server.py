@@ -3,7 +3,13 @@
 One ``GrpcServer`` hosts one or more servicers (the embedded mode hosts all five on one port).
 Health starts NOT_SERVING for every service; each servicer's ``start()`` loads and warms what
 it needs, and only then does its health turn SERVING (the overall "" status once all are).
-SIGTERM/SIGINT → NOT_SERVING → ``server.stop(grace)`` → each servicer's ``close()``.
+
+SIGTERM/SIGINT → NOT_SERVING → drain → ``server.stop`` → each servicer's ``close()``. Draining
+refuses new calls with UNAVAILABLE but keeps the port open and admits the calls that carry the
+request id of a call in flight (``featurelens.kit.inflight``): in ``featurelens up`` search calls
+the encoder and sae servicers through this same server, and an in-flight Search or IndexDocuments
+needs those calls to finish. Once no call is in flight, or the grace period has passed, the
+server stops (cancelling what is left).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -18,6 +25,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from featurelens.kit.inflight import InFlightCalls
 from featurelens.kit.interceptor import RequestInterceptor
 
 logger = logging.getLogger(__name__)
@@ -76,6 +84,8 @@ class GrpcServer:
         self._server: aio.Server | None = None
         self._stopped = asyncio.Event()
         self._warmup: asyncio.Task[None] | None = None
+        #: The calls being served, by request id; stop() drains them.
+        self.calls = InFlightCalls()
         self.port = 0
 
     @property
@@ -92,7 +102,7 @@ class GrpcServer:
         if self._server is not None:
             raise RuntimeError("a GrpcServer can be started once")
         server = self._server = aio.server(
-            interceptors=[RequestInterceptor()], options=server_options(self.max_message_bytes)
+            interceptors=[RequestInterceptor(self.calls)], options=server_options(self.max_message_bytes)
         )
         for servicer in self.servicers:
             servicer.add_to_server(server)
@@ -133,17 +143,26 @@ class GrpcServer:
         await asyncio.wait_for(asyncio.shield(self._warmup), timeout)
 
     async def stop(self, grace: float | None = None) -> None:
-        """NOT_SERVING, let in-flight calls finish within the grace period, then close servicers."""
+        """NOT_SERVING, refuse new calls, let in-flight calls (and the calls they make back to this
+        server) finish within the grace period, stop the server, then close servicers."""
         if self._stopped.is_set():
             return
         self._stopped.set()
         grace = self.grace_period_s if grace is None else grace
-        logger.info("stopping: draining in-flight calls for up to %.1fs", grace)
+        deadline = time.monotonic() + grace
+        logger.info("stopping: draining %d in-flight calls for up to %.1fs", len(self.calls), grace)
+        # Refuse before health says so: a client that saw NOT_SERVING must not get in.
+        self.calls.drain()
         await self.health.enter_graceful_shutdown()
         if self._warmup is not None and not self._warmup.done():
             self._warmup.cancel()
         if self._server is not None:
-            await self._server.stop(grace)
+            if not await self.calls.wait_idle(grace):
+                logger.warning(
+                    "%d calls still in flight after %.1fs; cancelling them", len(self.calls), grace
+                )
+            # What remains of the grace lets the last responses go out.
+            await self._server.stop(max(deadline - time.monotonic(), 0.0))
         for servicer in self.servicers:
             try:
                 await servicer.close()

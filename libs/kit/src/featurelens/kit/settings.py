@@ -19,7 +19,10 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FEATURELENS_", extra="ignore")
 
-    host: str = Field("0.0.0.0", description="Address the gRPC server binds to.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the gRPC server binds to; 0.0.0.0 (as the images set) serves other machines.",
+    )
     port: int = Field(50051, ge=0, le=65535, description="TCP port; 0 picks a free one.")
     log_level: str = Field("INFO", description="Root log level (DEBUG, INFO, WARNING, ERROR).")
     log_format: LogFormat = Field(

@@ -10,7 +10,7 @@ import functools
 from typing import Any
 
 from featurelens.embedding.backends import load_backend, resolve_api_key
-from featurelens.kit import run_service
+from featurelens.kit import register_secret, run_service
 from featurelens.services.encoder.cache import EmbeddingCache, MemoryEmbeddingCache, RedisEmbeddingCache
 from featurelens.services.encoder.servicer import BackendLoader, EncoderServicer
 from featurelens.services.encoder.settings import EncoderSettings
@@ -20,11 +20,12 @@ def backend_options(spec: str, settings: EncoderSettings) -> dict[str, Any]:
     """Keyword arguments of ``load_backend`` for one spec."""
     kind = spec.strip().lower()
     if kind == "openai":
+        api_key = resolve_api_key(settings.openai_api_key.get_secret_value(), settings.openai_api_key_file)
+        # A key read from a file is no setting the kit sees: redact it from logs and answers too.
+        register_secret(api_key)
         options: dict[str, Any] = {
             "model": settings.openai_model,
-            "api_key": resolve_api_key(
-                settings.openai_api_key.get_secret_value(), settings.openai_api_key_file
-            ),
+            "api_key": api_key,
             "timeout_s": settings.openai_timeout_s,
             "max_retries": settings.openai_max_retries,
         }

@@ -22,6 +22,7 @@ from featurelens.kit import (
     ServiceError,
     UnavailableError,
 )
+from featurelens.kit.echo import shown
 from featurelens.services.encoder import convert
 from featurelens.services.encoder.cache import EmbeddingCache
 from featurelens.v1 import encoder_pb2, encoder_pb2_grpc
@@ -296,9 +297,10 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
                     if stream_model is None:
                         stream_model = model
                     elif model is not stream_model:
+                        named = shown(request.model) if request.model else "(default)"
                         raise InvalidArgumentError(
-                            f"model {request.model or '(default)'!r} differs from this stream's model "
-                            f"{stream_model.id!r}; open one stream per model"
+                            f"model {named} differs from this stream's model {stream_model.id!r}; "
+                            "open one stream per model"
                         )
                 except ServiceError as error:
                     raise _for_batch(request.batch_id, error) from None
@@ -340,7 +342,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
             return self._default
         model = self._by_name.get(name)
         if model is None:
-            raise NotFoundError(f"unknown model {name!r}; available: {self._available()}")
+            raise NotFoundError(f"unknown model {shown(name)}; available: {self._available()}")
         return model
 
     def _available(self) -> str:

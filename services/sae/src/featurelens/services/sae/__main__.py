@@ -34,6 +34,7 @@ def build_servicer(settings: SaeSettings) -> SaeServicer:
         batch_max_rows=settings.batch_max_rows,
         train_data_roots=settings.train_data_roots,
         max_num_latents=settings.max_num_latents,
+        max_train_parameters=settings.max_train_parameters,
         max_train_epochs=settings.max_train_epochs,
         max_train_batch_size=settings.max_train_batch_size,
         train_progress_interval_s=settings.train_progress_interval_s,

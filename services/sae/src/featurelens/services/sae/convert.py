@@ -1,8 +1,13 @@
 """Protobuf messages of the sae API ⇄ numpy arrays, with the format checks of each field.
 
-Format problems (byte counts, NaN, repeated indices) become InvalidArgumentError with a sentence
-naming the field and the row; checks against a particular SAE (its d_in, num_latents) are the
-servicer's.
+Format problems (byte counts, NaN, values beyond the wire's ±MAX_ABS_VALUE, repeated indices)
+become InvalidArgumentError with a sentence naming the field and the row; checks against a
+particular SAE (its d_in, num_latents) are the servicer's.
+
+The responses are checked too, as a last line: an input inside the bound can still give a result
+outside it (a vector of values near a million encodes to larger activations), and a response must
+never carry what a request may not (a NaN, an infinity, a value a reader of the response refuses).
+Such a result is refused with a sentence naming the row, instead of being returned.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from featurelens.kit import InvalidArgumentError
+from featurelens.kit import FailedPreconditionError, InvalidArgumentError
 from featurelens.sae import EpochMetrics, StepMetrics
 from featurelens.services.sae.registry import SaeEntry
 from featurelens.v1 import common_pb2, sae_pb2
 from featurelens.wire.arrays import (
+    MAX_ABS_VALUE,
     ArrayFormatError,
     from_dense_matrix,
     from_dense_vector,
@@ -33,17 +39,14 @@ FLOAT32 = np.dtype(np.float32)
 
 
 def dense_rows(message: common_pb2.DenseMatrix, field: str = "vectors") -> np.ndarray:
-    """A DenseMatrix as a writable (count, dim) float32 array; NaN/inf named by row."""
+    """A DenseMatrix as a writable (count, dim) float32 array; a NaN, an infinity or a value beyond
+    the wire's bound (``MAX_ABS_VALUE``) is named by row and column."""
     if message.count == 0:
         raise InvalidArgumentError(f"{field} is empty; send at least one vector")
     try:
-        matrix = from_dense_matrix(message, check_finite=False)
+        matrix = from_dense_matrix(message)
     except ArrayFormatError as error:
         raise InvalidArgumentError(f"{field}: {error}") from None
-    finite = np.isfinite(matrix).all(axis=1)
-    if not finite.all():
-        row = int(np.argmin(finite))
-        raise InvalidArgumentError(f"{field} row {row} holds a NaN or infinite value")
     # The bytes buffer is read-only and torch wants writable memory; one copy, made here.
     return matrix.copy()
 
@@ -91,6 +94,9 @@ def sparse_rows(
 
 def encode_response(sae_id: str, values: np.ndarray, indices: np.ndarray) -> sae_pb2.EncodeResponse:
     """One SparseVector per row: the non-zero latents, largest first (as the encoder sorts them)."""
+    _refuse_unbounded(
+        values, "vectors row {row} encodes to an activation of {value} (latent {latent})", indices
+    )
     response = sae_pb2.EncodeResponse(sae_id=sae_id)
     # One tolist per array is much cheaper than a numpy slice per row.
     all_values = values.tolist()
@@ -112,10 +118,15 @@ def sparse_vector(values: np.ndarray, indices: np.ndarray) -> common_pb2.SparseV
 
 
 def decode_response(sae_id: str, vectors: np.ndarray) -> sae_pb2.DecodeResponse:
+    _refuse_unbounded(vectors, "rows[{row}] decodes to a value of {value} (dimension {column})")
     return sae_pb2.DecodeResponse(sae_id=sae_id, vectors=to_dense_matrix(vectors))
 
 
 def directions_response(sae_id: str, directions: np.ndarray) -> sae_pb2.DecoderDirectionsResponse:
+    # Unit-norm rows: only a damaged checkpoint (NaN weights) can fail this.
+    problem = _unbounded(directions, "the decoder direction of features[{row}] holds {value}")
+    if problem is not None:
+        raise FailedPreconditionError(f"SAE {sae_id}: {problem}; its checkpoint is damaged")
     return sae_pb2.DecoderDirectionsResponse(sae_id=sae_id, directions=to_dense_matrix(directions))
 
 
@@ -126,6 +137,16 @@ def steer_response(
     before: tuple[np.ndarray, np.ndarray],
     after: tuple[np.ndarray, np.ndarray],
 ) -> sae_pb2.SteerResponse:
+    (before_values, before_latents), (after_values, after_latents) = before, after
+    _refuse_unbounded(
+        before_values[np.newaxis], "the vector encodes to an activation of {value} (latent {latent})",
+        before_latents[np.newaxis],
+    )  # fmt: skip
+    _refuse_unbounded(steered[np.newaxis], "the steered vector holds {value} (dimension {column})")
+    _refuse_unbounded(
+        after_values[np.newaxis], "the steered vector encodes to an activation of {value} (latent {latent})",
+        after_latents[np.newaxis],
+    )  # fmt: skip
     return sae_pb2.SteerResponse(
         sae_id=sae_id,
         vector=to_dense_vector(steered),
@@ -133,6 +154,28 @@ def steer_response(
         latents_before=sparse_vector(*before),
         latents_after=sparse_vector(*after),
     )
+
+
+def _refuse_unbounded(values: np.ndarray, sentence: str, latents: np.ndarray | None = None) -> None:
+    """InvalidArgumentError when a result computed from a bounded input leaves the bound."""
+    problem = _unbounded(values, sentence, latents)
+    if problem is not None:
+        raise InvalidArgumentError(f"{problem}; the input is too large for this SAE: scale it down")
+
+
+def _unbounded(values: np.ndarray, sentence: str, latents: np.ndarray | None = None) -> str | None:
+    """None when every value of a (rows, columns) result is finite and within the wire's
+    ±MAX_ABS_VALUE; else ``sentence`` about the first that is not ({row}, {column}, {value} and,
+    with ``latents``, {latent} filled in), with the bound."""
+    bad = ~(np.abs(values) <= MAX_ABS_VALUE)  # NaN compares False, so it is caught too
+    if not bad.any():
+        return None
+    row, column = (int(i) for i in np.argwhere(bad)[0])
+    latent = int(latents[row, column]) if latents is not None else -1
+    problem = sentence.format(
+        row=row, column=column, latent=latent, value=f"{float(values[row, column]):.4g}"
+    )
+    return f"{problem}, beyond the ±{MAX_ABS_VALUE:,.0f} a vector may carry"
 
 
 def sae_info(entry: SaeEntry, *, is_default: bool) -> sae_pb2.SaeInfo:

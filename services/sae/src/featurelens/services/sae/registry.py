@@ -5,7 +5,9 @@
     <models_dir>/.train-*/                                                 runs in progress (never listed)
 
 The folder layout, staging, registration and the marker file are featurelens.sae.ModelsFolder's,
-shared with ``featurelens sae train``; this module decides what is listed, loaded and the default.
+shared with ``featurelens sae train``, and so is the rule that the default moves only when asked
+(the first SAE of a folder, or one registered with ``make_default``); this module decides what is
+listed and loaded, and lets the ``default_sae_id`` setting pin the default.
 Listing reads only the small JSON files; weights load on first use and stay on the device in an
 LRU of ``max_loaded`` models (the default SAE is never evicted). Loading blocks, so the servicer
 calls ``load`` from a worker thread; everything else is cheap and safe from any thread.
@@ -17,15 +19,15 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import torch
 
 from featurelens.kit import FailedPreconditionError, NotFoundError
+from featurelens.kit.echo import shown
 from featurelens.sae import CheckpointInfo, SaeCheckpointError, SparseAutoencoder, load_sae, read_checkpoint
 from featurelens.sae.checkpoint import CONFIG_FILE, METRICS_FILE
-from featurelens.sae.models_folder import ModelsFolder, is_valid_sae_id
+from featurelens.sae.models_folder import ModelsFolder, created_unix, is_valid_sae_id
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +67,8 @@ class SaeRegistry:
     """The checkpoints in ``models_dir`` by sae_id, the default SAE and an LRU of loaded models.
 
     ``pinned_default`` (the service's ``default_sae_id`` setting) wins over the ``default``
-    marker file, which wins over "the newest SAE".
+    marker file. A folder with SAEs and no marker gets its newest SAE marked on the first scan
+    (``ModelsFolder.settle_default``), so the default never moves unless asked.
     """
 
     def __init__(
@@ -130,7 +133,7 @@ class SaeRegistry:
             for entry in self.scan():
                 if entry.sae_id == sae_id:
                     return entry
-        raise NotFoundError(f"unknown SAE {sae_id!r}; {self._known_ids()}")
+        raise NotFoundError(f"unknown SAE {shown(sae_id)}; {self._known_ids()}")
 
     def _read(self, folder: Path) -> SaeEntry | None:
         """The entry of one folder, re-read only when its JSON files changed (metrics.json holds
@@ -146,7 +149,7 @@ class SaeRegistry:
             logger.warning("skipping %s: %s", folder, error)
         else:
             if is_valid_sae_id(info.sae_id):
-                entry = SaeEntry(info, _created_unix(info, folder))
+                entry = SaeEntry(info, created_unix(info))
             else:
                 logger.warning("skipping %s: its sae_id %r is not a valid id", folder, info.sae_id)
         self._read_cache[folder] = (stamp, entry)
@@ -173,22 +176,24 @@ class SaeRegistry:
         """Mark an SAE as the default by writing the marker file atomically."""
         self.entry(sae_id)
         self.folder.write_default(sae_id)
+        self._warn_if_pinned(sae_id)
+        self.scan()
+
+    def _warn_if_pinned(self, sae_id: str) -> None:
         if self.pinned_default and self.pinned_default != sae_id:
             logger.warning(
                 "marked %s as the default SAE, but the default_sae_id setting pins %s, which stays in use",
                 sae_id, self.pinned_default,
             )  # fmt: skip
-        self.scan()
 
     def _resolve_default(self, entries: list[SaeEntry]) -> str | None:
-        known = {entry.sae_id for entry in entries}
         if self.pinned_default:
             return self.pinned_default
-        marked = self.folder.read_default()
-        if marked is not None:
-            if marked in known:
-                return marked
-            logger.warning("the default marker names %r, which is not registered; using the newest", marked)
+        marked = self.folder.settle_default()
+        if marked is None or any(entry.sae_id == marked for entry in entries):
+            return marked
+        # The marker names a folder whose checkpoint this registry cannot read (logged by _read).
+        logger.warning("the default marker names %r, which cannot be loaded; using the newest", marked)
         return entries[0].sae_id if entries else None
 
     # -- loading ------------------------------------------------------------------------------
@@ -253,15 +258,15 @@ class SaeRegistry:
         """Move a finished checkpoint to ``<models_dir>/<sae_id>/`` and list it.
 
         The same sae_id means the same config, recipe and data, so a re-trained SAE replaces the
-        one there (and a loaded copy of it is dropped). The optimiser state is not kept.
+        one there (and a loaded copy of it is dropped). The optimiser state is not kept. It becomes
+        the default only with ``make_default``, or when it is the first SAE of the folder.
         """
-        info = self.folder.register(checkpoint_dir)
+        info = self.folder.register(checkpoint_dir, make_default=make_default)
         with self._lock:
             self._loaded.pop(info.sae_id, None)
         if make_default:
-            self.set_default(info.sae_id)
-        else:
-            self.scan()
+            self._warn_if_pinned(info.sae_id)
+        self.scan()
         return self.entry(info.sae_id)
 
 
@@ -270,11 +275,3 @@ def _mtime_ns(path: Path) -> int:
         return path.stat().st_mtime_ns
     except OSError:
         return -1
-
-
-def _created_unix(info: CheckpointInfo, folder: Path) -> int:
-    """When the checkpoint was written: config.json's ``created``, else the file's mtime."""
-    try:
-        return int(datetime.fromisoformat(info.created).timestamp())
-    except ValueError:
-        return int((folder / CONFIG_FILE).stat().st_mtime)

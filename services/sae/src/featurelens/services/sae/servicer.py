@@ -42,6 +42,7 @@ from featurelens.sae import (
 from featurelens.services.sae import convert, validation
 from featurelens.services.sae.batcher import EncodeBatcher
 from featurelens.services.sae.registry import LoadedSae, SaeEntry, SaeRegistry
+from featurelens.services.sae.settings import MAX_NUM_LATENTS, MAX_TRAIN_PARAMETERS
 from featurelens.services.sae.training import TrainingJob
 from featurelens.steering import SteerPlan
 from featurelens.v1 import common_pb2, sae_pb2, sae_pb2_grpc
@@ -72,7 +73,8 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
         batch_window_ms: float = 1.0,
         batch_max_rows: int = 1024,
         train_data_roots: Sequence[Path] = (),
-        max_num_latents: int = 1_000_000,
+        max_num_latents: int = MAX_NUM_LATENTS,
+        max_train_parameters: int = MAX_TRAIN_PARAMETERS,
         max_train_epochs: int = 1000,
         max_train_batch_size: int = 65_536,
         train_progress_interval_s: float = 0.5,
@@ -85,6 +87,7 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
         self.train_data_roots = [Path(root) for root in train_data_roots]
         self.train_limits = validation.TrainLimits(
             max_num_latents=max_num_latents,
+            max_train_parameters=max_train_parameters,
             max_train_epochs=max_train_epochs,
             max_train_batch_size=max_train_batch_size,
         )

@@ -16,6 +16,11 @@ _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 Dtype = Literal["float32", "float64", "bfloat16", "float16"]
 
+#: Default caps of a training run's size. A million latents at d_in 1536 is 1.5 billion weights per
+#: matrix, some 24 GiB with gradients and Adam state, so the size is capped by weights, not latents.
+MAX_NUM_LATENTS = 131_072
+MAX_TRAIN_PARAMETERS = 2**26
+
 
 class SaeSettings(ServiceSettings):
     """Everything the sae service can be configured with (see the service README)."""
@@ -32,8 +37,8 @@ class SaeSettings(ServiceSettings):
     )
     default_sae_id: str = Field(
         "",
-        description="SAE used when a request names none; empty = the one marked default in models_dir, "
-        "else the newest.",
+        description="SAE used when a request names none; empty = the one marked default in models_dir "
+        "(the first SAE trained there, or the newest of a folder without a marker, marked once).",
     )
     device: str = Field(
         "cpu", description='Torch device for inference and training: "cpu", "cuda", "cuda:1".'
@@ -64,7 +69,16 @@ class SaeSettings(ServiceSettings):
         description="Folders the Train RPC may read embedding stores from, as a JSON list; "
         "empty = Train is disabled.",
     )
-    max_num_latents: int = Field(1_000_000, ge=1, description="Largest num_latents a Train call may ask for.")
+    max_num_latents: int = Field(
+        MAX_NUM_LATENTS, ge=1, description="Largest num_latents a Train call may ask for."
+    )
+    max_train_parameters: int = Field(
+        MAX_TRAIN_PARAMETERS,
+        ge=1,
+        description="Largest num_latents × d_in (the size of each of the SAE's two weight matrices) a "
+        "Train call may ask for: the default, 2^26, trains in about 2 GiB (weights, gradients and Adam "
+        "state), e.g. 43,690 latents at d_in 1536.",
+    )
     max_train_epochs: int = Field(1000, ge=1, description="Most epochs a Train call may ask for.")
     max_train_batch_size: int = Field(
         65_536, ge=2, description="Largest batch_size (rows per step) a Train call may ask for."

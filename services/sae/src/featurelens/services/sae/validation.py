@@ -20,9 +20,11 @@ import numpy as np
 
 from featurelens.embedding.store import MANIFEST_FILE, EmbeddingStore, EmbeddingStoreError
 from featurelens.kit import InvalidArgumentError, ResourceExhaustedError
+from featurelens.kit.echo import shown
 from featurelens.kit.interventions import interventions_from_proto
 from featurelens.sae import SaeConfig, SaeConfigError, TrainConfig
 from featurelens.services.sae.registry import LoadedSae
+from featurelens.services.sae.settings import MAX_NUM_LATENTS, MAX_TRAIN_PARAMETERS
 from featurelens.steering import FamilyIntervention, SteerPlan, check_interventions, echo
 from featurelens.v1 import common_pb2, sae_pb2
 
@@ -51,7 +53,9 @@ _REQUEST_NAMES = {
 class TrainLimits:
     """How big a training run this server accepts (the operator's caps, not rules of an SAE)."""
 
-    max_num_latents: int = 1_000_000
+    max_num_latents: int = MAX_NUM_LATENTS
+    max_train_parameters: int = MAX_TRAIN_PARAMETERS
+    """num_latents × d_in: the size of each of the encoder and decoder matrices."""
     max_train_epochs: int = 1000
     max_train_batch_size: int = 65_536
 
@@ -101,16 +105,18 @@ def open_train_store(path: Path, requested: str) -> EmbeddingStore:
     """The embedding store at an allowed ``path`` (``requested`` is what the caller sent), read-only."""
     if not path.is_dir() or not (path / MANIFEST_FILE).is_file():
         raise InvalidArgumentError(
-            f"{requested!r} is not an embedding store (a folder with {MANIFEST_FILE}); "
+            f"{shown(requested)} is not an embedding store (a folder with {MANIFEST_FILE}); "
             "write one with `featurelens embed`"
         )
     try:
         store = EmbeddingStore.open(path, read_only=True)
     except EmbeddingStoreError as error:
-        raise InvalidArgumentError(f"the embedding store {requested!r} cannot be read: {error}") from None
+        raise InvalidArgumentError(
+            f"the embedding store {shown(requested)} cannot be read: {error}"
+        ) from None
     if len(store) == 0:
         store.close()
-        raise InvalidArgumentError(f"the embedding store {requested!r} holds no rows yet")
+        raise InvalidArgumentError(f"the embedding store {shown(requested)} holds no rows yet")
     return store
 
 
@@ -122,7 +128,7 @@ def train_configs(
     d_in = config.d_in or store.dim
     if d_in != store.dim:
         raise InvalidArgumentError(
-            f"config.d_in is {d_in} but the store {request.embeddings_path!r} holds vectors "
+            f"config.d_in is {d_in} but the store {shown(request.embeddings_path)} holds vectors "
             f"of dim {store.dim}"
         )
     sae_fields = _set_fields(config, {name: name for name in _SAE_FIELDS})
@@ -170,6 +176,13 @@ def _check_limits(sae_cfg: SaeConfig, train_cfg: TrainConfig, limits: TrainLimit
         raise InvalidArgumentError(
             f"config.num_latents {sae_cfg.num_latents:,} is above this server's limit of "
             f"{limits.max_num_latents:,} (FEATURELENS_SAE_MAX_NUM_LATENTS)"
+        )
+    weights = sae_cfg.num_latents * sae_cfg.d_in
+    if weights > limits.max_train_parameters:
+        raise InvalidArgumentError(
+            f"config.num_latents {sae_cfg.num_latents:,} × d_in {sae_cfg.d_in:,} is {weights:,} weights per "
+            f"matrix, above this server's limit of {limits.max_train_parameters:,} "
+            "(FEATURELENS_SAE_MAX_TRAIN_PARAMETERS): train fewer latents"
         )
     if train_cfg.epochs > limits.max_train_epochs:
         raise InvalidArgumentError(

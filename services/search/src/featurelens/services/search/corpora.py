@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from featurelens.kit import InvalidArgumentError, NotFoundError, UnavailableError
+from featurelens.kit.echo import shown
 from featurelens.store import (
     CollectionInfo,
     CollectionNotFoundError,
@@ -67,7 +68,7 @@ class Corpus:
         if sae_id not in self.sae_ids:
             indexed = ", ".join(self.sae_ids) or "none yet"
             raise NotFoundError(
-                f"SAE {sae_id!r} is not indexed in corpus {self.name!r} (indexed SAEs: {indexed}); "
+                f"SAE {shown(sae_id)} is not indexed in corpus {self.name!r} (indexed SAEs: {indexed}); "
                 "add it with IndexDocuments and sparse_only"
             )
         return self.num_latents.get(sae_id, 0)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from featurelens.kit import FailedPreconditionError
+from featurelens.kit.echo import shown
 
 
 class FamilyExpander(Protocol):
@@ -25,5 +26,5 @@ class NoFamilies:
 
     async def features(self, sae_id: str, family_id: str) -> Sequence[int]:
         raise FailedPreconditionError(
-            f"intervention on family {family_id!r}: families are not available yet; steer by feature id"
+            f"intervention on family {shown(family_id)}: families are not available yet; steer by feature id"
         )

@@ -3,7 +3,9 @@
 Every document of a corpus carries the latents of every SAE indexed in it, so a job encodes
 with the SAEs it asks for and those the corpus already has. Point ids derive from doc ids, so
 indexing a document again replaces it; a document already stored with the same content and
-every SAE is skipped, which makes re-running an interrupted job resume where it stopped.
+every SAE is skipped, which makes re-running an interrupted job resume where it stopped. Within
+one batch, the same rule: the last document of an id is the one stored, and the ones before it are
+counted as duplicates, not as indexed.
 
 A batch that fails (invalid documents, a dependency refusing it) is reported with its doc ids
 and the reason, and the job goes on; a dependency that is down ends the job (UNAVAILABLE).
@@ -27,6 +29,7 @@ from featurelens.kit import (
     ServiceError,
     UnavailableError,
 )
+from featurelens.kit.echo import shown
 from featurelens.services.search import convert, sources
 from featurelens.services.search.corpora import EMBEDDING_MODEL_KEY, Corpora, Corpus, sae_metadata
 from featurelens.services.search.dependencies import Dependencies, SaeSummary
@@ -147,6 +150,7 @@ class Indexer:
             else:
                 problems.setdefault(problem, []).append(record.id)
         failures = [progress.failure(ids, f"invalid document: {reason}") for reason, ids in problems.items()]
+        valid = _last_of_each_id(valid, progress)
         if not valid:
             return failures
         try:
@@ -300,7 +304,9 @@ class Indexer:
                 sae = by_id[sae_id]
             else:
                 known = ", ".join(by_id) or "none"
-                raise NotFoundError(f"SAE {sae_id!r} is not in the sae service's registry (it has: {known})")
+                raise NotFoundError(
+                    f"SAE {shown(sae_id)} is not in the sae service's registry (it has: {known})"
+                )
             found.setdefault(sae.sae_id, sae)
         return tuple(found.values())
 
@@ -331,7 +337,7 @@ class Indexer:
             )
         if embeddings is not None and (embeddings.model_id != model_id or embeddings.dim != dim):
             raise InvalidArgumentError(
-                f"the embedding store {job.embeddings_path} holds model {embeddings.model_id!r} "
+                f"the embedding store {shown(str(job.embeddings_path))} holds model {embeddings.model_id!r} "
                 f"({embeddings.dim} dims), but this job uses model {model_id!r} ({dim} dims)"
             )
         _check_dims(saes, dim, model_id)
@@ -363,17 +369,21 @@ class Indexer:
             yield progress.message("optimize", f"building the vector indexes after {written:,} new documents")
             await self.corpora.run(self.corpora.store.optimize, corpus)
         logger.info(
-            "corpus %s: %d documents indexed (%d unchanged), %d failed, in %.1f s",
+            "corpus %s: %d documents indexed (%d unchanged), %d failed, %d repeated ids, in %.1f s",
             corpus,
             progress.indexed,
             progress.unchanged,
             progress.failed,
+            progress.duplicates,
             progress.elapsed_s,
+        )
+        repeated = (
+            f", {progress.duplicates:,} replaced by a later one of the same id" if progress.duplicates else ""
         )
         yield progress.message(
             "done",
             f"indexed {progress.indexed:,} documents ({progress.unchanged:,} unchanged), "
-            f"{progress.failed:,} failed, in {progress.elapsed_s:.1f} s",
+            f"{progress.failed:,} failed{repeated}, in {progress.elapsed_s:.1f} s",
         )
 
 
@@ -383,6 +393,14 @@ def _check_dims(saes: Sequence[SaeSummary], dim: int, model: str) -> None:
             raise FailedPreconditionError(
                 f"SAE {sae.sae_id!r} reads {sae.d_in}-dim embeddings, but {model!r} makes {dim}-dim ones"
             )
+
+
+def _last_of_each_id(records: Sequence[Record], progress: IndexProgress) -> list[Record]:
+    """The records with each id once, its last one kept (a later document of an id replaces an
+    earlier one, as a later batch would); the others are counted as duplicates."""
+    last = {record.id: record for record in records}
+    progress.duplicates += len(records) - len(last)
+    return list(last.values())
 
 
 def _row_failure(progress: IndexProgress, errors: Sequence[RowError]) -> search_pb2.IndexDocumentsResponse:

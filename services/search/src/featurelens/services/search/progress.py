@@ -9,19 +9,25 @@ from featurelens.v1 import common_pb2, search_pb2
 
 
 class IndexProgress:
-    """Counts of one job (documents indexed, skipped because unchanged, failed) and its rate."""
+    """Counts of one job (documents indexed, skipped because unchanged, failed, repeated ids) and its rate.
+
+    ``indexed`` counts what was stored (unchanged documents included); a document that a later one
+    of the same batch replaces is counted in ``duplicates`` instead, so the three counts add up to
+    the documents read, and three documents of one id in a batch are one indexed, two duplicates.
+    """
 
     def __init__(self, total: int = 0) -> None:
         self.total = total
         self.indexed = 0
         self.unchanged = 0
         self.failed = 0
+        self.duplicates = 0
         self._started = time.perf_counter()
 
     @property
     def done(self) -> int:
         """Documents dealt with so far, whatever the outcome."""
-        return self.indexed + self.failed
+        return self.indexed + self.failed + self.duplicates
 
     @property
     def elapsed_s(self) -> float:
@@ -39,6 +45,8 @@ class IndexProgress:
             line = f"{self.done:,}{of_total} documents, {rate:,.0f}/s"
             if self.unchanged:
                 line += f", {self.unchanged:,} unchanged"
+            if self.duplicates:
+                line += f", {self.duplicates:,} repeated ids"
             if self.failed:
                 line += f", {self.failed:,} failed"
         return search_pb2.IndexDocumentsResponse(
@@ -47,6 +55,7 @@ class IndexProgress:
             ),
             indexed=self.indexed,
             failed=self.failed,
+            duplicates=self.duplicates,
         )
 
     def failure(

@@ -7,11 +7,17 @@ sent to the sae service at all, so its ranking is the unsteered ranking exactly.
 are expanded to their member features first (by a ``FamilyExpander``), and the expanded list is
 checked by the rule every service shares (``featurelens.steering``), so sae never refuses what
 search sends it with a position the user never sent.
+
+Rank changes compare the steered page with the unsteered ranking read from rank 1 down to
+``offset + top_k``, but never deeper than the store answers in one query (``RANK_DEPTH``, 10,000
+ranks): a hit below that depth reports ``rank_before`` 0, as one that was not found at all. So
+every page the validation accepts is served, rank changes included.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from featurelens.kit import FailedPreconditionError, InvalidArgumentError
+from featurelens.kit.echo import shown
 from featurelens.kit.interventions import interventions_to_proto
 from featurelens.services.search import convert
 from featurelens.services.search.corpora import Corpora, Corpus
@@ -29,7 +36,13 @@ from featurelens.services.search.saes import resolve_sae
 from featurelens.services.search.validation import SearchQuery
 from featurelens.steering import FamilyIntervention, SteerPlan, check_interventions, expand_families
 from featurelens.store import DocFilter, FeatureRef, QueryRequest, ScoredPoint, SearchMode, SparseVec
+from featurelens.store.plan import MAX_TOP_K
 from featurelens.v1 import search_pb2
+
+#: Deepest unsteered rank a search with rank changes reads (the store's most hits per query).
+RANK_DEPTH = MAX_TOP_K
+#: Largest score a Hit carries: its ``score`` field is a float32.
+_MAX_SCORE = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,27 +77,35 @@ class Searcher:
         steering = plan.changes_vector
         if steering:
             interventions = interventions_to_proto(plan.interventions)
-            steered = await self.dependencies.steer(sae_id, vector, interventions)
+            try:
+                steered = await self.dependencies.steer(sae_id, vector, interventions)
+            except InvalidArgumentError as error:
+                raise _query_refused(sae_id, error) from None
             before = QueryVectors(vector, steered.latents_before)
             after = QueryVectors(_unit(steered.vector), steered.latents_after)
             response.steer_cosine = steered.cosine
         else:
             latents = None
             if needs_latents:
-                _, rows = await self.dependencies.encode(sae_id, vector[np.newaxis, :])
+                try:
+                    _, rows = await self.dependencies.encode(sae_id, vector[np.newaxis, :])
+                except InvalidArgumentError as error:
+                    raise _query_refused(sae_id, error) from None
                 latents = rows[0]
             before = after = QueryVectors(vector, latents)
             if query.interventions:
                 response.steer_cosine = 1.0
         doc_filter = _doc_filter(query, sae_id)
         if steering and query.with_rank_changes:
+            depth = min(query.top_k + query.offset, RANK_DEPTH)
             hits, unsteered = await asyncio.gather(
                 self._run(query, corpus, sae_id, after, doc_filter, query.top_k, query.offset),
-                self._run(query, corpus, sae_id, before, doc_filter, query.top_k + query.offset, 0),
+                self._run(query, corpus, sae_id, before, doc_filter, depth, 0),
             )
         else:
             hits = await self._run(query, corpus, sae_id, after, doc_filter, query.top_k, query.offset)
             unsteered = None
+        _check_scores(hits, unsteered)
         explanations = await self._explain(query, sae_id, after.sparse, hits)
         ranks_before = {p.doc_id: rank for rank, p in enumerate(unsteered or (), start=1)}
         for position, (point, explanation) in enumerate(zip(hits, explanations, strict=True)):
@@ -178,6 +199,29 @@ class Searcher:
         features = sorted({item.feature for items in shared for item in items})
         labels = await self.labels.labels(sae_id, features) if features else {}
         return [convert.contributions(items, labels) for items in shared]
+
+
+def _query_refused(sae_id: str, error: InvalidArgumentError) -> InvalidArgumentError:
+    """The sae service's refusal of the query's vector, as the client sent it.
+
+    The query's features, interventions and dimension are checked here first, by the same rules, so
+    what sae still refuses is the vector's size: latents beyond the bound every vector shares.
+    """
+    return InvalidArgumentError(f"the query vector is too large for SAE {sae_id} ({error})")
+
+
+def _check_scores(*results: Sequence[ScoredPoint] | None) -> None:
+    """The last line before the answer: a score that is not a finite float32 is refused, never sent.
+
+    The bounds on vectors and leg weights keep every score finite; this names the hit if one is not.
+    """
+    for points in results:
+        for point in points or ():
+            if not (math.isfinite(point.score) and abs(point.score) <= _MAX_SCORE):
+                raise InvalidArgumentError(
+                    f"the query scored document {shown(point.doc_id)} {point.score:g}, which a response "
+                    "cannot carry; use a smaller query vector or leg weights"
+                )
 
 
 def _unit(vector: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

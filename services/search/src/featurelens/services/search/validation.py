@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 from featurelens.corpus import Record
 from featurelens.kit import InvalidArgumentError
+from featurelens.kit.echo import shown
 from featurelens.kit.interventions import interventions_from_proto
 from featurelens.steering import RequestedIntervention
 from featurelens.store import FusionMethod, InvalidQueryError, SearchMode
@@ -23,6 +24,9 @@ from featurelens.wire.arrays import ArrayFormatError, from_dense_vector
 
 DEFAULT_TOP_K = 10
 MAX_DOC_ID_CHARS = 512
+#: Largest dense_weight / sparse_weight: only their ratio matters, and under this bound a fused
+#: score (a weight times a normalised or reciprocal-rank score) can never overflow.
+MAX_LEG_WEIGHT = 1000.0
 
 _MODES = {
     search_pb2.SEARCH_MODE_UNSPECIFIED: SearchMode.DENSE,
@@ -91,7 +95,7 @@ def corpus_name(name: str) -> str:
         return store_schema.check_collection_name(name)
     except InvalidQueryError:
         raise InvalidArgumentError(
-            f"corpus name {name[:140]!r} is invalid: use 1 to 128 letters, digits, '-' or '_', "
+            f"corpus name {shown(name)} is invalid: use 1 to 128 letters, digits, '-' or '_', "
             "starting with a letter or digit"
         ) from None
 
@@ -113,7 +117,7 @@ def date(value: str, what: str) -> str | None:
         store_schema.date_int(value)
     except InvalidQueryError:
         raise InvalidArgumentError(
-            f"{what} {value[:40]!r} is not a calendar day written YYYY-MM-DD"
+            f"{what} {shown(value, 40)} is not a calendar day written YYYY-MM-DD"
         ) from None
     return value
 
@@ -129,8 +133,11 @@ def _query_vector(message: common_pb2.DenseVector) -> npt.NDArray[np.float32]:
 
 
 def _weight(value: float, what: str) -> float:
-    if not math.isfinite(value) or value < 0:
-        raise InvalidArgumentError(f"{what} must be a finite, non-negative number, got {value}")
+    if not math.isfinite(value) or not 0 <= value <= MAX_LEG_WEIGHT:
+        raise InvalidArgumentError(
+            f"{what} must be a finite number from 0 to {MAX_LEG_WEIGHT:,.0f} (only the ratio of the two "
+            f"weights matters), got {value:g}"
+        )
     return value or 1.0
 
 
