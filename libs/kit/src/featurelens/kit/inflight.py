@@ -10,6 +10,7 @@ call whose request id is in flight here, and refuses every other new call.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 
 
@@ -21,6 +22,7 @@ class InFlightCalls:
         self._draining = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self._last_arrival = time.monotonic()
 
     @property
     def draining(self) -> bool:
@@ -31,6 +33,7 @@ class InFlightCalls:
 
     def admit(self, request_id: str) -> bool:
         """Count a call in; False (and nothing counted) when draining and its id is not in flight."""
+        self._last_arrival = time.monotonic()
         if self._draining and self._calls[request_id] == 0:
             return False
         self._calls[request_id] += 1
@@ -48,6 +51,10 @@ class InFlightCalls:
     def drain(self) -> None:
         """From now on admit only calls whose request id is in flight."""
         self._draining = True
+
+    def seconds_since_arrival(self) -> float:
+        """Seconds since the last call arrived, admitted or refused."""
+        return time.monotonic() - self._last_arrival
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no call is in flight; False when ``timeout_s`` passed first."""

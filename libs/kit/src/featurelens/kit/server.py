@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+#: How long no new call must arrive before a draining server stops (see ``GrpcServer._drain``).
+_DRAIN_QUIET_S = 0.25
 
 
 @runtime_checkable
@@ -142,6 +144,25 @@ class GrpcServer:
         assert self._warmup is not None, "start() first"
         await asyncio.wait_for(asyncio.shield(self._warmup), timeout)
 
+    async def _drain(self, deadline: float) -> None:
+        """Wait until no call is in flight and none has arrived for a moment, or the deadline.
+
+        Calls that reached the transport before the drain began are still being handed to the
+        interceptor, which refuses them with UNAVAILABLE (retryable); stopping the server before
+        they are would cancel them instead, a status no client retries.
+        """
+        while True:
+            if not await self.calls.wait_idle(deadline - time.monotonic()):
+                logger.warning(
+                    "%d calls still in flight at the end of the grace period; cancelling them",
+                    len(self.calls),
+                )
+                return
+            quiet = self.calls.seconds_since_arrival()
+            if quiet >= _DRAIN_QUIET_S or time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(min(_DRAIN_QUIET_S - quiet, max(deadline - time.monotonic(), 0.0)))
+
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING, refuse new calls, let in-flight calls (and the calls they make back to this
         server) finish within the grace period, stop the server, then close servicers."""
@@ -157,10 +178,7 @@ class GrpcServer:
         if self._warmup is not None and not self._warmup.done():
             self._warmup.cancel()
         if self._server is not None:
-            if not await self.calls.wait_idle(grace):
-                logger.warning(
-                    "%d calls still in flight after %.1fs; cancelling them", len(self.calls), grace
-                )
+            await self._drain(deadline)
             # What remains of the grace lets the last responses go out.
             await self._server.stop(max(deadline - time.monotonic(), 0.0))
         for servicer in self.servicers:
