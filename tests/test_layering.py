@@ -13,13 +13,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _portions() -> set[str]:
-    """Every regular package directly under a distribution's ``featurelens`` namespace."""
+    """Every regular package directly under a distribution's ``featurelens`` namespace, and every
+    service under ``featurelens.services``."""
     found = set()
     for init in ROOT.glob("*/**/src/featurelens/*/__init__.py"):
-        found.add(f"featurelens.{init.parent.name}")
+        if ".venv" not in init.parts:
+            found.add(f"featurelens.{init.parent.name}")
     for init in ROOT.glob("services/*/src/featurelens/services/*/__init__.py"):
         found.add(f"featurelens.services.{init.parent.name}")
-    return {name for name in found if ".venv" not in name}
+    return found
 
 
 def _root_packages() -> set[str]:

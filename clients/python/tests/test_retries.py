@@ -34,7 +34,7 @@ from featurelens.client import (
     SaeConfig,
     UnavailableError,
 )
-from featurelens.client.retries import NOT_RETRIED_RPCS, RETRIED_RPCS
+from featurelens.client.retries import NOT_RETRIED_RPCS, RETRIED_RPCS, rpc_path
 from featurelens.v1 import common_pb2, sae_pb2, sae_pb2_grpc, search_pb2, search_pb2_grpc
 
 FAST = Backoff(initial_s=0.001, max_s=0.004)
@@ -220,6 +220,12 @@ def test_every_rpc_of_the_stubs_is_either_retried_or_tried_once() -> None:
         "classify these in featurelens.client.retries"
     )
     assert RETRIED_RPCS | NOT_RETRIED_RPCS.keys() == rpcs
+
+
+def test_an_rpc_name_in_neither_table_is_refused_where_a_client_names_it() -> None:
+    assert rpc_path("featurelens.v1.SaeService", "GetSae") == "/featurelens.v1.SaeService/GetSae"
+    with pytest.raises(ValueError, match="neither table"):
+        rpc_path("featurelens.v1.SaeService", "GetSea")
 
 
 # -- retries --------------------------------------------------------------------------------------

@@ -7,21 +7,13 @@ differ only in how they call and how they wait.
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Callable
 
 import grpc
 
 from featurelens.client.errors import FeaturelensError, from_rpc_error, status_of
 from featurelens.client.options import CallOptions
-from featurelens.client.retries import (
-    NOT_RETRIED_RPCS,
-    RETRIED_RPCS,
-    retry_delay,
-    server_pushback_s,
-    trailing_metadata_of,
-)
-from featurelens.wire.metadata import REQUEST_ID_KEY
+from featurelens.client.retries import retry_delay, server_pushback_s, trailing_metadata_of
+from featurelens.wire.metadata import REQUEST_ID_KEY, new_request_id
 
 RETRY_COUNT_KEY = "x-retry-count"
 """Sent with each attempt: how many retries came before it (0 on the first), as openai-python does."""
@@ -30,17 +22,13 @@ RETRY_COUNT_KEY = "x-retry-count"
 _DEADLINE_SLACK_S = 0.001
 
 
-def new_request_id() -> str:
-    """A fresh id for one call, sent as ``x-request-id`` on each of its attempts and kept on any error."""
-    return uuid.uuid4().hex[:16]
-
-
 class Attempts:
     """The attempts of one call: its request id, its deadline, and whether to try once more.
 
     One request id serves every attempt (as openai-python keeps one idempotency key per call), so
     the services' log lines of a retried call join up; ``x-retry-count`` tells the attempts apart.
-    ``rpc`` is the wire name looked up in ``featurelens.client.retries``; None: try once.
+    ``rpc`` is the wire name looked up in ``featurelens.client.retries`` (made by its ``rpc_path``,
+    which checks it); None: try once.
     """
 
     def __init__(
@@ -48,16 +36,12 @@ class Attempts:
         rpc: str | None,
         options: CallOptions,
         timeout_s: float | None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if rpc is not None and rpc not in RETRIED_RPCS and rpc not in NOT_RETRIED_RPCS:
-            raise ValueError(f"{rpc} is in neither table of featurelens.client.retries")
         self.rpc = rpc
         self.options = options
         self.request_id = new_request_id()
         self.retries = 0
-        self._clock = clock
-        self._deadline = None if timeout_s is None else clock() + timeout_s
+        self._deadline = None if timeout_s is None else time.monotonic() + timeout_s
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return ((REQUEST_ID_KEY, self.request_id), (RETRY_COUNT_KEY, str(self.retries)))
@@ -66,11 +50,11 @@ class Attempts:
         """What is left of the call's time for the next attempt (None: no bound)."""
         if self._deadline is None:
             return None
-        return max(self._deadline - self._clock(), _DEADLINE_SLACK_S)
+        return max(self._deadline - time.monotonic(), _DEADLINE_SLACK_S)
 
     def error(self, error: grpc.RpcError) -> FeaturelensError:
         """The SDK error for the attempt that failed last."""
-        passed = self._deadline is not None and self._clock() >= self._deadline - _DEADLINE_SLACK_S
+        passed = self._deadline is not None and time.monotonic() >= self._deadline - _DEADLINE_SLACK_S
         return from_rpc_error(error, self.request_id, deadline_passed=passed)
 
     def next_delay(self, error: grpc.RpcError) -> float | None:
@@ -82,7 +66,7 @@ class Attempts:
         delay = retry_delay(self.rpc, code, pushback, self.retries, self.options.backoff)
         if delay is None:
             return None
-        if self._deadline is not None and self._clock() + delay >= self._deadline:
+        if self._deadline is not None and time.monotonic() + delay >= self._deadline:
             # The wait would use up the call's time; report the failure while there is time to act on it.
             return None
         self.retries += 1

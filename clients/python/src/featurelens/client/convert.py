@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -170,17 +170,19 @@ def model_infos(response: encoder_pb2.ListModelsResponse) -> list[ModelInfo]:
 
 
 #: The optional (loss) fields of SaeConfig: None is left unset, so the server uses its default.
+#: A Literal, so that mypy accepts the names in the stubs' ``HasField``.
 _SaeLossField = Literal["k_aux", "auxk_coef", "dead_steps_threshold", "multik_coef", "multik_k"]
 _SAE_LOSS_FIELDS: tuple[_SaeLossField, ...] = get_args(_SaeLossField)
 
 
+def _given(**values: Any) -> dict[str, Any]:
+    """The values that are not None, for optional proto fields: one left out is the server's default."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def sae_config_message(config: SaeConfig) -> sae_pb2.SaeConfig:
-    message = sae_pb2.SaeConfig(d_in=config.d_in, num_latents=config.num_latents, k=config.k)
-    for name in _SAE_LOSS_FIELDS:
-        value = getattr(config, name)
-        if value is not None:
-            setattr(message, name, value)
-    return message
+    losses = _given(**{name: getattr(config, name) for name in _SAE_LOSS_FIELDS})
+    return sae_pb2.SaeConfig(d_in=config.d_in, num_latents=config.num_latents, k=config.k, **losses)
 
 
 def sae_info(message: sae_pb2.SaeInfo) -> SaeInfo:
@@ -267,21 +269,20 @@ def train_request(
     make_default: bool,
 ) -> sae_pb2.TrainRequest:
     """A TrainRequest with only the settings that are not None (an unset one is the server's default)."""
-    request = sae_pb2.TrainRequest(
-        embeddings_path=embeddings_path, config=sae_config_message(config), make_default=make_default
+    settings = _given(
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        epochs=epochs,
+        max_steps=max_steps,
+        seed=seed,
+        val_fraction=val_fraction,
     )
-    settings = {
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "epochs": epochs,
-        "max_steps": max_steps,
-        "seed": seed,
-        "val_fraction": val_fraction,
-    }
-    for name, value in settings.items():
-        if value is not None:
-            setattr(request, name, value)
-    return request
+    return sae_pb2.TrainRequest(
+        embeddings_path=embeddings_path,
+        config=sae_config_message(config),
+        make_default=make_default,
+        **settings,
+    )
 
 
 def train_progress(response: sae_pb2.TrainResponse) -> TrainProgress:

@@ -80,8 +80,15 @@ NOT_RETRIED_RPCS: dict[str, str] = {
 
 
 def rpc_path(service: str, method: str) -> str:
-    """The wire name of an RPC, ``/<package>.<Service>/<Method>``, as the tables use it."""
-    return f"/{service}/{method}"
+    """The wire name of an RPC, ``/<package>.<Service>/<Method>``, as the tables use it.
+
+    The clients call this once per RPC at import, so a name in neither table fails there, not on
+    each call.
+    """
+    path = f"/{service}/{method}"
+    if path not in RETRIED_RPCS and path not in NOT_RETRIED_RPCS:
+        raise ValueError(f"{path} is in neither table of featurelens.client.retries")
+    return path
 
 
 @dataclass(frozen=True)

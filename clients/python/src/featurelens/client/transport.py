@@ -15,20 +15,20 @@ from typing import Any, Generic, TypeVar
 import grpc
 from grpc import aio
 
-from featurelens.client.attempts import REQUEST_ID_KEY, RETRY_COUNT_KEY, Attempts, new_request_id
+from featurelens.client.attempts import Attempts
 from featurelens.client.options import DEFAULT_TIMEOUT_S, NOT_GIVEN, CallOptions, NotGiven
+from featurelens.wire.metadata import REQUEST_ID_KEY, new_request_id
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
+# DEFAULT_TIMEOUT_S, REQUEST_ID_KEY and new_request_id lived here before; kept importable from here.
 __all__ = [
     "DEFAULT_ADDRESS",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_TIMEOUT_S",
     "REQUEST_ID_KEY",
-    "RETRY_COUNT_KEY",
     "AsyncTransport",
-    "Attempts",
     "SyncTransport",
     "channel_options",
     "new_request_id",
@@ -98,10 +98,6 @@ class SyncTransport:
     def with_options(self, options: CallOptions) -> SyncTransport:
         """A transport on the same channel whose calls get ``options``."""
         return SyncTransport(self.address, self.channel, options)
-
-    @property
-    def timeout_s(self) -> float | None:
-        return self.options.timeout_s
 
     def unary(
         self,
@@ -225,10 +221,6 @@ class AsyncTransport:
     def with_options(self, options: CallOptions) -> AsyncTransport:
         """A transport on the same channel whose calls get ``options``."""
         return AsyncTransport(self.address, self._shared, options)
-
-    @property
-    def timeout_s(self) -> float | None:
-        return self.options.timeout_s
 
     @property
     def channel(self) -> aio.Channel:

@@ -38,9 +38,9 @@ def to_dense_matrix(array: npt.ArrayLike) -> common_pb2.DenseMatrix:
     return common_pb2.DenseMatrix(data=matrix.tobytes(), dim=dim, count=count)
 
 
-def from_dense_matrix(message: common_pb2.DenseMatrix, *, check_finite: bool = True) -> np.ndarray:
+def from_dense_matrix(message: common_pb2.DenseMatrix) -> np.ndarray:
     """A DenseMatrix message as a read-only (count, dim) float32 array; validates the byte size and
-    (``check_finite``) that every value is finite and within ±MAX_ABS_VALUE."""
+    that every value is finite and within ±MAX_ABS_VALUE."""
     if message.dim == 0:
         raise ArrayFormatError("dense matrix has dim 0; set dim to the vector dimension")
     expected = message.count * message.dim * 4
@@ -50,8 +50,7 @@ def from_dense_matrix(message: common_pb2.DenseMatrix, *, check_finite: bool = T
             f"dim={message.dim} float32 values need {expected}"
         )
     matrix = np.frombuffer(message.data, dtype=FLOAT32_LE).reshape(message.count, message.dim)
-    if check_finite:
-        require_bounded(matrix, "dense matrix")
+    require_bounded(matrix, "dense matrix")
     return matrix
 
 
@@ -63,9 +62,9 @@ def to_dense_vector(array: npt.ArrayLike) -> common_pb2.DenseVector:
     return common_pb2.DenseVector(data=vector.tobytes(), dim=vector.shape[0])
 
 
-def from_dense_vector(message: common_pb2.DenseVector, *, check_finite: bool = True) -> np.ndarray:
+def from_dense_vector(message: common_pb2.DenseVector) -> np.ndarray:
     """A DenseVector message as a read-only float32 array; validates the byte size and
-    (``check_finite``) that every value is finite and within ±MAX_ABS_VALUE."""
+    that every value is finite and within ±MAX_ABS_VALUE."""
     if message.dim == 0:
         raise ArrayFormatError("dense vector has dim 0; set dim to the vector dimension")
     if len(message.data) != message.dim * 4:
@@ -74,8 +73,7 @@ def from_dense_vector(message: common_pb2.DenseVector, *, check_finite: bool = T
             f"need {message.dim * 4}"
         )
     vector = np.frombuffer(message.data, dtype=FLOAT32_LE)
-    if check_finite:
-        require_bounded(vector, "dense vector")
+    require_bounded(vector, "dense vector")
     return vector
 
 

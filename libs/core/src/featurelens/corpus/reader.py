@@ -301,7 +301,8 @@ def _count_parquet_rows(path: Path) -> int:
     import pyarrow.parquet as pq
 
     try:
-        return int(pq.ParquetFile(path).metadata.num_rows)
+        with pq.ParquetFile(path) as parquet:
+            return int(parquet.metadata.num_rows)
     except (pa.ArrowException, OSError) as exc:
         raise CorpusError(f"{path} is not a readable Parquet file ({exc}).", path=path) from exc
 

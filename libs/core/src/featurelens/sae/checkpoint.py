@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -35,7 +36,7 @@ __all__ = [
     "FORMAT_VERSION",
     "METRICS_FILE",
     "MODEL_FILE",
-    "OLD_PREFIX",
+    "MOVED_ASIDE",
     "TRAIN_STATE_FILE",
     "CheckpointInfo",
     "SaeCheckpointError",
@@ -52,8 +53,8 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
 TRAIN_STATE_FILE = "train_state.pt"
-#: Name prefix (a format string of the folder name) of a checkpoint moved aside while replaced.
-OLD_PREFIX = ".{name}.old-"
+#: The name ``replace_dir`` gives a checkpoint moved aside while replaced: ``.<name>.old-<hex>``.
+MOVED_ASIDE = re.compile(r"^\.(?P<name>.+)\.old-[0-9a-f]+$")
 _TENSORS = ("W_enc", "b_lat", "W_dec", "b_pre")
 # Train-config fields that do not change what is learned: they stay out of the sae_id.
 _NOT_IDENTITY = ("device", "eval_every", "checkpoint_every", "fast")
@@ -169,7 +170,7 @@ def replace_dir(src: Path, dst: Path) -> None:
     if not dst.exists():
         os.rename(src, dst)
         return
-    old = dst.with_name(f"{OLD_PREFIX.format(name=dst.name)}{uuid.uuid4().hex[:8]}")
+    old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")  # matches MOVED_ASIDE
     os.rename(dst, old)
     try:
         os.rename(src, dst)

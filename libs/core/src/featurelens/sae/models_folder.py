@@ -34,7 +34,7 @@ from pathlib import Path
 
 from featurelens.sae.checkpoint import (
     CONFIG_FILE,
-    OLD_PREFIX,
+    MOVED_ASIDE,
     TRAIN_STATE_FILE,
     CheckpointInfo,
     SaeCheckpointError,
@@ -44,7 +44,6 @@ from featurelens.sae.checkpoint import (
 
 __all__ = [
     "DEFAULT_MARKER",
-    "SAE_ID_PATTERN",
     "STAGING_PREFIX",
     "ModelsFolder",
     "created_unix",
@@ -56,16 +55,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_MARKER = "default"
 STAGING_PREFIX = ".train-"
 #: What an sae_id may look like: it names a folder, so no separators, no "..", nothing hidden.
-SAE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-#: A checkpoint moved aside by ``replace_dir``: OLD_PREFIX around the sae_id, then hex digits.
-_OLD_FOLDER = re.compile(
-    "^" + re.escape(OLD_PREFIX).replace(re.escape("{name}"), "(?P<sae_id>.+)") + "[0-9a-f]+$"
-)
+_SAE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 def is_valid_sae_id(sae_id: str) -> bool:
     """Whether ``sae_id`` can name a folder of a models folder (and so an SAE)."""
-    return SAE_ID_PATTERN.match(sae_id) is not None
+    return _SAE_ID.match(sae_id) is not None
 
 
 def created_unix(info: CheckpointInfo) -> int:
@@ -122,10 +117,10 @@ class ModelsFolder:
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)
                 continue
-            old = _OLD_FOLDER.match(folder.name)
+            old = MOVED_ASIDE.match(folder.name)
             if old is None:
                 continue
-            target = self.path / old["sae_id"]
+            target = self.path / old["name"]
             if target.exists():
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)

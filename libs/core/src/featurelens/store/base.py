@@ -77,7 +77,7 @@ class EngineHit(EngineRecord, Protocol):
     def score(self) -> float: ...
 
 
-def sample_passes(spec: FilterSpec, seed: int) -> list[tuple[FilterSpec, int | None]]:
+def _sample_passes(spec: FilterSpec, seed: int) -> list[tuple[FilterSpec, int | None]]:
     """The scrolls of a seeded sample, in sample-key order: from the seed's start to the end, then
     from the beginning up to the start (the wrap-around), each as (filter, where to start)."""
     start = schema.sample_start(seed)
@@ -331,7 +331,7 @@ class EngineStore(ABC, Generic[Handle]):
         spec = check_filter(filter, current, name) or FilterSpec()
         proj = projection(with_payload, with_dense, with_sparse, current, name)
         records: list[EngineRecord] = []
-        for pass_spec, start in sample_passes(spec, seed):
+        for pass_spec, start in _sample_passes(spec, seed):
             if len(records) >= n:
                 break
             records.extend(self._scroll_by_sample_key(handle, pass_spec, n - len(records), start, proj))

@@ -121,7 +121,9 @@ def check_collection_request(name: str, dense_dim: int, sae_ids: Sequence[str]) 
 
 def changes_metadata(current: Mapping[str, Any], wanted: Mapping[str, Any] | None) -> bool:
     """Whether merging ``wanted`` into a collection's metadata would change it (so it must be written)."""
-    return bool(wanted) and any(current.get(key) != value for key, value in (wanted or {}).items())
+    if not wanted:
+        return False
+    return any(current.get(key) != value for key, value in wanted.items())
 
 
 def check_filter(flt: DocFilter | None, schema_: CollectionSchema, name: str) -> FilterSpec | None:

@@ -20,7 +20,6 @@ import contextlib
 import inspect
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -31,7 +30,7 @@ from featurelens.kit.context import reset_request_id, set_request_id
 from featurelens.kit.errors import InvalidArgumentError, UnavailableError, status_for
 from featurelens.kit.inflight import InFlightCalls
 from featurelens.kit.redaction import status_detail
-from featurelens.wire.metadata import REQUEST_ID_KEY
+from featurelens.wire.metadata import REQUEST_ID_KEY, new_request_id
 
 logger = logging.getLogger("featurelens.kit.requests")
 
@@ -47,7 +46,7 @@ def _request_id(details: grpc.HandlerCallDetails) -> str:
     for key, value in details.invocation_metadata or ():
         if key == REQUEST_ID_KEY and isinstance(value, str) and 0 < len(value) <= 128:
             return value
-    return uuid.uuid4().hex[:16]
+    return new_request_id()
 
 
 class Undecodable:
