@@ -7,6 +7,16 @@
 4. Index the corpus into Qdrant (dense vectors from the store, SAE latents as sparse vectors).
 5. Find the feature that fires most selectively on cosmology (astro-ph.CO) papers and run one
    neutral query three times: unsteered, with that feature turned up, and turned down.
+6. Label every live feature (the offline labeller; or an OpenAI-compatible endpoint named by
+   FEATURELENS_LLM_BASE_URL, whose answers Redis caches so that a second run makes no calls),
+   show the best and the worst labels with their scores, and steer the query by a phrase.
+
+LLM settings, all optional (the key is read by the server, never printed):
+  FEATURELENS_LLM_BASE_URL        e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1
+  FEATURELENS_LLM_API_KEY_FILE    a file holding the key (or FEATURELENS_LABELLING_LLM_API_KEY)
+  FEATURELENS_LLM_INTERPRETER / FEATURELENS_LLM_PREDICTOR    models (default gpt-4o-mini)
+  FEATURELENS_LLM_FEATURES        how many features to label with the LLM (default 100)
+  FEATURELENS_LLM_BUDGET_USD      the job's budget (default 1)
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import argparse
 import collections
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -27,7 +38,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from featurelens.client import FeaturelensClient
-from featurelens.client.types import Intervention, SaeConfig, SearchResult, SparseVector
+from featurelens.client.types import FeatureLabel, Intervention, SaeConfig, SearchResult, SparseVector
 from featurelens.corpus import count_records, read_corpus
 from featurelens.embedding import EmbeddingStore, embed_corpus
 from featurelens.kit.launcher import HostStartError, start_embedded
@@ -43,6 +54,10 @@ CORPUS = "astro"
 TARGET_CATEGORY = "astro-ph.CO"
 QUERY = "We present new observations and a statistical analysis of a large sample."
 STEER_WEIGHT = 0.35
+PHRASE = "cosmic microwave background"
+DOMAIN = "astrophysics arXiv abstracts (astro-ph)"
+LLM_BASE_URL = os.environ.get("FEATURELENS_LLM_BASE_URL", "")
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 # Wide tables also when the output is not a terminal (make, CI logs).
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -71,6 +86,18 @@ def embedded_server() -> Iterator[str]:
     roots = f'["{WORK}", "{CACHE}", "{DATA}"]'
     env.setdefault("FEATURELENS_SAE_TRAIN_DATA_ROOTS", roots)
     env.setdefault("FEATURELENS_SEARCH_CORPUS_ROOTS", roots)
+    if LLM_BASE_URL:
+        # The server reads the key itself; Redis keeps the LLM's answers from one run to the next.
+        if "FEATURELENS_LLM_API_KEY_FILE" in env:
+            env.setdefault("FEATURELENS_LABELLING_LLM_API_KEY_FILE", env["FEATURELENS_LLM_API_KEY_FILE"])
+        env.setdefault("FEATURELENS_LABELLING_LLM_ALLOWED_BASE_URLS", json.dumps([LLM_BASE_URL]))
+        if redis_answers():
+            env.setdefault("FEATURELENS_REDIS_URL", REDIS_URL)
+        else:
+            console.print(
+                "[yellow]Redis does not answer at 127.0.0.1:6379: LLM answers are cached only until "
+                "the server stops"
+            )
     log = WORK / "server.log"
     with ExitStack() as stack:
         try:
@@ -79,6 +106,16 @@ def embedded_server() -> Iterator[str]:
         except HostStartError as error:
             raise SystemExit(str(error)) from None
         yield host.address
+
+
+def redis_answers() -> bool:
+    """Whether a Redis server answers PING at 127.0.0.1:6379."""
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1) as connection:
+            connection.sendall(b"PING\r\n")
+            return connection.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 def embed(client: FeaturelensClient, store_path: Path, limit: int | None) -> EmbeddingStore:
@@ -220,6 +257,110 @@ def moved_features(client: FeaturelensClient, sae_id: str, query: np.ndarray, st
     console.print(f"  cosine(original, steered query) = {steered.cosine_to_original:.3f}")
 
 
+def label(client: FeaturelensClient, sae_id: str) -> None:
+    """Label the SAE's features: every live one offline (a rerun skips those done), or the first
+    FEATURELENS_LLM_FEATURES with the LLM, relabelled each run so that the cache shows."""
+    options: dict[str, object] = {"domain": DOMAIN}
+    if LLM_BASE_URL:
+        count = int(os.environ.get("FEATURELENS_LLM_FEATURES", "100"))
+        options |= {
+            "llm_base_url": LLM_BASE_URL,
+            "interpreter_model": os.environ.get("FEATURELENS_LLM_INTERPRETER", "gpt-4o-mini"),
+            "predictor_model": os.environ.get("FEATURELENS_LLM_PREDICTOR", "gpt-4o-mini"),
+            "budget_usd": float(os.environ.get("FEATURELENS_LLM_BUDGET_USD", "1")),
+            "features": features_by_frequency(client, sae_id)[:count],
+            "overwrite": True,
+        }
+        console.print(f"labelling {count} features with {options['interpreter_model']} at {LLM_BASE_URL}")
+    else:
+        console.print("labelling every live feature offline (set FEATURELENS_LLM_BASE_URL for an LLM)")
+    last = None
+    with progress_bar() as bar:
+        task = bar.add_task("label features", total=None, rate="")
+        for update in client.labelling.label_features(sae_id, CORPUS, **options):  # type: ignore[arg-type]
+            p = update.progress
+            bar.update(task, total=p.total or None, completed=p.done, rate=f"{p.rate_per_s:,.1f}/s")
+            last = update
+    if last is None:
+        raise SystemExit("labelling answered nothing")
+    console.print(last.progress.message)
+    console.print(
+        f"LLM calls {last.llm_calls:,}, cache hits {last.cache_hits:,}, tokens {last.tokens_used:,}, "
+        f"cost ${last.cost_usd:.4f}" + ("  [yellow]stopped at the budget" if last.budget_exhausted else "")
+    )
+
+
+def features_by_frequency(client: FeaturelensClient, sae_id: str) -> list[int]:
+    """Live features, most frequent first (the LLM labels the features users meet most)."""
+    fires: collections.Counter[int] = collections.Counter()
+    for batch in client.search.export_activations(CORPUS, sae_id=sae_id):
+        for latents in batch.latents:
+            fires.update(latents.indices.tolist())
+    return [feature for feature, _ in fires.most_common()]
+
+
+def show_labels(client: FeaturelensClient, sae_id: str) -> None:
+    labels = list(client.labelling.list_labels(sae_id, page_size=1000))
+    scored = [label for label in labels if label.pearson_r is not None]
+    table = Table(title=f"{len(labels):,} labels of {sae_id}: the best and the worst by Pearson r")
+    for column in ("feature", "label", "r", "AUROC", "AUROC hard", "F1", "density"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+
+    def row(label: FeatureLabel) -> None:
+        r = "—" if label.pearson_r is None else f"{label.pearson_r:.2f}"
+        table.add_row(
+            str(label.feature),
+            label.label[:60],
+            r,
+            f"{label.embedding_auroc:.2f}",
+            f"{label.embedding_auroc_hard:.2f}",
+            f"{label.f1:.2f}",
+            f"{label.density:.2%}",
+        )
+
+    for label in scored[:8]:
+        row(label)
+    table.add_section()
+    for label in scored[-4:]:
+        row(label)
+    console.print(table)
+    if scored:
+        mean = sum(label.embedding_auroc for label in labels) / len(labels)
+        hard = sum(label.embedding_auroc_hard for label in labels) / len(labels)
+        console.print(
+            f"mean embedding AUROC: {mean:.3f} against random negatives, {hard:.3f} against hard ones"
+        )
+
+
+def steer_by_phrase(
+    client: FeaturelensClient, sae_id: str, query_vector: np.ndarray, categories: dict[str, tuple[str, ...]]
+) -> None:
+    matches = client.labelling.search_features(sae_id, PHRASE, top_k=3)
+    console.print(f'features whose labels are closest to "{PHRASE}":')
+    for match in matches:
+        console.print(f"  {match.score:.2f}  feature {match.label.feature}: {match.label.label}")
+    steer = Intervention(phrase=PHRASE, weight=STEER_WEIGHT)
+    result = client.search.search(
+        CORPUS,
+        vector=query_vector,
+        mode="hybrid",
+        sae_id=sae_id,
+        interventions=[steer],
+        with_rank_changes=True,
+        explain=True,
+    )
+    for steered in result.steered:
+        console.print(
+            f"phrase {steered.phrase!r} -> feature {steered.feature} {steered.label!r} "
+            f"(match {steered.match_score or 0:.2f}), weight {steered.weight:+.2f}"
+        )
+    show(f'steered by the phrase "{PHRASE}"', result, categories)
+    if result.hits:
+        top = result.hits[0]
+        shared = ", ".join(f"{c.label or c.feature} ({c.contribution:.2f})" for c in top.explanation[:4])
+        console.print(f"  why the first hit matched (labelled features it shares with the query): {shared}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -268,6 +409,12 @@ def main() -> None:
             )
             show(f"feature {feature} turned {name} (weight {steer.weight:+.2f})", result, categories)
             moved_features(client, sae_id, query_vector, steer)
+
+        console.rule("5. label the features")
+        label(client, sae_id)
+        show_labels(client, sae_id)
+        console.rule("6. steer by a phrase")
+        steer_by_phrase(client, sae_id, query_vector, categories)
 
 
 if __name__ == "__main__":

@@ -263,6 +263,10 @@ def child_environment(work: Path, allowed: Path, models: Path, sae_id: str) -> d
         "FEATURELENS_SEARCH_CORPUS_ROOTS": roots,
         "FEATURELENS_SEARCH_EDGE_PATH": str(work / "qdrant"),
         "FEATURELENS_SEARCH_QDRANT_API_KEY": SECRET_CANARY,
+        "FEATURELENS_LABELLING_QDRANT_API_KEY": SECRET_CANARY,
+        "FEATURELENS_LABELLING_LLM_API_KEY": SECRET_CANARY,
+        # No LLM endpoint answers here: a fuzzed llm_base_url is refused rather than dialled.
+        "FEATURELENS_LABELLING_LLM_ALLOW_LOOPBACK": "false",
         **TRAIN_LIMITS,
     }
     return env

@@ -4,27 +4,43 @@ Each server runs a kit ``GrpcServer`` in its own thread and event loop, so that 
 clients (and typer's CliRunner) can call it from the test thread. The encoder is the real
 ``EncoderServicer`` with wordllama; the sae and search services are small in-test servicers
 (their real ones come later) that answer from their requests, so the SDK's conversions can be
-checked in both directions.
+checked in both directions. The labelling service is an in-test servicer too, with a few canned
+labels, that the faked search service also reads to report the features it was steered by.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
+import grpc
 import numpy as np
 import pytest
 from grpc import aio
 from typing_extensions import override
 
 from featurelens.embedding.backends import load_backend
-from featurelens.kit import GrpcServer, InvalidArgumentError, NotFoundError
+from featurelens.kit import (
+    FailedPreconditionError,
+    GrpcServer,
+    InvalidArgumentError,
+    NotFoundError,
+)
 from featurelens.kit.server import Servicer
 from featurelens.services.encoder.cache import MemoryEmbeddingCache
 from featurelens.services.encoder.servicer import EncoderServicer
-from featurelens.v1 import common_pb2, sae_pb2, sae_pb2_grpc, search_pb2, search_pb2_grpc
+from featurelens.v1 import (
+    common_pb2,
+    labelling_pb2,
+    labelling_pb2_grpc,
+    sae_pb2,
+    sae_pb2_grpc,
+    search_pb2,
+    search_pb2_grpc,
+)
 from featurelens.wire.arrays import from_dense_matrix, from_dense_vector, to_dense_matrix, to_dense_vector
 
 FAKE_DIM = 8
@@ -204,6 +220,274 @@ class FakeSae(sae_pb2_grpc.SaeServiceServicer):
         return sae_pb2.GetSaeResponse(sae=_sae_info(self._sae(request.sae_id)))
 
 
+# -- canned labels, read by the faked labelling and search services ---------------------------------
+
+
+def canned_label(
+    feature: int,
+    label: str,
+    pearson_r: float | None,
+    *,
+    sae_id: str = DEFAULT_SAE,
+    interpreter_model: str = "gpt-4o-mini",
+    score_note: str = "",
+) -> labelling_pb2.FeatureLabel:
+    """A label with every field set, so that each one's conversion is checked."""
+    message = labelling_pb2.FeatureLabel(
+        sae_id=sae_id,
+        feature=feature,
+        label=label,
+        f1=0.75,
+        interpreter_model=interpreter_model,
+        predictor_model="gpt-4o-mini",
+        density=0.012,
+        created_unix=1_750_000_000,
+        auroc=0.91,
+        auroc_hard=0.8,
+        balanced_accuracy=0.82,
+        embedding_auroc=0.88,
+        embedding_auroc_hard=0.7,
+        prompt_version="interp-v1",
+        cost_usd=0.0021,
+        tokens=1234,
+        parse_failures=2,
+        scored_documents=40,
+        example_ids=[f"doc-{feature}-{i}" for i in range(3)],
+        score_note=score_note,
+    )
+    if pearson_r is not None:
+        message.pearson_r = pearson_r
+    return message
+
+
+STORED_LABELS = {
+    label.feature: label
+    for label in [
+        canned_label(3, "dark matter halos; subhalo", 0.83),
+        canned_label(7, "galaxies", 0.61),
+        canned_label(12, "exoplanet transits", 0.72),
+        canned_label(20, "gravitational waves", None, score_note="predictions constant: pearson_r undefined"),
+        canned_label(25, "neural network training", -0.05),
+    ]
+}
+"""The labels the faked labelling service has stored for DEFAULT_SAE."""
+FAMILIES = {"fam-2": [12, 20]}
+"""The families the faked search service expands."""
+FAILING_FEATURE = 5
+"""The feature the faked labelling service fails to label."""
+ALLOWED_LLM_URL = "http://127.0.0.1:9/v1"
+"""The only endpoint (besides the default) the faked labelling service accepts."""
+LLM_COST_PER_FEATURE = 0.002
+"""Dollars the faked labelling service spends per feature it labels with LLM calls (odd features)."""
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def match_score(query: str, label: str) -> float:
+    """A stand-in for the cosine between a query and a label: the Jaccard overlap of their words."""
+    query_words, label_words = _words(query), _words(label)
+    union = query_words | label_words
+    return len(query_words & label_words) / len(union) if union else 0.0
+
+
+def best_label(query: str) -> tuple[labelling_pb2.FeatureLabel, float] | None:
+    """The stored label closest to a query, and its score; None when no label shares a word."""
+    scored = sorted(
+        ((match_score(query, label.label), label) for label in STORED_LABELS.values()),
+        key=lambda pair: (-pair[0], pair[1].feature),
+    )
+    if not scored or scored[0][0] == 0:
+        return None
+    return scored[0][1], scored[0][0]
+
+
+def _check_sae(sae_id: str) -> str:
+    if sae_id not in ("", DEFAULT_SAE):
+        raise NotFoundError(f"no SAE with id {sae_id!r}; ListSaes names the trained ones")
+    return DEFAULT_SAE
+
+
+# -- the labelling service, faked ------------------------------------------------------------------
+
+
+class FakeLabelling(labelling_pb2_grpc.LabellingServiceServicer):
+    """Answers from STORED_LABELS; labels features 0-9 by default (skipping the stored ones, failing
+    FAILING_FEATURE); with an interpreter model, odd features cost LLM calls and even ones are
+    cache hits. ``fail`` plans failures; ``requests`` records what each RPC was sent."""
+
+    service_names: Sequence[str] = ("featurelens.v1.LabellingService",)
+
+    def __init__(self) -> None:
+        self.requests: dict[str, list[object]] = {}
+        self.plans: dict[str, list[grpc.StatusCode]] = {}
+
+    def fail(self, rpc: str, code: grpc.StatusCode, times: int = 1) -> None:
+        """Fail the next ``times`` calls of ``rpc`` with ``code``."""
+        self.plans.setdefault(rpc, []).extend([code] * times)
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.plans.clear()
+
+    def add_to_server(self, server: aio.Server) -> None:
+        labelling_pb2_grpc.add_LabellingServiceServicer_to_server(self, server)
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def _enter(self, rpc: str, request: object, context: aio.ServicerContext) -> None:
+        self.requests.setdefault(rpc, []).append(request)
+        plan = self.plans.get(rpc)
+        if plan:
+            code = plan.pop(0)
+            await context.abort(code, f"planned {code.name} of {rpc}")
+
+    @override
+    async def LabelFeatures(
+        self, request: labelling_pb2.LabelFeaturesRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[labelling_pb2.LabelFeaturesResponse]:
+        await self._enter("LabelFeatures", request, context)
+        sae_id = _check_sae(request.sae_id)
+        if request.corpus != "arxiv":
+            raise NotFoundError(f"no corpus named {request.corpus!r}")
+        if request.llm_base_url not in ("", ALLOWED_LLM_URL):
+            raise FailedPreconditionError(
+                f"the LLM endpoint {request.llm_base_url} is not one this server allows"
+            )
+        features = list(request.features) or list(range(10))
+        if any(f >= FAKE_LATENTS for f in features):
+            raise InvalidArgumentError(f"features must be below the SAE's {FAKE_LATENTS} latents")
+        totals = labelling_pb2.LabelFeaturesResponse()
+        for done, feature in enumerate(features, start=1):
+            message = labelling_pb2.LabelFeaturesResponse()
+            if feature in STORED_LABELS and not request.overwrite:
+                totals.skipped += 1
+            elif feature == FAILING_FEATURE:
+                totals.failed += 1
+                totals.failed_feature = feature
+                totals.failure_reason = "the interpreter's answer could not be parsed"
+            else:
+                if request.interpreter_model and feature % 2:
+                    if request.budget_usd and totals.cost_usd + LLM_COST_PER_FEATURE > request.budget_usd:
+                        totals.budget_exhausted = True
+                        totals.progress.CopyFrom(common_pb2.Progress(stage="label", done=done - 1))
+                        yield totals
+                        return
+                    totals.llm_calls += 2
+                    totals.cost_usd += LLM_COST_PER_FEATURE
+                elif request.interpreter_model:
+                    totals.cache_hits += 2
+                totals.tokens_used += 600 if request.interpreter_model else 0
+                message.label.CopyFrom(
+                    canned_label(
+                        feature,
+                        f"topic {feature}",
+                        0.3 + feature / 100,
+                        sae_id=sae_id,
+                        interpreter_model=request.interpreter_model or "offline",
+                    )
+                )
+            message.MergeFrom(totals)
+            message.progress.CopyFrom(
+                common_pb2.Progress(stage="label", done=done, total=len(features), rate_per_s=50.0)
+            )
+            yield message
+
+    @override
+    async def GetLabel(
+        self, request: labelling_pb2.GetLabelRequest, context: aio.ServicerContext
+    ) -> labelling_pb2.GetLabelResponse:
+        await self._enter("GetLabel", request, context)
+        sae_id = _check_sae(request.sae_id)
+        if request.feature not in STORED_LABELS:
+            raise NotFoundError(f"feature {request.feature} of {sae_id} has no label yet")
+        return labelling_pb2.GetLabelResponse(label=STORED_LABELS[request.feature])
+
+    @override
+    async def GetLabels(
+        self, request: labelling_pb2.GetLabelsRequest, context: aio.ServicerContext
+    ) -> labelling_pb2.GetLabelsResponse:
+        await self._enter("GetLabels", request, context)
+        _check_sae(request.sae_id)
+        if len(request.features) > 1000:
+            raise InvalidArgumentError(f"features names {len(request.features)} latents; at most 1,000")
+        return labelling_pb2.GetLabelsResponse(
+            labels=[STORED_LABELS[f] for f in request.features if f in STORED_LABELS]
+        )
+
+    @override
+    async def ListLabels(
+        self, request: labelling_pb2.ListLabelsRequest, context: aio.ServicerContext
+    ) -> labelling_pb2.ListLabelsResponse:
+        await self._enter("ListLabels", request, context)
+        _check_sae(request.sae_id)
+        labels = sorted(
+            STORED_LABELS.values(),
+            key=lambda label: (label.HasField("pearson_r"), label.pearson_r),
+            reverse=True,
+        )
+        if request.min_pearson_r:
+            labels = [
+                label
+                for label in labels
+                if label.HasField("pearson_r") and label.pearson_r >= request.min_pearson_r
+            ]
+        token = request.page_token
+        if token and not re.fullmatch(r"p[0-9]+", token):
+            raise InvalidArgumentError(f"page_token {token!r} is not one this server issued")
+        start = int(token[1:]) if token else 0
+        end = start + (request.page_size or 100)
+        return labelling_pb2.ListLabelsResponse(
+            labels=labels[start:end], next_page_token=f"p{end}" if end < len(labels) else ""
+        )
+
+    @override
+    async def SearchFeatures(
+        self, request: labelling_pb2.SearchFeaturesRequest, context: aio.ServicerContext
+    ) -> labelling_pb2.SearchFeaturesResponse:
+        await self._enter("SearchFeatures", request, context)
+        _check_sae(request.sae_id)
+        if not request.query.strip():
+            raise InvalidArgumentError("query is empty; describe the feature, e.g. 'dark matter halos'")
+        matches: list[labelling_pb2.SearchFeaturesResponse.Match] = []
+        if request.substring:
+            matches += [
+                labelling_pb2.SearchFeaturesResponse.Match(label=label, score=1.0, substring_match=True)
+                for label in STORED_LABELS.values()
+                if request.query.lower() in label.label.lower()
+            ]
+        found = {match.label.feature for match in matches}
+        scored = sorted(
+            ((match_score(request.query, label.label), label) for label in STORED_LABELS.values()),
+            key=lambda pair: -pair[0],
+        )
+        matches += [
+            labelling_pb2.SearchFeaturesResponse.Match(label=label, score=score)
+            for score, label in scored
+            if score > 0 and label.feature not in found
+        ]
+        return labelling_pb2.SearchFeaturesResponse(matches=matches[: request.top_k or 10])
+
+    @override
+    async def ScoreLabel(
+        self, request: labelling_pb2.ScoreLabelRequest, context: aio.ServicerContext
+    ) -> labelling_pb2.ScoreLabelResponse:
+        await self._enter("ScoreLabel", request, context)
+        sae_id = _check_sae(request.sae_id)
+        if not request.label.strip():
+            raise InvalidArgumentError("label is empty; give the label to score")
+        stored = STORED_LABELS.get(request.feature)
+        r = match_score(request.label, stored.label) if stored else 0.1
+        scored = canned_label(request.feature, request.label, r, sae_id=sae_id, interpreter_model="")
+        scored.predictor_model = request.predictor_model or "offline"
+        return labelling_pb2.ScoreLabelResponse(label=scored)
+
+
 # -- the search service, faked ---------------------------------------------------------------------
 
 
@@ -295,6 +579,7 @@ class FakeSearch(search_pb2_grpc.SearchServiceServicer):
             dropped=[search_pb2.Hit(document=_doc(99, False), score=0.1, rank=0, rank_before=3)]
             if request.with_rank_changes
             else [],
+            steered=_steered(request.interventions),
         )
 
     @override
@@ -302,7 +587,13 @@ class FakeSearch(search_pb2_grpc.SearchServiceServicer):
         self, request: search_pb2.TopDocumentsRequest, context: aio.ServicerContext
     ) -> search_pb2.TopDocumentsResponse:
         documents = [
-            search_pb2.ActivatedDocument(document=_doc(i, request.with_text), activation=float(request.n - i))
+            search_pb2.ActivatedDocument(
+                document=_doc(i, request.with_text),
+                activation=float(request.n - i),
+                embedding=to_dense_vector(np.full(FAKE_DIM, i, dtype=np.float32))
+                if request.with_embedding
+                else None,
+            )
             for i in range(request.n or 10)
         ]
         return search_pb2.TopDocumentsResponse(documents=documents)
@@ -313,6 +604,10 @@ class FakeSearch(search_pb2_grpc.SearchServiceServicer):
     ) -> search_pb2.SampleDocumentsResponse:
         rng = np.random.default_rng(request.seed)
         picks = rng.choice(100, size=request.n or 10, replace=False)
+        if request.HasField("near"):
+            # Hard negatives: the documents "nearest" the vector are numbered from its first value.
+            first = int(from_dense_vector(request.near)[0])
+            picks = np.arange(first, first + (request.n or 10))
         documents = [
             search_pb2.ActivatedDocument(
                 document=_doc(int(i), request.with_text), activation=1.0 if request.firing else 0.0
@@ -353,6 +648,47 @@ class FakeSearch(search_pb2_grpc.SearchServiceServicer):
         return search_pb2.DeleteDocumentsResponse(deleted=len(existing & set(request.doc_ids)))
 
 
+def _steered(interventions: Sequence[common_pb2.Intervention]) -> list[search_pb2.SteeredFeature]:
+    """What the search service reports it steered by: families expanded, phrases resolved."""
+    steered: list[search_pb2.SteeredFeature] = []
+    for position, intervention in enumerate(interventions):
+        mode = intervention.mode or common_pb2.STEER_MODE_ADDITIVE
+        common = {"weight": intervention.weight, "mode": mode, "intervention": position}
+        target = intervention.WhichOneof("target")
+        if target == "feature":
+            label = STORED_LABELS.get(intervention.feature)
+            steered.append(
+                search_pb2.SteeredFeature(
+                    feature=intervention.feature, label=label.label if label else "", **common
+                )
+            )
+        elif target == "family_id":
+            for member in FAMILIES.get(intervention.family_id, []):
+                steered.append(
+                    search_pb2.SteeredFeature(
+                        feature=member,
+                        label=STORED_LABELS[member].label,
+                        family_id=intervention.family_id,
+                        **common,
+                    )
+                )
+        else:
+            best = best_label(intervention.phrase)
+            if best is None:
+                raise NotFoundError(f"no labelled feature matches the phrase {intervention.phrase!r}")
+            label, score = best
+            steered.append(
+                search_pb2.SteeredFeature(
+                    feature=label.feature,
+                    label=label.label,
+                    phrase=intervention.phrase,
+                    match_score=score,
+                    **common,
+                )
+            )
+    return steered
+
+
 # -- fixtures --------------------------------------------------------------------------------------
 
 
@@ -376,9 +712,22 @@ def fake_search() -> FakeSearch:
 
 
 @pytest.fixture(scope="session")
-def services_address(fake_search: FakeSearch) -> Iterator[str]:
-    """A loopback server with the faked sae and search services (and no encoder)."""
-    server = BackgroundServer([FakeSae(), fake_search]).start()
+def session_labelling() -> FakeLabelling:
+    return FakeLabelling()
+
+
+@pytest.fixture
+def fake_labelling(session_labelling: FakeLabelling) -> Iterator[FakeLabelling]:
+    """The faked labelling service of ``services_address``, with no planned failure or record."""
+    session_labelling.reset()
+    yield session_labelling
+    session_labelling.reset()
+
+
+@pytest.fixture(scope="session")
+def services_address(fake_search: FakeSearch, session_labelling: FakeLabelling) -> Iterator[str]:
+    """A loopback server with the faked sae, search and labelling services (and no encoder)."""
+    server = BackgroundServer([FakeSae(), fake_search, session_labelling]).start()
     yield server.address
     server.stop()
 

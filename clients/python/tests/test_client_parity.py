@@ -1,9 +1,11 @@
 """The sync and async clients offer the same methods with the same parameters.
 
 Allowed differences: the async methods are coroutines (or async generators where the sync ones
-return an ``Iterator``), and an async method may also accept an ``AsyncIterable`` where the sync
-one takes an ``Iterable``. Everything else (names, parameter names, kinds, defaults and
-annotations) must match, so that a user can switch between them by adding ``await``.
+return an ``Iterator``, or, for a paged listing, plain methods returning an ``AsyncPaginator``
+where the sync ones return a ``SyncPage``), and an async method may also accept an
+``AsyncIterable`` where the sync one takes an ``Iterable``. Everything else (names, parameter
+names, kinds, defaults and annotations) must match, so that a user can switch between them by
+adding ``await`` (or ``async for``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from featurelens.client import AsyncFeaturelensClient, FeaturelensClient
+from featurelens.client import AsyncFeaturelensClient, AsyncPaginator, FeaturelensClient, SyncPage
 from featurelens.client.encoder import AsyncEncoderClient, EncoderClient
+from featurelens.client.labelling import AsyncLabellingClient, LabellingClient
 from featurelens.client.sae import AsyncSaeClient, SaeClient
 from featurelens.client.search import AsyncSearchClient, SearchClient
 
@@ -25,11 +28,13 @@ PAIRS: list[tuple[type, type]] = [
     (EncoderClient, AsyncEncoderClient),
     (SaeClient, AsyncSaeClient),
     (SearchClient, AsyncSearchClient),
+    (LabellingClient, AsyncLabellingClient),
 ]
 
 SYNC_NAME = {
     "AsyncIterator": "Iterator",
     "AsyncTransport": "SyncTransport",
+    "AsyncPaginator": "SyncPage",
     **{async_cls.__name__: sync_cls.__name__ for sync_cls, async_cls in PAIRS},
 }
 """What an async annotation names, in its sync counterpart."""
@@ -75,6 +80,12 @@ def _shape(function: Any, *, is_async: bool) -> tuple[list[tuple[str, str, str, 
     return parameters, _normal(signature.return_annotation, parameter=False, is_async=is_async)
 
 
+def _returns_paginator(function: Any) -> bool:
+    """A paged listing: awaited for its first page, or iterated with ``async for``."""
+    returns = inspect.signature(function).return_annotation
+    return str(returns).startswith("AsyncPaginator[")
+
+
 def _public(cls: type) -> dict[str, Any]:
     return {name: inspect.getattr_static(cls, name) for name in dir(cls) if not name.startswith("_")}
 
@@ -98,7 +109,7 @@ def differences(sync_cls: type, async_cls: type) -> list[str]:
             if inspect.iscoroutinefunction(sync_member) or inspect.isasyncgenfunction(sync_member):
                 found.append(f"{sync_cls.__name__}.{name} is async")
             is_async = inspect.iscoroutinefunction(async_member) or inspect.isasyncgenfunction(async_member)
-            if not is_async and name not in IMMEDIATE:
+            if not is_async and name not in IMMEDIATE and not _returns_paginator(async_member):
                 found.append(f"{async_cls.__name__}.{name} is not async")
         sync_shape = _shape(sync_member, is_async=False)
         async_shape = _shape(async_member, is_async=True)
@@ -125,7 +136,7 @@ def test_the_sub_clients_of_both_clients_are_each_others_mirrors() -> None:
     finally:
         sync_client.close()
 
-    assert sync_parts.keys() == async_parts.keys() == {"encoder", "sae", "search"}
+    assert sync_parts.keys() == async_parts.keys() == {"encoder", "sae", "search", "labelling"}
     for name, sync_type in sync_parts.items():
         assert (sync_type, async_parts[name]) in PAIRS
 
@@ -155,6 +166,28 @@ class AsyncWidgets:
     async def stream(self, items: Iterator[str] | AsyncIterator[str]) -> AsyncIterator[str]:
         for item in items:  # type: ignore[union-attr]
             yield item
+
+
+class PagedWidgets:
+    def list(self) -> SyncPage[str]:
+        raise NotImplementedError
+
+
+class AsyncPagedWidgets:
+    def list(self) -> AsyncPaginator[str]:
+        raise NotImplementedError
+
+
+class AsyncWidgetsNotAwaitable:
+    def list(self) -> SyncPage[str]:
+        raise NotImplementedError
+
+
+def test_a_paged_listing_mirrors_its_sync_page_with_an_async_paginator_only() -> None:
+    assert differences(PagedWidgets, AsyncPagedWidgets) == []
+    not_awaitable = differences(PagedWidgets, AsyncWidgetsNotAwaitable)
+
+    assert not_awaitable == ["AsyncWidgetsNotAwaitable.list is not async"]
 
 
 def test_the_check_finds_a_missing_method_and_a_changed_default() -> None:

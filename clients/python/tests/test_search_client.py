@@ -15,6 +15,7 @@ from featurelens.client import (
     Filter,
     Intervention,
     NotFoundError,
+    SteeredFeature,
 )
 from featurelens.corpus import Record
 from featurelens.v1 import common_pb2, search_pb2
@@ -97,6 +98,97 @@ def test_search_sends_every_option_and_returns_typed_hits(
     assert first.explanation[0].label == "galaxies"
     assert result.steer_cosine == pytest.approx(0.9)
     assert [hit.rank_before for hit in result.dropped] == [3]
+
+
+def test_a_phrase_intervention_is_sent_as_a_phrase_and_the_result_names_the_feature_it_became(
+    client: FeaturelensClient, fake_search: Any
+) -> None:
+    result = client.search.search(
+        "arxiv",
+        "cosmology",
+        interventions=[
+            Intervention(phrase="dark matter halos", weight=4.0),
+            Intervention(feature=7, weight=-1.0, mode="clamp"),
+            Intervention(family_id="fam-2", weight=2.0),
+            Intervention(feature=9, weight=1.0),
+        ],
+    )
+
+    sent = fake_search.last_search.interventions
+    assert [i.WhichOneof("target") for i in sent] == ["phrase", "feature", "family_id", "feature"]
+    assert sent[0].phrase == "dark matter halos"
+    assert result.steered[0] == SteeredFeature(
+        feature=3,
+        label="dark matter halos; subhalo",
+        weight=4.0,
+        mode="additive",
+        intervention=0,
+        phrase="dark matter halos",
+        match_score=0.75,
+    )
+    assert result.steered[1] == SteeredFeature(
+        feature=7, label="galaxies", weight=-1.0, mode="clamp", intervention=1
+    )
+    assert [(s.feature, s.label, s.family_id, s.intervention) for s in result.steered[2:4]] == [
+        (12, "exoplanet transits", "fam-2", 2),
+        (20, "gravitational waves", "fam-2", 2),
+    ]
+    assert (result.steered[4].label, result.steered[4].phrase, result.steered[4].match_score) == (
+        "",
+        None,
+        None,
+    )
+
+
+def test_an_unsteered_search_reports_no_steered_features(client: FeaturelensClient) -> None:
+    assert client.search.search("arxiv", "cosmology").steered == ()
+
+
+def test_a_phrase_that_matches_no_label_is_the_servers_not_found_error(client: FeaturelensClient) -> None:
+    with pytest.raises(NotFoundError, match="no labelled feature matches the phrase 'quasars'"):
+        client.search.search("arxiv", "q", interventions=[Intervention(phrase="quasars", weight=1.0)])
+
+
+@pytest.mark.parametrize(
+    "targets",
+    [
+        {},
+        {"feature": 1, "phrase": "halos"},
+        {"family_id": "f", "phrase": "halos"},
+        {"feature": 1, "family_id": "f"},
+    ],
+)
+def test_an_intervention_names_exactly_one_target(targets: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="exactly one of feature, family_id or phrase"):
+        Intervention(weight=1.0, **targets)
+
+
+def test_an_intervention_phrase_needs_some_text() -> None:
+    with pytest.raises(ValueError, match="phrase must have some text"):
+        Intervention(weight=1.0, phrase="  ")
+
+
+def test_feature_documents_can_carry_their_stored_embeddings(client: FeaturelensClient) -> None:
+    with_embeddings = client.search.top_documents("arxiv", 7, n=3, with_embedding=True)
+    without = client.search.top_documents("arxiv", 7, n=3)
+
+    assert [d.embedding.tolist() for d in with_embeddings if d.embedding is not None] == [
+        [float(i)] * 8 for i in range(3)
+    ]
+    assert [d.embedding for d in without] == [None, None, None]
+    assert with_embeddings == without
+
+
+def test_hard_negatives_are_asked_for_with_a_vector_near_which_to_look(
+    client: FeaturelensClient, fake_search: Any
+) -> None:
+    near = np.full(8, 40.0, dtype=np.float32)
+
+    negatives = client.search.sample_documents("arxiv", 7, n=3, firing=False, near=near)
+
+    assert [d.document.id for d in negatives] == ["doc-40", "doc-41", "doc-42"]
+    with pytest.raises(ValueError, match="goes with firing=False"):
+        client.search.sample_documents("arxiv", 7, near=near)
 
 
 def test_search_by_vector_sends_the_vector_as_bytes(client: FeaturelensClient, fake_search: Any) -> None:

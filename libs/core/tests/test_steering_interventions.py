@@ -10,10 +10,14 @@ from featurelens.steering import (
     FamilyIntervention,
     Intervention,
     InterventionError,
+    PhraseIntervention,
+    PhraseMatch,
+    RequestedIntervention,
     SteerMode,
     check_interventions,
     check_request_size,
     expand_families,
+    resolve_targets,
 )
 
 CLAMP = SteerMode.CLAMP
@@ -124,7 +128,11 @@ def test_features_are_not_checked_against_a_size_nobody_gave() -> None:
 
 
 def test_a_family_member_that_is_also_named_directly_is_refused_naming_both_origins() -> None:
-    requested = [Intervention(12, 0.5), Intervention(40, 1.0), FamilyIntervention("f3", 0.2)]
+    requested: list[RequestedIntervention] = [
+        Intervention(12, 0.5),
+        Intervention(40, 1.0),
+        FamilyIntervention("f3", 0.2),
+    ]
     expanded = expand_families(requested, {"f3": [11, 12, 13]})
 
     message = refusal(expanded)
@@ -146,7 +154,11 @@ def test_two_families_sharing_a_feature_are_refused_naming_both() -> None:
 
 
 def test_a_family_is_expanded_in_place_keeping_its_position_and_its_id() -> None:
-    requested = [Intervention(9, 1.0), FamilyIntervention("f3", 2.0, CLAMP), Intervention(4, -1.0)]
+    requested: list[RequestedIntervention] = [
+        Intervention(9, 1.0),
+        FamilyIntervention("f3", 2.0, CLAMP),
+        Intervention(4, -1.0),
+    ]
 
     expanded = expand_families(requested, {"f3": [7, 8, 7]})
 
@@ -195,3 +207,54 @@ def test_a_request_naming_too_many_targets_is_refused_before_any_work() -> None:
     check_request_size(MAX_INTERVENTIONS)
     with pytest.raises(InterventionError, match=r"^1000 interventions; the limit is 256"):
         check_request_size(1000)
+
+
+def test_a_phrase_resolves_in_place_to_its_feature_keeping_its_position_phrase_and_score() -> None:
+    requested: list[RequestedIntervention] = [
+        Intervention(9, 1.0),
+        PhraseIntervention("dark matter halos", 2.0, CLAMP),
+        FamilyIntervention("f3", -0.5),
+    ]
+
+    resolved = resolve_targets(
+        requested, families={"f3": [4, 5]}, phrases={"dark matter halos": PhraseMatch(7, 0.83, "halo mass")}
+    )
+
+    assert resolved == [
+        Intervention(9, 1.0, position=0),
+        Intervention(7, 2.0, CLAMP, position=1, phrase="dark matter halos", match_score=0.83),
+        Intervention(4, -0.5, family_id="f3", position=2),
+        Intervention(5, -0.5, family_id="f3", position=2),
+    ]
+
+
+def test_a_phrase_matching_a_feature_also_named_by_id_is_refused_naming_both_origins() -> None:
+    requested: list[RequestedIntervention] = [
+        Intervention(7, 0.5),
+        PhraseIntervention("dark matter halos", 1.0),
+    ]
+    resolved = resolve_targets(requested, phrases={"dark matter halos": PhraseMatch(7, 0.9)})
+
+    assert refusal(resolved) == (
+        "feature 7 is steered twice: by interventions[0] and as the match of phrase 'dark matter halos' "
+        "(interventions[1]); steer it once"
+    )
+
+
+def test_a_bad_weight_on_a_phrase_names_the_phrase_the_user_sent() -> None:
+    resolved = resolve_targets(
+        [PhraseIntervention("quasars", 11.0)], phrases={"quasars": PhraseMatch(3, 0.7)}
+    )
+
+    assert refusal(resolved) == "interventions[0]: additive weight 11 on phrase 'quasars' is beyond ±10"
+
+
+def test_a_phrase_matched_to_a_feature_beyond_the_sae_names_the_phrase() -> None:
+    resolved = resolve_targets(
+        [PhraseIntervention("quasars", 1.0)], phrases={"quasars": PhraseMatch(900, 0.7)}
+    )
+
+    assert refusal(resolved, sae_id="sae-512") == (
+        "interventions[0]: feature 900 (the match of phrase 'quasars') does not exist: SAE 'sae-512' has "
+        "latents 0 to 511"
+    )

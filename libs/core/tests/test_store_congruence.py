@@ -3,6 +3,7 @@
 Every read scenario runs on both stores and must return the same doc ids in the same order
 (scores within 1e-4 relative); where numpy can compute the answer, both must also match it.
 The data are seeded and checked for near-ties, so an order comparison means something.
+The feature-label scenarios (``LabelStore``) run on the same two stores, next to the corpus.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
+from featurelens.interp.records import LabelRecord
 from featurelens.store import (
     DocFilter,
     DocumentStore,
     EdgeDocumentStore,
     FeatureRef,
     FusionMethod,
+    LabelStore,
     LegHit,
     PointRecord,
     QdrantServerDocumentStore,
@@ -33,6 +36,7 @@ from featurelens.store import (
     StoredPoint,
     fuse,
     point_id,
+    schema,
 )
 
 pytestmark = [
@@ -588,3 +592,162 @@ def test_ensure_collection_is_idempotent_and_lists_and_drops_collections(
         assert store.drop_collection(fresh) is True
         assert store.drop_collection(fresh) is False
         assert fresh not in store.list_collections()
+
+
+# -- feature labels: the same LabelStore calls on both stores --------------------------------
+
+LABEL_SAE = "astro:topk-256.k8"  # ':' and '.' exercise the collection name's escaping
+LABEL_DIM = 24
+LABELLED = list(range(0, LATENTS, 2))  # every other latent has a label
+TOPICS = [
+    "Dark matter halos",
+    "galaxy CLUSTER lensing",
+    "stellar spectra",
+    "neural network training",
+    "Gravitational waves",
+    "cosmic microwave background",
+    "transformer language models",
+    "exoplanet transits",
+]
+
+
+@dataclass
+class Labels:
+    """Seeded labels of LABEL_SAE and their unit embeddings, one row per labelled feature."""
+
+    records: list[LabelRecord]
+    vectors: np.ndarray  # (len(records), LABEL_DIM)
+
+    def of(self, feature: int) -> LabelRecord:
+        return self.records[LABELLED.index(feature)]
+
+
+def make_labels(seed: int = 13) -> Labels:
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((len(LABELLED), LABEL_DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    records = [
+        LabelRecord(
+            sae_id=LABEL_SAE,
+            feature=feature,
+            label=f"{TOPICS[row % len(TOPICS)]} ({feature})",
+            pearson_r=None if row % 5 == 0 else float(rng.uniform(-0.2, 0.9)),
+            f1=float(rng.uniform()),
+            auroc=float(rng.uniform(0.5, 1.0)),
+            interpreter_model="gpt-4o-mini",
+            prompt_version="v1",
+            cost_usd=float(rng.uniform(0, 0.01)),
+            tokens=int(rng.integers(100, 3000)),
+            example_ids=tuple(f"2401.{feature:03d}{i:02d}" for i in range(3)),
+            score_note="constant predictions" if row % 5 == 0 else "",
+            extra={"seed": seed, "quantiles": [0.5, 0.9]},
+        )
+        for row, feature in enumerate(LABELLED)
+    ]
+    return Labels(records, vectors)
+
+
+@pytest.fixture(scope="module")
+def labels(stores: dict[str, DocumentStore]) -> Labels:
+    made = make_labels()
+    for store in stores.values():
+        label_store = LabelStore(store)
+        label_store.ensure(LABEL_SAE, LABEL_DIM)
+        label_store.put(LABEL_SAE, list(zip(made.records, made.vectors, strict=True)))
+    return made
+
+
+def same_labels(a: list[LabelRecord], b: list[LabelRecord]) -> bool:
+    """Field by field; floats within 1e-12 (qdrant-edge parses payload floats to within an ulp)."""
+
+    def close(x: LabelRecord, y: LabelRecord) -> bool:
+        pairs = zip(dataclasses.astuple(x), dataclasses.astuple(y), strict=True)
+        return all(u == (pytest.approx(v, rel=1e-12) if isinstance(v, float) else v) for u, v in pairs)
+
+    return len(a) == len(b) and all(close(x, y) for x, y in zip(a, b, strict=True))
+
+
+def label_stores(stores: dict[str, DocumentStore]) -> dict[str, LabelStore]:
+    return {kind: LabelStore(store) for kind, store in stores.items()}
+
+
+def run_both_labels(stores: dict[str, DocumentStore], call: Callable[[LabelStore], Any]) -> tuple[Any, Any]:
+    return call(LabelStore(stores["edge"])), call(LabelStore(stores["server"]))
+
+
+def test_labels_read_back_as_put_on_both_adapters(stores: dict[str, DocumentStore], labels: Labels) -> None:
+    asked = [LABELLED[7], 1, LABELLED[0], 9999, LABELLED[7], LABELLED[40]]
+    edge, server = run_both_labels(stores, lambda s: s.get(LABEL_SAE, asked))
+    assert same_labels(edge, server)
+    assert same_labels(edge, [labels.of(LABELLED[7]), labels.of(LABELLED[0]), labels.of(LABELLED[40])])
+    edge, server = run_both_labels(stores, lambda s: s.all_labels(LABEL_SAE))
+    assert same_labels(edge, server)
+    assert same_labels(edge, labels.records)
+    edge, server = run_both_labels(stores, lambda s: (s.labelled_features(LABEL_SAE), s.count(LABEL_SAE)))
+    assert edge == server == (set(LABELLED), len(LABELLED))
+
+
+@pytest.mark.parametrize("query_seed", [1, 2, 3])
+def test_label_search_returns_the_exact_cosine_ranking_on_both_adapters(
+    stores: dict[str, DocumentStore], labels: Labels, query_seed: int
+) -> None:
+    rng = np.random.default_rng(query_seed)
+    query = labels.vectors[query_seed * 11] + 0.15 * rng.standard_normal(LABEL_DIM).astype(np.float32)
+    edge, server = run_both_labels(stores, lambda s: s.search(LABEL_SAE, query, top_k=10))
+    assert same_labels([r for r, _ in edge], [r for r, _ in server])
+    assert [score for _, score in edge] == pytest.approx([score for _, score in server], rel=REL_TOL)
+    cosines = labels.vectors @ (query / np.linalg.norm(query))
+    best = np.argsort(-cosines)[:10]
+    _assert_no_near_ties(cosines[best].tolist())
+    assert [r.feature for r, _ in edge] == [LABELLED[row] for row in best]
+    assert [score for _, score in edge] == pytest.approx(cosines[best].tolist(), rel=REL_TOL)
+
+
+@pytest.mark.parametrize(("text", "limit"), [("dark MATTER", 100), ("lensing", 5), ("(12", 10), ("zzz", 3)])
+def test_substring_search_finds_the_same_labels_on_both_adapters(
+    stores: dict[str, DocumentStore], labels: Labels, text: str, limit: int
+) -> None:
+    edge, server = run_both_labels(stores, lambda s: s.substring(LABEL_SAE, text, limit))
+    expected = [r for r in labels.records if text.lower() in r.label.lower()][:limit]
+    assert same_labels(edge, server)
+    assert same_labels(edge, expected)
+
+
+def test_labels_collections_stay_out_of_the_corpus_list_on_both_adapters(
+    stores: dict[str, DocumentStore], labels: Labels
+) -> None:
+    for store in stores.values():
+        assert LabelStore(store).has(LABEL_SAE)
+        assert CORPUS in store.list_collections()
+        assert not any(schema.is_labels_collection(name) for name in store.list_collections())
+    edge, server = run_both(stores, lambda s: s.collection_info(schema.labels_collection(LABEL_SAE)))
+    assert edge == server
+    assert (edge.points, edge.dense_dim, edge.sae_ids) == (len(LABELLED), LABEL_DIM, ())
+    assert edge.metadata["sae_id"] == LABEL_SAE
+
+
+def test_replacing_and_dropping_labels_gives_the_same_answers_on_both_adapters(
+    stores: dict[str, DocumentStore], labels: Labels
+) -> None:
+    sae = "astro/replaced"
+    first, second = labels.records[:20], labels.records[10:30]
+    for label_store in label_stores(stores).values():
+        label_store.drop(sae)
+        label_store.ensure(sae, LABEL_DIM)
+        label_store.put(
+            sae, [(dataclasses.replace(r, sae_id=sae), labels.vectors[i]) for i, r in enumerate(first)]
+        )
+        renamed = [dataclasses.replace(r, sae_id=sae, label=r.label.upper()) for r in second]
+        # The replacements point the other way, so a search can tell old embeddings from new.
+        label_store.put(sae, [(r, -labels.vectors[10 + i]) for i, r in enumerate(renamed)])
+    edge, server = run_both_labels(stores, lambda s: s.all_labels(sae))
+    assert same_labels(edge, server)
+    assert [r.feature for r in edge] == [r.feature for r in labels.records[:30]]
+    assert [r.label for r in edge[10:]] == [r.label.upper() for r in second]
+    replaced = labels.records[15].feature
+    edge, server = run_both_labels(stores, lambda s: s.search(sae, -labels.vectors[15], top_k=1))
+    assert same_labels([edge[0][0]], [server[0][0]])
+    assert edge[0][0].feature == replaced
+    assert edge[0][1] == pytest.approx(1.0, abs=1e-5)
+    edge, server = run_both_labels(stores, lambda s: (s.drop(sae), s.drop(sae), s.has(sae), s.get(sae, [0])))
+    assert edge == server == (True, False, False, [])

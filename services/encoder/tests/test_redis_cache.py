@@ -167,7 +167,7 @@ async def test_the_cache_retries_after_a_pause_and_resumes_once_redis_answers(
     )
     row = np.full((1, 4), 0.5, dtype=np.float32)
     try:
-        with caplog.at_level(logging.INFO, logger="featurelens.services.encoder.cache"):
+        with caplog.at_level(logging.INFO, logger="featurelens.kit.redis_link"):
             assert await cache.get_many("m", ["text"], 4) == [None]
             start_redis()
             now[0] += 10  # within the pause: the cache does not try Redis yet

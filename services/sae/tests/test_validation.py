@@ -199,6 +199,13 @@ CASES: list[tuple[str, str, Callable[[str], Any], grpc.StatusCode, list[str]]] =
         ["fam-3", "resolve families through the search service"],
     ),
     (
+        "steer_phrase",
+        "Steer",
+        lambda _: steer(feature(3), common_pb2.Intervention(phrase="dark matter halos", weight=1.0)),
+        INVALID,
+        ["interventions[1] targets phrase 'dark matter halos'", "resolve phrases through the search service"],
+    ),
+    (
         "steer_no_target",
         "Steer",
         lambda _: steer(common_pb2.Intervention(weight=1.0)),

@@ -3,7 +3,6 @@ and the three services on loopback (a fresh copy of the indexed corpus for every
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -16,11 +15,18 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
-from search_testing import CountingBackend, Stack, astro_records, index_requests, serve_stack  # noqa: E402
+from search_testing import (  # noqa: E402
+    CountingBackend,
+    Stack,
+    astro_records,
+    index_corpus,
+    serve_stack,
+    train_default_sae,
+)
 
 from featurelens.corpus import Record  # noqa: E402
 from featurelens.embedding.backends import EmbeddingBackend, load_backend  # noqa: E402
-from featurelens.sae import SaeConfig, SparseAutoencoder, TrainConfig, save_sae, train_sae  # noqa: E402
+from featurelens.sae import SaeConfig, SparseAutoencoder, save_sae  # noqa: E402
 from featurelens.sae.checkpoint import make_sae_id  # noqa: E402
 
 NUM_LATENTS = 512
@@ -46,17 +52,7 @@ def models_dir(
     """A models folder: an SAE trained on the papers' wordllama embeddings (the default) and a
     second, untrained SAE of another size (for adding an SAE to an indexed corpus)."""
     models = tmp_path_factory.mktemp("models")
-    vectors = wordllama.embed([r.embedding_text for r in records]).vectors
-    train_cfg = TrainConfig(batch_size=256, lr=2e-3, epochs=20, seed=0)
-    result = train_sae(vectors, SaeConfig(d_in=wordllama.dim, num_latents=NUM_LATENTS, k=K), train_cfg)
-    save_sae(
-        result.sae,
-        models / result.sae_id,
-        train_cfg=train_cfg,
-        embedding_model=wordllama.model_id,
-        data_fingerprint=result.data_fingerprint,
-    )
-    (models / "default").write_text(result.sae_id + "\n")
+    train_default_sae(models, wordllama, records, NUM_LATENTS, K)
     other = SparseAutoencoder(SaeConfig(d_in=wordllama.dim, num_latents=256, k=8), seed=1)
     save_sae(other, models / make_sae_id(other.cfg, None, "other"), data_fingerprint="other")
     return models
@@ -82,13 +78,7 @@ def indexed_edge(
 ) -> Path:
     """A qdrant-edge folder holding the papers as corpus "astro", indexed through the services."""
     edge = tmp_path_factory.mktemp("indexed") / "qdrant"
-
-    async def index() -> None:
-        async with serve_stack(CountingBackend(wordllama), models_dir, edge) as stack:
-            responses = await stack.index(index_requests(records))
-            assert responses[-1].indexed == len(records), responses[-1]
-
-    asyncio.run(index())
+    index_corpus(edge, wordllama, models_dir, records)
     return edge
 
 

@@ -3,26 +3,33 @@
 Everything is real: the wordllama model behind the encoder servicer, an SAE trained by the
 library on wordllama embeddings of real astro-ph abstracts behind the sae servicer, and
 qdrant-edge in a temporary folder behind the search servicer. The backend wrapper below only
-counts the calls that reach the model (to prove when the encoder was not asked).
+counts the calls that reach the model (to prove when the encoder was not asked). The labelling
+service is a small stand-in on its own loopback server (``serve_labelling``): labels from a dict,
+phrases matched to labels by shared words.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import math
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from grpc import aio
+from typing_extensions import override
 
 from featurelens.corpus import Record, read_corpus
 from featurelens.embedding.backends import EmbeddingBackend, EmbedResult
-from featurelens.kit import GrpcServer
+from featurelens.kit import GrpcServer, Servicer
+from featurelens.sae import SaeConfig, TrainConfig, save_sae, train_sae
 from featurelens.services.encoder.cache import MemoryEmbeddingCache
 from featurelens.services.encoder.servicer import EncoderServicer
 from featurelens.services.sae.registry import SaeRegistry
@@ -32,7 +39,7 @@ from featurelens.services.search.families import FamilyExpander
 from featurelens.services.search.servicer import SearchServicer
 from featurelens.services.search.settings import SearchSettings
 from featurelens.store import DocumentStore
-from featurelens.v1 import common_pb2, search_pb2, search_pb2_grpc
+from featurelens.v1 import common_pb2, labelling_pb2, labelling_pb2_grpc, search_pb2, search_pb2_grpc
 
 DATA_DIR = Path(
     os.environ.get("FEATURELENS_DATA_DIR", Path(__file__).resolve().parents[4] / "shared" / "data")
@@ -128,12 +135,17 @@ async def serve_stack(
     sae_address: str | None = None,
     open_store: Callable[[], DocumentStore] | None = None,
     families: FamilyExpander | None = None,
+    labelling_address: str | None = None,
+    also: Sequence[Servicer] = (),
     **settings: Any,
 ) -> AsyncIterator[Stack]:
     """encoder + sae + search in one GrpcServer on 127.0.0.1:0, as the embedded mode hosts them.
 
     ``encoder_address`` / ``sae_address`` (default: this server) point the search service elsewhere;
-    ``open_store`` replaces the edge store of the settings; ``families`` expands family targets.
+    ``labelling_address`` (default: this server, which hosts no labelling service, so searches
+    carry no labels and phrases are refused) points it at a labelling service; ``open_store``
+    replaces the edge store of the settings; ``families`` expands family targets; ``also`` are
+    more servicers hosted in the same server (the labelling service's tests add theirs).
     """
     encoder = EncoderServicer({"wordllama": lambda: backend}, MemoryEmbeddingCache(64 * 1024 * 1024))
     sae = SaeServicer(SaeRegistry(models_dir))
@@ -143,21 +155,53 @@ async def serve_stack(
     )
     search = build_servicer(search_settings)
     if open_store is not None:
-        search = SearchServicer(open_store, search.dependencies, search_settings)
+        search = SearchServicer(
+            open_store, search.dependencies, search_settings, labels=search.labels, phrases=search.phrases
+        )
     if families is not None:
         search.families = families
-    server = GrpcServer([encoder, sae, search], host="127.0.0.1", port=0, grace_period_s=2.0)
+    server = GrpcServer([encoder, sae, search, *also], host="127.0.0.1", port=0, grace_period_s=2.0)
     await server.start()
     # The embedded mode picks its port before it builds the servicers; here port 0 is bound first
     # and the search service's dependencies (whose channels open on first use) pointed at it.
     search.dependencies.encoder.address = encoder_address or server.address
     search.dependencies.sae.address = sae_address or server.address
+    search.dependencies.labelling.address = labelling_address or server.address
     try:
         await server.wait_ready(timeout=60)
         async with aio.insecure_channel(server.address) as channel:
             yield Stack(server, search, sae, backend, channel, search_pb2_grpc.SearchServiceStub(channel))
     finally:
         await server.stop(0)
+
+
+def train_default_sae(
+    models: Path, wordllama: EmbeddingBackend, records: Sequence[Record], num_latents: int, k: int
+) -> str:
+    """An SAE trained on the papers' wordllama embeddings, saved in ``models`` as the default."""
+    vectors = wordllama.embed([r.embedding_text for r in records]).vectors
+    train_cfg = TrainConfig(batch_size=256, lr=2e-3, epochs=20, seed=0)
+    result = train_sae(vectors, SaeConfig(d_in=wordllama.dim, num_latents=num_latents, k=k), train_cfg)
+    save_sae(
+        result.sae,
+        models / result.sae_id,
+        train_cfg=train_cfg,
+        embedding_model=wordllama.model_id,
+        data_fingerprint=result.data_fingerprint,
+    )
+    (models / "default").write_text(result.sae_id + "\n")
+    return result.sae_id
+
+
+def index_corpus(edge: Path, wordllama: EmbeddingBackend, models: Path, records: Sequence[Record]) -> None:
+    """Index the papers as corpus "astro" into a qdrant-edge folder, through the services."""
+
+    async def index() -> None:
+        async with serve_stack(CountingBackend(wordllama), models, edge) as stack:
+            responses = await stack.index(index_requests(records))
+            assert responses[-1].indexed == len(records), responses[-1]
+
+    asyncio.run(index())
 
 
 async def failure_of(call: Awaitable[object]) -> aio.AioRpcError:
@@ -169,3 +213,79 @@ async def failure_of(call: Awaitable[object]) -> aio.AioRpcError:
 
 def hit_ids(response: search_pb2.SearchResponse) -> list[str]:
     return [hit.document.id for hit in response.hits]
+
+
+class FakeLabelling(labelling_pb2_grpc.LabellingServiceServicer):
+    """GetLabels and SearchFeatures over ``labels`` (sae_id → feature → label); counts the calls.
+
+    SearchFeatures scores a label by the words it shares with the query (cosine of word sets), so
+    a phrase matches the label that says the most of it; an SAE absent from ``labels`` is
+    NOT_FOUND, one with no labels answers no matches.
+    """
+
+    def __init__(self, labels: Mapping[str, Mapping[int, str]]) -> None:
+        self.labels = labels
+        self.get_labels_requests: list[labelling_pb2.GetLabelsRequest] = []
+        self.search_requests: list[labelling_pb2.SearchFeaturesRequest] = []
+
+    def _labels_of(self, sae_id: str) -> Mapping[int, str] | None:
+        return self.labels.get(sae_id)
+
+    @override
+    async def GetLabels(
+        self, request: labelling_pb2.GetLabelsRequest, context: aio.ServicerContext
+    ) -> labelling_pb2.GetLabelsResponse:
+        self.get_labels_requests.append(request)
+        known = self._labels_of(request.sae_id) or {}
+        return labelling_pb2.GetLabelsResponse(
+            labels=[
+                labelling_pb2.FeatureLabel(sae_id=request.sae_id, feature=feature, label=known[feature])
+                for feature in request.features
+                if feature in known
+            ]
+        )
+
+    @override
+    async def SearchFeatures(
+        self, request: labelling_pb2.SearchFeaturesRequest, context: aio.ServicerContext
+    ) -> labelling_pb2.SearchFeaturesResponse:
+        self.search_requests.append(request)
+        known = self._labels_of(request.sae_id)
+        if known is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"SAE {request.sae_id!r} has no features collection"
+            )
+        assert known is not None
+        words = set(request.query.lower().split())
+        scored = []
+        for feature, label in known.items():
+            label_words = set(label.lower().split())
+            score = len(words & label_words) / math.sqrt(len(words) * len(label_words))
+            if score > 0:
+                scored.append((-score, feature, label))
+        scored.sort()
+        return labelling_pb2.SearchFeaturesResponse(
+            matches=[
+                labelling_pb2.SearchFeaturesResponse.Match(
+                    label=labelling_pb2.FeatureLabel(sae_id=request.sae_id, feature=feature, label=label),
+                    score=-negative,
+                )
+                for negative, feature, label in scored[: request.top_k or 10]
+            ]
+        )
+
+
+@asynccontextmanager
+async def serve_labelling(
+    labels: Mapping[str, Mapping[int, str]],
+) -> AsyncIterator[tuple[str, FakeLabelling]]:
+    """The stand-in labelling service on its own server at 127.0.0.1:0: its address and servicer."""
+    servicer = FakeLabelling(labels)
+    server = aio.server()
+    labelling_pb2_grpc.add_LabellingServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}", servicer
+    finally:
+        await server.stop(0)

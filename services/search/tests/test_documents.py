@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 from search_testing import CORPUS, Stack
 
+from featurelens.corpus import Record
+from featurelens.embedding.backends import EmbeddingBackend
 from featurelens.v1 import search_pb2
+from featurelens.wire.arrays import from_dense_vector, to_dense_vector
 
 
 async def export(
@@ -76,6 +79,57 @@ async def test_samples_of_firing_and_silent_documents_are_seeded(stack: Stack) -
     assert len(silent.documents) == 12
     assert not {d.document.id for d in silent.documents} & firing_ids
     assert all(d.activation == 0 for d in silent.documents)
+
+
+async def test_documents_carry_their_stored_embedding_only_when_asked(
+    stack: Stack, records: list[Record], wordllama: EmbeddingBackend
+) -> None:
+    texts = {r.id: r.embedding_text for r in records}
+    top = search_pb2.TopDocumentsRequest(corpus=CORPUS, feature=42, n=5)
+    sample = search_pb2.SampleDocumentsRequest(corpus=CORPUS, feature=42, n=5, seed=3)
+
+    plain_top = await stack.stub.TopDocuments(top)
+    plain_sample = await stack.stub.SampleDocuments(sample)
+    top.with_embedding = sample.with_embedding = True
+    embedded_top = await stack.stub.TopDocuments(top)
+    embedded_sample = await stack.stub.SampleDocuments(sample)
+
+    assert not any(d.HasField("embedding") for d in [*plain_top.documents, *plain_sample.documents])
+    documents = [*embedded_top.documents, *embedded_sample.documents]
+    assert [d.document.id for d in documents] == [
+        d.document.id for d in [*plain_top.documents, *plain_sample.documents]
+    ]
+    stored = np.stack([from_dense_vector(d.embedding) for d in documents])
+    fresh = wordllama.embed([texts[d.document.id] for d in documents]).vectors
+    assert stored.shape == (10, 256)
+    assert np.allclose(np.linalg.norm(stored, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(np.sum(stored * fresh, axis=1), 1.0, atol=1e-4)  # the document's own embedding
+
+
+async def test_the_silent_documents_nearest_a_vector_are_the_nearest_by_cosine_among_those_not_firing(
+    stack: Stack, records: list[Record], wordllama: EmbeddingBackend
+) -> None:
+    feature = 42
+    firing = set(activations_of(await export(stack), feature))
+    top = await stack.stub.TopDocuments(
+        search_pb2.TopDocumentsRequest(corpus=CORPUS, feature=feature, n=10, with_embedding=True)
+    )
+    centroid = np.mean([from_dense_vector(d.embedding) for d in top.documents], axis=0)
+    embeddings = wordllama.embed([r.embedding_text for r in records]).vectors
+    cosines = embeddings @ (centroid / np.linalg.norm(centroid))
+    silent = [i for i, r in enumerate(records) if r.id not in firing]
+    expected = [records[i].id for i in sorted(silent, key=lambda i: -cosines[i])[:15]]
+
+    response = await stack.stub.SampleDocuments(
+        search_pb2.SampleDocumentsRequest(
+            corpus=CORPUS, feature=feature, n=15, near=to_dense_vector(centroid), with_text=True, seed=9
+        )
+    )
+
+    assert len(firing) >= 10
+    assert [d.document.id for d in response.documents] == expected
+    assert all(d.activation == 0 and d.document.text for d in response.documents)
+    assert not any(d.HasField("embedding") for d in response.documents)
 
 
 async def test_corpora_are_listed_with_their_size_model_and_saes(stack: Stack, sae_id: str) -> None:

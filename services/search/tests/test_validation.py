@@ -28,6 +28,12 @@ def nan_vector() -> np.ndarray:
     return vector
 
 
+def near_request(vector: np.ndarray, firing: bool = False) -> search_pb2.SampleDocumentsRequest:
+    return search_pb2.SampleDocumentsRequest(
+        corpus=CORPUS, feature=1, firing=firing, near=to_dense_vector(vector.astype(np.float32))
+    )
+
+
 def additive(feature: int, weight: float) -> common_pb2.Intervention:
     return common_pb2.Intervention(feature=feature, weight=weight)
 
@@ -163,8 +169,26 @@ CASES = [
     pytest.param(
         text_request(interventions=[additive(3, 0.5), common_pb2.Intervention(weight=0.5)]),
         INVALID,
-        "interventions[1] names no feature or family",
+        "interventions[1] names no feature, family or phrase",
         id="intervention without a target",
+    ),
+    pytest.param(
+        text_request(interventions=[common_pb2.Intervention(phrase=" ", weight=0.5)]),
+        INVALID,
+        "interventions[0] has an empty phrase",
+        id="empty phrase",
+    ),
+    pytest.param(
+        text_request(interventions=[common_pb2.Intervention(phrase="p" * 201, weight=0.5)]),
+        INVALID,
+        "interventions[0] has a phrase of 201 characters; the limit is 200",
+        id="phrase too long",
+    ),
+    pytest.param(
+        text_request(interventions=[common_pb2.Intervention(phrase="dark matter halos", weight=0.5)]),
+        StatusCode.UNAVAILABLE,
+        "cannot resolve phrase 'dark matter halos': the labelling service at 127.0.0.1:",
+        id="phrase target where no labelling service answers",
     ),
     pytest.param(
         text_request(interventions=[common_pb2.Intervention(family_id="", weight=0.5)]),
@@ -252,6 +276,47 @@ async def test_an_invalid_search_is_refused_with_a_sentence_and_the_server_keeps
             StatusCode.NOT_FOUND,
             "SAE 'nope' is not indexed in corpus 'astro'",
             id="sample: sae not indexed",
+        ),
+        pytest.param(
+            lambda stub: stub.SampleDocuments(near_request(np.ones(256), firing=True)),
+            INVALID,
+            "near asks for the non-firing documents nearest a vector (hard negatives), so it needs "
+            "firing=false",
+            id="near: firing documents",
+        ),
+        pytest.param(
+            lambda stub: stub.SampleDocuments(near_request(np.ones(384))),
+            INVALID,
+            "near has 384 dims, but corpus 'astro' holds 256-dim embeddings",
+            id="near: wrong dimension",
+        ),
+        pytest.param(
+            lambda stub: stub.SampleDocuments(near_request(nan_vector())),
+            INVALID,
+            "near is malformed: dense vector holds a NaN or infinite value at position 17",
+            id="near: NaN",
+        ),
+        pytest.param(
+            lambda stub: stub.SampleDocuments(near_request(np.full(256, 3e38))),
+            INVALID,
+            "near is malformed: dense vector holds 3e+38 at position 0; values must lie within ±1,000,000",
+            id="near: beyond the bound",
+        ),
+        pytest.param(
+            lambda stub: stub.SampleDocuments(
+                search_pb2.SampleDocumentsRequest(
+                    corpus=CORPUS, feature=1, near=common_pb2.DenseVector(data=b"\0" * 12, dim=4)
+                )
+            ),
+            INVALID,
+            "near is malformed: dense vector data has 12 bytes but dim=4",
+            id="near: short data",
+        ),
+        pytest.param(
+            lambda stub: stub.SampleDocuments(near_request(np.zeros(256))),
+            INVALID,
+            "near is all zeros",
+            id="near: zeros",
         ),
         pytest.param(
             lambda stub: stub.DeleteDocuments(

@@ -5,7 +5,10 @@ from __future__ import annotations
 import typer
 
 from featurelens.cli.embed import embed
+from featurelens.cli.features import features_app
+from featurelens.cli.label import label
 from featurelens.cli.sae import sae_app
+from featurelens.cli.search import search
 from featurelens.cli.status import health, models
 from featurelens.cli.up import up
 
@@ -20,7 +23,10 @@ app.command()(up)
 app.command()(embed)
 app.command()(health)
 app.command()(models)
+app.command()(search)
+app.command()(label)
 app.add_typer(sae_app, name="sae")
+app.add_typer(features_app, name="features")
 
 
 if __name__ == "__main__":

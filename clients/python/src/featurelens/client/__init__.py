@@ -5,6 +5,8 @@ from featurelens.client import FeaturelensClient
 with FeaturelensClient("127.0.0.1:50051") as client:
     embeddings = client.encoder.embed(["sparse autoencoders on embeddings"])
     print(embeddings.model_id, embeddings.vectors.shape)
+    for match in client.labelling.search_features("sae-a", "dark matter halos", top_k=3):
+        print(match.label.feature, match.label.label, match.score)
 """
 
 from featurelens.client.client import SERVICE_NAMES, AsyncFeaturelensClient, FeaturelensClient, HealthStatus
@@ -29,6 +31,7 @@ from featurelens.client.errors import (
     UnimplementedError,
 )
 from featurelens.client.options import NOT_GIVEN, NotGiven
+from featurelens.client.pagination import AsyncPage, AsyncPaginator, SyncPage
 from featurelens.client.retries import Backoff
 from featurelens.client.types import (
     ActivatedDocument,
@@ -39,10 +42,13 @@ from featurelens.client.types import (
     Document,
     Embeddings,
     FeatureContribution,
+    FeatureLabel,
+    FeatureMatch,
     Filter,
     Hit,
     IndexProgress,
     Intervention,
+    LabelProgress,
     Latents,
     ModelInfo,
     Progress,
@@ -52,6 +58,7 @@ from featurelens.client.types import (
     SearchResult,
     SparseVector,
     Steered,
+    SteeredFeature,
     TrainProgress,
 )
 from featurelens.wire.arrays import ArrayFormatError
@@ -68,6 +75,8 @@ __all__ = [
     "AlreadyExistsError",
     "ArrayFormatError",
     "AsyncFeaturelensClient",
+    "AsyncPage",
+    "AsyncPaginator",
     "Backoff",
     "CallCancelledError",
     "CorpusInfo",
@@ -78,6 +87,8 @@ __all__ = [
     "Embeddings",
     "FailedPreconditionError",
     "FeatureContribution",
+    "FeatureLabel",
+    "FeatureMatch",
     "FeaturelensClient",
     "FeaturelensError",
     "Filter",
@@ -87,6 +98,7 @@ __all__ = [
     "InternalServerError",
     "Intervention",
     "InvalidArgumentError",
+    "LabelProgress",
     "Latents",
     "ModelInfo",
     "NotFoundError",
@@ -101,6 +113,8 @@ __all__ = [
     "SearchResult",
     "SparseVector",
     "Steered",
+    "SteeredFeature",
+    "SyncPage",
     "TrainProgress",
     "UnauthenticatedError",
     "UnavailableError",

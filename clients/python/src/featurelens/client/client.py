@@ -9,6 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from featurelens.client.encoder import AsyncEncoderClient, EncoderClient
 from featurelens.client.errors import NotFoundError
+from featurelens.client.labelling import AsyncLabellingClient, LabellingClient
 from featurelens.client.options import DEFAULT_TIMEOUT_S, NOT_GIVEN, CallOptions, NotGiven
 from featurelens.client.retries import DEFAULT_MAX_RETRIES, Backoff, rpc_path
 from featurelens.client.sae import AsyncSaeClient, SaeClient
@@ -52,13 +53,21 @@ def _status_name(status: int) -> HealthStatus:
 class _Addresses:
     """Which address each service is called at: its own when given, else the shared one."""
 
-    def __init__(self, address: str, encoder: str | None, sae: str | None, search: str | None) -> None:
+    def __init__(
+        self,
+        address: str,
+        encoder: str | None,
+        sae: str | None,
+        search: str | None,
+        labelling: str | None,
+    ) -> None:
         self.default = address
         self.by_service = {
             "": address,
             SERVICE_NAMES["encoder"]: encoder or address,
             SERVICE_NAMES["sae"]: sae or address,
             SERVICE_NAMES["search"]: search or address,
+            SERVICE_NAMES["labelling"]: labelling or address,
         }
 
     def of(self, service: str) -> str:
@@ -84,13 +93,14 @@ class FeaturelensClient:
         encoder_address: str | None = None,
         sae_address: str | None = None,
         search_address: str | None = None,
+        labelling_address: str | None = None,
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
         max_retries: int = DEFAULT_MAX_RETRIES,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         backoff: Backoff | None = None,
     ) -> None:
         options = CallOptions(timeout_s, max_retries, backoff or Backoff())
-        addresses = _Addresses(address, encoder_address, sae_address, search_address)
+        addresses = _Addresses(address, encoder_address, sae_address, search_address, labelling_address)
         transports = {
             target: SyncTransport.open(target, options=options, max_message_bytes=max_message_bytes)
             for target in dict.fromkeys(addresses.by_service.values())
@@ -109,6 +119,8 @@ class FeaturelensClient:
         """The sae service: sparse latents, steering, training."""
         self.search = SearchClient(self._transport("search"))
         """The search service: indexing and (steered) search."""
+        self.labelling = LabellingClient(self._transport("labelling"))
+        """The labelling service: scored feature labels, features found by meaning."""
 
     def _transport(self, service: str) -> SyncTransport:
         return self._transports[self._addresses.of(service)]
@@ -180,13 +192,14 @@ class AsyncFeaturelensClient:
         encoder_address: str | None = None,
         sae_address: str | None = None,
         search_address: str | None = None,
+        labelling_address: str | None = None,
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
         max_retries: int = DEFAULT_MAX_RETRIES,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         backoff: Backoff | None = None,
     ) -> None:
         options = CallOptions(timeout_s, max_retries, backoff or Backoff())
-        addresses = _Addresses(address, encoder_address, sae_address, search_address)
+        addresses = _Addresses(address, encoder_address, sae_address, search_address, labelling_address)
         transports = {
             target: AsyncTransport.open(target, options=options, max_message_bytes=max_message_bytes)
             for target in dict.fromkeys(addresses.by_service.values())
@@ -205,6 +218,8 @@ class AsyncFeaturelensClient:
         """The sae service: sparse latents, steering, training."""
         self.search = AsyncSearchClient(self._transport("search"))
         """The search service: indexing and (steered) search."""
+        self.labelling = AsyncLabellingClient(self._transport("labelling"))
+        """The labelling service: scored feature labels, features found by meaning."""
 
     def _transport(self, service: str) -> AsyncTransport:
         return self._transports[self._addresses.of(service)]

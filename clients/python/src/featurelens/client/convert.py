@@ -18,11 +18,14 @@ from featurelens.client.types import (
     DocumentLike,
     Embeddings,
     FeatureContribution,
+    FeatureLabel,
+    FeatureMatch,
     Filter,
     Fusion,
     Hit,
     IndexProgress,
     Intervention,
+    LabelProgress,
     Latents,
     ModelInfo,
     Progress,
@@ -33,15 +36,22 @@ from featurelens.client.types import (
     SearchResult,
     SparseVector,
     Steered,
+    SteeredFeature,
+    SteerMode,
     TrainProgress,
 )
-from featurelens.v1 import common_pb2, encoder_pb2, sae_pb2, search_pb2
+from featurelens.v1 import common_pb2, encoder_pb2, labelling_pb2, sae_pb2, search_pb2
 from featurelens.wire import arrays
 
 SparseInput = SparseVector | tuple[npt.ArrayLike, npt.ArrayLike]
 """A sparse row as a ``SparseVector`` or an ``(indices, values)`` pair."""
 
 _STEER_MODES = {"additive": common_pb2.STEER_MODE_ADDITIVE, "clamp": common_pb2.STEER_MODE_CLAMP}
+_STEER_MODE_NAMES: dict[int, SteerMode] = {
+    common_pb2.STEER_MODE_UNSPECIFIED: "additive",
+    common_pb2.STEER_MODE_ADDITIVE: "additive",
+    common_pb2.STEER_MODE_CLAMP: "clamp",
+}
 _SEARCH_MODES = {
     "dense": search_pb2.SEARCH_MODE_DENSE,
     "sparse": search_pb2.SEARCH_MODE_SPARSE,
@@ -91,9 +101,19 @@ def intervention_message(intervention: Intervention) -> common_pb2.Intervention:
     message = common_pb2.Intervention(weight=intervention.weight, mode=_STEER_MODES[intervention.mode])
     if intervention.feature is not None:
         message.feature = intervention.feature
+    elif intervention.phrase is not None:
+        message.phrase = intervention.phrase
     else:
         message.family_id = intervention.family_id or ""
     return message
+
+
+def steer_mode(mode: int) -> SteerMode:
+    """A wire steer mode by name; an unspecified one is additive, as the protos say."""
+    name = _STEER_MODE_NAMES.get(mode)
+    if name is None:
+        raise ValueError(f"the server answered with steer mode {mode}, which this SDK does not know")
+    return name
 
 
 def document(message: common_pb2.Document) -> Document:
@@ -440,6 +460,19 @@ def hit(message: search_pb2.Hit) -> Hit:
     )
 
 
+def steered_feature(message: search_pb2.SteeredFeature) -> SteeredFeature:
+    return SteeredFeature(
+        feature=message.feature,
+        label=message.label,
+        weight=message.weight,
+        mode=steer_mode(message.mode),
+        intervention=message.intervention,
+        family_id=message.family_id or None,
+        phrase=message.phrase or None,
+        match_score=message.match_score if message.phrase else None,
+    )
+
+
 def search_result(response: search_pb2.SearchResponse) -> SearchResult:
     return SearchResult(
         hits=tuple(hit(h) for h in response.hits),
@@ -447,14 +480,49 @@ def search_result(response: search_pb2.SearchResponse) -> SearchResult:
         took_ms=response.took_ms,
         steer_cosine=response.steer_cosine,
         dropped=tuple(hit(h) for h in response.dropped),
+        steered=tuple(steered_feature(s) for s in response.steered),
     )
+
+
+def sample_documents_request(
+    corpus: str,
+    feature: int,
+    *,
+    sae_id: str | None,
+    n: int,
+    firing: bool,
+    seed: int,
+    with_text: bool,
+    with_embedding: bool,
+    near: npt.ArrayLike | None,
+) -> search_pb2.SampleDocumentsRequest:
+    if near is not None and firing:
+        raise ValueError("near= picks hard negatives, so it goes with firing=False")
+    request = search_pb2.SampleDocumentsRequest(
+        corpus=corpus,
+        sae_id=sae_id or "",
+        feature=feature,
+        n=n,
+        firing=firing,
+        seed=seed,
+        with_text=with_text,
+        with_embedding=with_embedding,
+    )
+    if near is not None:
+        request.near.CopyFrom(arrays.to_dense_vector(near))
+    return request
 
 
 def activated_documents(
     response: search_pb2.TopDocumentsResponse | search_pb2.SampleDocumentsResponse,
 ) -> list[ActivatedDocument]:
     return [
-        ActivatedDocument(document=document(d.document), activation=d.activation) for d in response.documents
+        ActivatedDocument(
+            document=document(d.document),
+            activation=d.activation,
+            embedding=arrays.from_dense_vector(d.embedding) if d.HasField("embedding") else None,
+        )
+        for d in response.documents
     ]
 
 
@@ -479,3 +547,147 @@ def corpus_infos(response: search_pb2.ListCorporaResponse) -> list[CorpusInfo]:
         )
         for c in response.corpora
     ]
+
+
+# -- labelling ------------------------------------------------------------------------------------
+
+
+def feature_id(feature: int, what: str = "feature") -> int:
+    """A latent id as an int, refusing anything that is not a whole number of 0 or more."""
+    if isinstance(feature, bool) or not isinstance(feature, int | np.integer):
+        raise TypeError(f"{what} is a {type(feature).__name__}, not an int latent id")
+    if feature < 0:
+        raise ValueError(f"{what} is {feature}; latent ids are 0 or more")
+    return int(feature)
+
+
+def feature_ids(features: Iterable[int], what: str = "features") -> list[int]:
+    """Latent ids as a list of ints, refusing a bare number (wrap one id in a list)."""
+    if isinstance(features, int | str | bytes):
+        raise TypeError(f"{what} must be a list of latent ids; wrap a single id in a list")
+    return [feature_id(feature, f"{what}[{i}]") for i, feature in enumerate(features)]
+
+
+def feature_label(message: labelling_pb2.FeatureLabel) -> FeatureLabel:
+    return FeatureLabel(
+        sae_id=message.sae_id,
+        feature=message.feature,
+        label=message.label,
+        pearson_r=message.pearson_r if message.HasField("pearson_r") else None,
+        f1=message.f1,
+        interpreter_model=message.interpreter_model,
+        predictor_model=message.predictor_model,
+        density=message.density,
+        created_unix=message.created_unix,
+        auroc=message.auroc,
+        auroc_hard=message.auroc_hard,
+        balanced_accuracy=message.balanced_accuracy,
+        embedding_auroc=message.embedding_auroc,
+        embedding_auroc_hard=message.embedding_auroc_hard,
+        prompt_version=message.prompt_version,
+        cost_usd=message.cost_usd,
+        tokens=message.tokens,
+        parse_failures=message.parse_failures,
+        scored_documents=message.scored_documents,
+        example_ids=tuple(message.example_ids),
+        score_note=message.score_note,
+    )
+
+
+def label_features_request(
+    sae_id: str | None,
+    corpus: str,
+    *,
+    features: Iterable[int],
+    interpreter_model: str | None,
+    predictor_model: str | None,
+    top_documents: int | None,
+    scoring_documents: int | None,
+    overwrite: bool,
+    seed: int,
+    domain: str | None,
+    llm_base_url: str | None,
+    budget_usd: float | None,
+) -> labelling_pb2.LabelFeaturesRequest:
+    return labelling_pb2.LabelFeaturesRequest(
+        corpus=corpus,
+        sae_id=sae_id or "",
+        features=feature_ids(features),
+        interpreter_model=interpreter_model or "",
+        predictor_model=predictor_model or "",
+        top_documents=top_documents or 0,
+        scoring_documents=scoring_documents or 0,
+        overwrite=overwrite,
+        seed=seed,
+        domain=domain or "",
+        llm_base_url=llm_base_url or "",
+        budget_usd=budget_usd or 0.0,
+    )
+
+
+def label_progress(response: labelling_pb2.LabelFeaturesResponse) -> LabelProgress:
+    return LabelProgress(
+        progress=progress(response.progress),
+        label=feature_label(response.label) if response.HasField("label") else None,
+        tokens_used=response.tokens_used,
+        cache_hits=response.cache_hits,
+        llm_calls=response.llm_calls,
+        cost_usd=response.cost_usd,
+        skipped=response.skipped,
+        failed=response.failed,
+        failed_feature=response.failed_feature if response.failure_reason else None,
+        failure_reason=response.failure_reason,
+        budget_exhausted=response.budget_exhausted,
+    )
+
+
+def list_labels_request(
+    sae_id: str | None, *, min_pearson_r: float | None, page_size: int, page_token: str | None
+) -> labelling_pb2.ListLabelsRequest:
+    request = labelling_pb2.ListLabelsRequest(
+        sae_id=sae_id or "", page_size=page_size, page_token=page_token or ""
+    )
+    # Set only when given, so that the field's presence says "filter" should it become optional.
+    if min_pearson_r is not None:
+        request.min_pearson_r = min_pearson_r
+    return request
+
+
+def feature_labels(
+    response: labelling_pb2.GetLabelsResponse | labelling_pb2.ListLabelsResponse,
+) -> list[FeatureLabel]:
+    return [feature_label(label) for label in response.labels]
+
+
+def feature_matches(response: labelling_pb2.SearchFeaturesResponse) -> list[FeatureMatch]:
+    return [
+        FeatureMatch(label=feature_label(m.label), score=m.score, substring_match=m.substring_match)
+        for m in response.matches
+    ]
+
+
+def score_label_request(
+    sae_id: str | None,
+    corpus: str,
+    feature: int,
+    label: str,
+    *,
+    predictor_model: str | None,
+    scoring_documents: int | None,
+    seed: int,
+    domain: str | None,
+    llm_base_url: str | None,
+) -> labelling_pb2.ScoreLabelRequest:
+    if not isinstance(label, str):
+        raise TypeError(f"label must be a str, not {type(label).__name__}")
+    return labelling_pb2.ScoreLabelRequest(
+        corpus=corpus,
+        sae_id=sae_id or "",
+        feature=feature_id(feature),
+        label=label,
+        predictor_model=predictor_model or "",
+        scoring_documents=scoring_documents or 0,
+        seed=seed,
+        domain=domain or "",
+        llm_base_url=llm_base_url or "",
+    )

@@ -55,6 +55,7 @@ RETRIED_RPCS: frozenset[str] = frozenset(
         "/featurelens.v1.SearchService/ExportActivations",
         "/featurelens.v1.SearchService/ListCorpora",
         "/featurelens.v1.LabellingService/GetLabel",
+        "/featurelens.v1.LabellingService/GetLabels",
         "/featurelens.v1.LabellingService/ListLabels",
         "/featurelens.v1.LabellingService/SearchFeatures",
         # Seeded and not stored; its LLM calls are cached, so a retry costs little.

@@ -74,7 +74,7 @@ class SaeClient:
         *,
         timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> Steered:
-        """Apply feature interventions to one dense vector (family targets are for search only)."""
+        """Apply feature interventions to one dense vector (family and phrase targets are for search only)."""
         request = convert.steer_request(vector, interventions, sae_id)
         return convert.steered(self._transport.unary(self._stub.Steer, request, rpc=_STEER, timeout=timeout))
 
@@ -188,7 +188,7 @@ class AsyncSaeClient:
         *,
         timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> Steered:
-        """Apply feature interventions to one dense vector (family targets are for search only)."""
+        """Apply feature interventions to one dense vector (family and phrase targets are for search only)."""
         request = convert.steer_request(vector, interventions, sae_id)
         return convert.steered(
             await self._transport.unary(self._stub.Steer, request, rpc=_STEER, timeout=timeout)

@@ -41,7 +41,7 @@ def _check_index_source(documents: object, corpus_path: str | None) -> None:
 
 
 class SearchClient:
-    """Indexes corpora and searches them, optionally steered by features or families.
+    """Indexes corpora and searches them, optionally steered by features, families or phrases.
 
     ``sae_id=None`` everywhere means the server's default SAE.
     """
@@ -109,7 +109,12 @@ class SearchClient:
         with_text: bool = False,
         timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> SearchResult:
-        """Search ``corpus`` by ``text`` or by a query ``vector``, optionally steered."""
+        """Search ``corpus`` by ``text`` or by a query ``vector``, optionally steered.
+
+        With ``interventions`` the result's ``steered`` names each feature steered (its label, and
+        for a phrase the feature it resolved to and how well they matched); ``explain`` adds each
+        hit's shared features with their labels.
+        """
         request = convert.search_request(
             corpus,
             text=text,
@@ -139,11 +144,19 @@ class SearchClient:
         sae_id: str | None = None,
         n: int = 10,
         with_text: bool = False,
+        with_embedding: bool = False,
         timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> list[ActivatedDocument]:
-        """The documents on which ``feature`` fires most strongly, strongest first."""
+        """The documents on which ``feature`` fires most strongly, strongest first.
+
+        ``with_embedding`` returns each document's stored embedding in ``embedding``."""
         request = search_pb2.TopDocumentsRequest(
-            corpus=corpus, sae_id=sae_id or "", feature=feature, n=n, with_text=with_text
+            corpus=corpus,
+            sae_id=sae_id or "",
+            feature=feature,
+            n=n,
+            with_text=with_text,
+            with_embedding=with_embedding,
         )
         response = self._transport.unary(
             self._stub.TopDocuments, request, rpc=_TOP_DOCUMENTS, timeout=timeout
@@ -160,17 +173,26 @@ class SearchClient:
         firing: bool = True,
         seed: int = 0,
         with_text: bool = False,
+        with_embedding: bool = False,
+        near: npt.ArrayLike | None = None,
         timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> list[ActivatedDocument]:
-        """A seeded random sample of documents on which ``feature`` fires (or, ``firing=False``, not)."""
-        request = search_pb2.SampleDocumentsRequest(
-            corpus=corpus,
-            sae_id=sae_id or "",
-            feature=feature,
+        """A seeded random sample of documents on which ``feature`` fires (or, ``firing=False``, not).
+
+        With ``firing=False`` and a ``near`` vector (of the corpus's dimension), the ``n``
+        non-firing documents nearest it by cosine instead: hard negatives (``seed`` is then
+        unused). ``with_embedding`` returns each document's stored embedding in ``embedding``.
+        """
+        request = convert.sample_documents_request(
+            corpus,
+            feature,
+            sae_id=sae_id,
             n=n,
             firing=firing,
             seed=seed,
             with_text=with_text,
+            with_embedding=with_embedding,
+            near=near,
         )
         response = self._transport.unary(
             self._stub.SampleDocuments, request, rpc=_SAMPLE_DOCUMENTS, timeout=timeout
@@ -223,7 +245,7 @@ class SearchClient:
 
 
 class AsyncSearchClient:
-    """Indexes corpora and searches them, optionally steered by features or families (asyncio)."""
+    """Indexes corpora and searches them, optionally steered by features, families or phrases (asyncio)."""
 
     def __init__(self, transport: AsyncTransport) -> None:
         self._transport = transport
@@ -290,7 +312,12 @@ class AsyncSearchClient:
         with_text: bool = False,
         timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> SearchResult:
-        """Search ``corpus`` by ``text`` or by a query ``vector``, optionally steered."""
+        """Search ``corpus`` by ``text`` or by a query ``vector``, optionally steered.
+
+        With ``interventions`` the result's ``steered`` names each feature steered (its label, and
+        for a phrase the feature it resolved to and how well they matched); ``explain`` adds each
+        hit's shared features with their labels.
+        """
         request = convert.search_request(
             corpus,
             text=text,
@@ -320,11 +347,19 @@ class AsyncSearchClient:
         sae_id: str | None = None,
         n: int = 10,
         with_text: bool = False,
+        with_embedding: bool = False,
         timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> list[ActivatedDocument]:
-        """The documents on which ``feature`` fires most strongly, strongest first."""
+        """The documents on which ``feature`` fires most strongly, strongest first.
+
+        ``with_embedding`` returns each document's stored embedding in ``embedding``."""
         request = search_pb2.TopDocumentsRequest(
-            corpus=corpus, sae_id=sae_id or "", feature=feature, n=n, with_text=with_text
+            corpus=corpus,
+            sae_id=sae_id or "",
+            feature=feature,
+            n=n,
+            with_text=with_text,
+            with_embedding=with_embedding,
         )
         response = await self._transport.unary(
             self._stub.TopDocuments, request, rpc=_TOP_DOCUMENTS, timeout=timeout
@@ -341,17 +376,26 @@ class AsyncSearchClient:
         firing: bool = True,
         seed: int = 0,
         with_text: bool = False,
+        with_embedding: bool = False,
+        near: npt.ArrayLike | None = None,
         timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> list[ActivatedDocument]:
-        """A seeded random sample of documents on which ``feature`` fires (or, ``firing=False``, not)."""
-        request = search_pb2.SampleDocumentsRequest(
-            corpus=corpus,
-            sae_id=sae_id or "",
-            feature=feature,
+        """A seeded random sample of documents on which ``feature`` fires (or, ``firing=False``, not).
+
+        With ``firing=False`` and a ``near`` vector (of the corpus's dimension), the ``n``
+        non-firing documents nearest it by cosine instead: hard negatives (``seed`` is then
+        unused). ``with_embedding`` returns each document's stored embedding in ``embedding``.
+        """
+        request = convert.sample_documents_request(
+            corpus,
+            feature,
+            sae_id=sae_id,
             n=n,
             firing=firing,
             seed=seed,
             with_text=with_text,
+            with_embedding=with_embedding,
+            near=near,
         )
         response = await self._transport.unary(
             self._stub.SampleDocuments, request, rpc=_SAMPLE_DOCUMENTS, timeout=timeout

@@ -58,20 +58,30 @@ class Progress:
 
 @dataclass(frozen=True)
 class Intervention:
-    """Steer one feature (a latent id) or a whole family (a family id) by ``weight``.
+    """Steer one feature (a latent id), a whole family (a family id) or the feature a phrase names.
 
     Additive mode adds ``weight`` times the feature's unit decoder direction (negative weights
     push away); clamp mode sets the feature's activation to ``weight`` (which must be >= 0).
+    A ``phrase`` such as ``"dark matter halos"`` is resolved by the search service to the labelled
+    feature whose label is closest in meaning; ``SearchResult.steered`` says which one it used.
+    Families and phrases are for search only (the sae service's ``steer`` takes features).
+
+    ``Intervention(feature=2370, weight=5.0)``, ``Intervention(family_id="f-12", weight=-2.0)``,
+    ``Intervention(phrase="dark matter halos", weight=4.0)``.
     """
 
     weight: float
     feature: int | None = None
     family_id: str | None = None
     mode: SteerMode = "additive"
+    phrase: str | None = None
 
     def __post_init__(self) -> None:
-        if (self.feature is None) == (self.family_id is None):
-            raise ValueError("an intervention targets exactly one of feature or family_id")
+        targets = [self.feature, self.family_id, self.phrase]
+        if sum(target is not None for target in targets) != 1:
+            raise ValueError("an intervention targets exactly one of feature, family_id or phrase")
+        if self.phrase is not None and not self.phrase.strip():
+            raise ValueError("an intervention's phrase must have some text, e.g. 'dark matter halos'")
         if self.mode not in ("additive", "clamp"):
             raise ValueError(f"mode must be 'additive' or 'clamp', got {self.mode!r}")
 
@@ -296,6 +306,25 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class SteeredFeature:
+    """One feature a search was steered by, and which intervention of the request it came from."""
+
+    feature: int
+    label: str
+    """The feature's label, empty when unlabelled."""
+    weight: float
+    mode: SteerMode
+    intervention: int
+    """Position of the request's intervention it came from."""
+    family_id: str | None = None
+    """The family it was expanded from; None when the intervention did not name a family."""
+    phrase: str | None = None
+    """The phrase it was resolved from; None when the intervention did not name a phrase."""
+    match_score: float | None = None
+    """Cosine between the phrase and the feature's label; None unless resolved from a phrase."""
+
+
+@dataclass(frozen=True)
 class SearchResult:
     """Hits of a search and, for a steered search, what steering changed."""
 
@@ -307,6 +336,8 @@ class SearchResult:
     """With interventions: cosine between the original and the steered query vector."""
     dropped: tuple[Hit, ...] = field(default=())
     """With rank changes: unsteered hits that fell out of the steered result."""
+    steered: tuple[SteeredFeature, ...] = field(default=())
+    """With interventions: each feature steered, after family expansion and phrase resolution."""
 
 
 @dataclass(frozen=True)
@@ -315,6 +346,9 @@ class ActivatedDocument:
 
     document: Document
     activation: float
+    embedding: np.ndarray | None = field(default=None, compare=False)
+    """The document's stored dense embedding (float32, read-only) when asked for with
+    ``with_embedding=True``, else None; left out of ``==``."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -350,3 +384,101 @@ class CorpusInfo:
     dim: int
     embedding_model: str
     sae_ids: tuple[str, ...]
+
+
+# -- labelling ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureLabel:
+    """A feature's label and how well it predicts where the feature fires.
+
+    The scores are measured on held-out documents: the firing ones against random non-firing ones
+    and against hard negatives (the non-firing documents nearest the firing ones by embedding).
+    """
+
+    sae_id: str
+    feature: int
+    """Latent id."""
+    label: str
+    """Short label, a few words."""
+    pearson_r: float | None
+    """Pearson r between predicted and true activations, in [-1, 1]; None when undefined (the
+    predictions or the truth were constant: ``score_note`` says which)."""
+    f1: float
+    """F1 of predicting whether the feature fires, in [0, 1]."""
+    interpreter_model: str
+    """The model that wrote the label ("offline" for the keyword labeller)."""
+    predictor_model: str
+    """The model that predicted activations for scoring."""
+    density: float
+    """Fraction of documents on which the feature fires, in [0, 1]."""
+    created_unix: int
+    """Unix seconds when the label was written."""
+    auroc: float
+    """AUROC of the predictions, firing documents against random non-firing ones."""
+    auroc_hard: float
+    """The same against hard negatives."""
+    balanced_accuracy: float
+    """Balanced accuracy of predicting firing / not firing, in [0, 1]."""
+    embedding_auroc: float
+    """AUROC of the cosine between the label's and each document's embedding (no LLM), against
+    random non-firing documents."""
+    embedding_auroc_hard: float
+    """The same against hard negatives."""
+    prompt_version: str
+    """Version of the interpreter and predictor prompts ("offline" for the keyword labeller)."""
+    cost_usd: float
+    """US dollars spent on this label's LLM calls (0 for cache hits and the offline labeller)."""
+    tokens: int
+    """Prompt plus completion tokens of this label's LLM calls, cache hits included."""
+    parse_failures: int
+    """Held-out documents whose prediction could not be parsed (left out of the scores)."""
+    scored_documents: int
+    """Held-out documents scored."""
+    example_ids: tuple[str, ...]
+    """Ids of the documents shown to the interpreter, top-activating first, then non-firing."""
+    score_note: str
+    """Why a score is missing or weak; empty when none."""
+
+
+@dataclass(frozen=True)
+class LabelProgress:
+    """One message of a labelling job: progress, the label just finished (if any), running totals.
+
+    The totals count from the start of the job. The last message has ``budget_exhausted`` set
+    when the job stopped because its next LLM call would have passed the budget; the labels
+    finished before are kept.
+    """
+
+    progress: Progress
+    label: FeatureLabel | None
+    """The label this message reports, or None."""
+    tokens_used: int
+    """Prompt plus completion tokens so far, cache hits included."""
+    cache_hits: int
+    """LLM calls answered from the cache so far."""
+    llm_calls: int
+    """LLM calls made to the endpoint so far (cache misses)."""
+    cost_usd: float
+    """US dollars spent so far (cache hits cost nothing)."""
+    skipped: int
+    """Features skipped so far because they already had a label."""
+    failed: int
+    """Features that failed so far."""
+    failed_feature: int | None
+    """The feature that failed latest; None when none has."""
+    failure_reason: str
+    """Why ``failed_feature`` failed; empty when none has."""
+    budget_exhausted: bool
+
+
+@dataclass(frozen=True)
+class FeatureMatch:
+    """A labelled feature found by ``search_features``."""
+
+    label: FeatureLabel
+    score: float
+    """Cosine between the query and the label, in [-1, 1] (1 for a substring match)."""
+    substring_match: bool
+    """True when the label contains the query as a substring."""

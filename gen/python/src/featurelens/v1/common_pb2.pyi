@@ -197,12 +197,18 @@ class Intervention(_message.Message):
 
     FEATURE_FIELD_NUMBER: _builtins.int
     FAMILY_ID_FIELD_NUMBER: _builtins.int
+    PHRASE_FIELD_NUMBER: _builtins.int
     WEIGHT_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
     feature: _builtins.int
     """A latent id of the SAE in use."""
     family_id: _builtins.str
     """A family id from the family service; expands to the family's member features."""
+    phrase: _builtins.str
+    """A phrase such as "dark matter halos": the search service resolves it to the labelled feature
+    of the SAE whose label is closest in meaning (the labelling service's SearchFeatures) and
+    reports the choice in SearchResponse.steered. Only the search service takes phrases.
+    """
     weight: _builtins.float
     """Additive: the multiple of the unit decoder direction to add (negative down-weights),
     in [-10, 10]. Clamp: the activation value the latent is set to, in [0, 10].
@@ -214,14 +220,15 @@ class Intervention(_message.Message):
         *,
         feature: _builtins.int = ...,
         family_id: _builtins.str = ...,
+        phrase: _builtins.str = ...,
         weight: _builtins.float = ...,
         mode: Global___SteerMode.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["family_id", b"family_id", "feature", b"feature", "target", b"target"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["family_id", b"family_id", "feature", b"feature", "phrase", b"phrase", "target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["family_id", b"family_id", "feature", b"feature", "mode", b"mode", "target", b"target", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["family_id", b"family_id", "feature", b"feature", "mode", b"mode", "phrase", b"phrase", "target", b"target", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["feature", "family_id"]  # noqa: Y015
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["feature", "family_id", "phrase"]  # noqa: Y015
     _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
 

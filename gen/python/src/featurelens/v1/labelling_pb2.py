@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from featurelens.v1 import common_pb2 as featurelens_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66\x65\x61turelens/v1/labelling.proto\x12\x0e\x66\x65\x61turelens.v1\x1a\x1b\x66\x65\x61turelens/v1/common.proto\"\xb8\x01\n\x0c\x46\x65\x61tureLabel\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x02 \x01(\r\x12\r\n\x05label\x18\x03 \x01(\t\x12\x11\n\tpearson_r\x18\x04 \x01(\x02\x12\n\n\x02\x66\x31\x18\x05 \x01(\x02\x12\x19\n\x11interpreter_model\x18\x06 \x01(\t\x12\x17\n\x0fpredictor_model\x18\x07 \x01(\t\x12\x0f\n\x07\x64\x65nsity\x18\x08 \x01(\x02\x12\x14\n\x0c\x63reated_unix\x18\t \x01(\x03\"\xcf\x01\n\x14LabelFeaturesRequest\x12\x0e\n\x06\x63orpus\x18\x01 \x01(\t\x12\x0e\n\x06sae_id\x18\x02 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x03(\r\x12\x19\n\x11interpreter_model\x18\x04 \x01(\t\x12\x17\n\x0fpredictor_model\x18\x05 \x01(\t\x12\x15\n\rtop_documents\x18\x06 \x01(\r\x12\x19\n\x11scoring_documents\x18\x07 \x01(\r\x12\x11\n\toverwrite\x18\x08 \x01(\x08\x12\x0c\n\x04seed\x18\t \x01(\x04\"\x99\x01\n\x15LabelFeaturesResponse\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x18.featurelens.v1.Progress\x12+\n\x05label\x18\x02 \x01(\x0b\x32\x1c.featurelens.v1.FeatureLabel\x12\x13\n\x0btokens_used\x18\x03 \x01(\x04\x12\x12\n\ncache_hits\x18\x04 \x01(\x04\"2\n\x0fGetLabelRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x02 \x01(\r\"?\n\x10GetLabelResponse\x12+\n\x05label\x18\x01 \x01(\x0b\x32\x1c.featurelens.v1.FeatureLabel\"a\n\x11ListLabelsRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x15\n\rmin_pearson_r\x18\x04 \x01(\x02\"[\n\x12ListLabelsResponse\x12,\n\x06labels\x18\x01 \x03(\x0b\x32\x1c.featurelens.v1.FeatureLabel\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"E\n\x15SearchFeaturesRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\"\x9c\x01\n\x16SearchFeaturesResponse\x12=\n\x07matches\x18\x01 \x03(\x0b\x32,.featurelens.v1.SearchFeaturesResponse.Match\x1a\x43\n\x05Match\x12+\n\x05label\x18\x01 \x01(\x0b\x32\x1c.featurelens.v1.FeatureLabel\x12\r\n\x05score\x18\x02 \x01(\x02\"\x95\x01\n\x11ScoreLabelRequest\x12\x0e\n\x06\x63orpus\x18\x01 \x01(\t\x12\x0e\n\x06sae_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x03 \x01(\r\x12\r\n\x05label\x18\x04 \x01(\t\x12\x17\n\x0fpredictor_model\x18\x05 \x01(\t\x12\x19\n\x11scoring_documents\x18\x06 \x01(\r\x12\x0c\n\x04seed\x18\x07 \x01(\x04\"A\n\x12ScoreLabelResponse\x12+\n\x05label\x18\x01 \x01(\x0b\x32\x1c.featurelens.v1.FeatureLabel2\xcc\x03\n\x10LabellingService\x12^\n\rLabelFeatures\x12$.featurelens.v1.LabelFeaturesRequest\x1a%.featurelens.v1.LabelFeaturesResponse0\x01\x12M\n\x08GetLabel\x12\x1f.featurelens.v1.GetLabelRequest\x1a .featurelens.v1.GetLabelResponse\x12S\n\nListLabels\x12!.featurelens.v1.ListLabelsRequest\x1a\".featurelens.v1.ListLabelsResponse\x12_\n\x0eSearchFeatures\x12%.featurelens.v1.SearchFeaturesRequest\x1a&.featurelens.v1.SearchFeaturesResponse\x12S\n\nScoreLabel\x12!.featurelens.v1.ScoreLabelRequest\x1a\".featurelens.v1.ScoreLabelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66\x65\x61turelens/v1/labelling.proto\x12\x0e\x66\x65\x61turelens.v1\x1a\x1b\x66\x65\x61turelens/v1/common.proto\"\xd5\x03\n\x0c\x46\x65\x61tureLabel\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x02 \x01(\r\x12\r\n\x05label\x18\x03 \x01(\t\x12\x16\n\tpearson_r\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\n\n\x02\x66\x31\x18\x05 \x01(\x02\x12\x19\n\x11interpreter_model\x18\x06 \x01(\t\x12\x17\n\x0fpredictor_model\x18\x07 \x01(\t\x12\x0f\n\x07\x64\x65nsity\x18\x08 \x01(\x02\x12\x14\n\x0c\x63reated_unix\x18\t \x01(\x03\x12\r\n\x05\x61uroc\x18\n \x01(\x02\x12\x12\n\nauroc_hard\x18\x0b \x01(\x02\x12\x19\n\x11\x62\x61lanced_accuracy\x18\x0c \x01(\x02\x12\x17\n\x0f\x65mbedding_auroc\x18\r \x01(\x02\x12\x1c\n\x14\x65mbedding_auroc_hard\x18\x0e \x01(\x02\x12\x16\n\x0eprompt_version\x18\x0f \x01(\t\x12\x10\n\x08\x63ost_usd\x18\x10 \x01(\x01\x12\x0e\n\x06tokens\x18\x11 \x01(\x04\x12\x16\n\x0eparse_failures\x18\x12 \x01(\r\x12\x18\n\x10scored_documents\x18\x13 \x01(\r\x12\x13\n\x0b\x65xample_ids\x18\x14 \x03(\t\x12\x12\n\nscore_note\x18\x15 \x01(\tB\x0c\n\n_pearson_r\"\x89\x02\n\x14LabelFeaturesRequest\x12\x0e\n\x06\x63orpus\x18\x01 \x01(\t\x12\x0e\n\x06sae_id\x18\x02 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x03(\r\x12\x19\n\x11interpreter_model\x18\x04 \x01(\t\x12\x17\n\x0fpredictor_model\x18\x05 \x01(\t\x12\x15\n\rtop_documents\x18\x06 \x01(\r\x12\x19\n\x11scoring_documents\x18\x07 \x01(\r\x12\x11\n\toverwrite\x18\x08 \x01(\x08\x12\x0c\n\x04seed\x18\t \x01(\x04\x12\x0e\n\x06\x64omain\x18\n \x01(\t\x12\x14\n\x0cllm_base_url\x18\x0b \x01(\t\x12\x12\n\nbudget_usd\x18\x0c \x01(\x01\"\xa9\x02\n\x15LabelFeaturesResponse\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x18.featurelens.v1.Progress\x12+\n\x05label\x18\x02 \x01(\x0b\x32\x1c.featurelens.v1.FeatureLabel\x12\x13\n\x0btokens_used\x18\x03 \x01(\x04\x12\x12\n\ncache_hits\x18\x04 \x01(\x04\x12\x11\n\tllm_calls\x18\x05 \x01(\x04\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\x01\x12\x0f\n\x07skipped\x18\x07 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x08 \x01(\x04\x12\x16\n\x0e\x66\x61iled_feature\x18\t \x01(\r\x12\x16\n\x0e\x66\x61ilure_reason\x18\n \x01(\t\x12\x18\n\x10\x62udget_exhausted\x18\x0b \x01(\x08\"2\n\x0fGetLabelRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x02 \x01(\r\"?\n\x10GetLabelResponse\x12+\n\x05label\x18\x01 \x01(\x0b\x32\x1c.featurelens.v1.FeatureLabel\"4\n\x10GetLabelsRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\r\"A\n\x11GetLabelsResponse\x12,\n\x06labels\x18\x01 \x03(\x0b\x32\x1c.featurelens.v1.FeatureLabel\"x\n\x11ListLabelsRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x1a\n\rmin_pearson_r\x18\x04 \x01(\x02H\x00\x88\x01\x01\x42\x10\n\x0e_min_pearson_r\"[\n\x12ListLabelsResponse\x12,\n\x06labels\x18\x01 \x03(\x0b\x32\x1c.featurelens.v1.FeatureLabel\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"X\n\x15SearchFeaturesRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x11\n\tsubstring\x18\x04 \x01(\x08\"\xb5\x01\n\x16SearchFeaturesResponse\x12=\n\x07matches\x18\x01 \x03(\x0b\x32,.featurelens.v1.SearchFeaturesResponse.Match\x1a\\\n\x05Match\x12+\n\x05label\x18\x01 \x01(\x0b\x32\x1c.featurelens.v1.FeatureLabel\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x17\n\x0fsubstring_match\x18\x03 \x01(\x08\"\xbb\x01\n\x11ScoreLabelRequest\x12\x0e\n\x06\x63orpus\x18\x01 \x01(\t\x12\x0e\n\x06sae_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x03 \x01(\r\x12\r\n\x05label\x18\x04 \x01(\t\x12\x17\n\x0fpredictor_model\x18\x05 \x01(\t\x12\x19\n\x11scoring_documents\x18\x06 \x01(\r\x12\x0c\n\x04seed\x18\x07 \x01(\x04\x12\x0e\n\x06\x64omain\x18\x08 \x01(\t\x12\x14\n\x0cllm_base_url\x18\t \x01(\t\"A\n\x12ScoreLabelResponse\x12+\n\x05label\x18\x01 \x01(\x0b\x32\x1c.featurelens.v1.FeatureLabel2\x9e\x04\n\x10LabellingService\x12^\n\rLabelFeatures\x12$.featurelens.v1.LabelFeaturesRequest\x1a%.featurelens.v1.LabelFeaturesResponse0\x01\x12M\n\x08GetLabel\x12\x1f.featurelens.v1.GetLabelRequest\x1a .featurelens.v1.GetLabelResponse\x12P\n\tGetLabels\x12 .featurelens.v1.GetLabelsRequest\x1a!.featurelens.v1.GetLabelsResponse\x12S\n\nListLabels\x12!.featurelens.v1.ListLabelsRequest\x1a\".featurelens.v1.ListLabelsResponse\x12_\n\x0eSearchFeatures\x12%.featurelens.v1.SearchFeaturesRequest\x1a&.featurelens.v1.SearchFeaturesResponse\x12S\n\nScoreLabel\x12!.featurelens.v1.ScoreLabelRequest\x1a\".featurelens.v1.ScoreLabelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,29 +33,33 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'featurelens.v1.labelling_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FEATURELABEL']._serialized_start=80
-  _globals['_FEATURELABEL']._serialized_end=264
-  _globals['_LABELFEATURESREQUEST']._serialized_start=267
-  _globals['_LABELFEATURESREQUEST']._serialized_end=474
-  _globals['_LABELFEATURESRESPONSE']._serialized_start=477
-  _globals['_LABELFEATURESRESPONSE']._serialized_end=630
-  _globals['_GETLABELREQUEST']._serialized_start=632
-  _globals['_GETLABELREQUEST']._serialized_end=682
-  _globals['_GETLABELRESPONSE']._serialized_start=684
-  _globals['_GETLABELRESPONSE']._serialized_end=747
-  _globals['_LISTLABELSREQUEST']._serialized_start=749
-  _globals['_LISTLABELSREQUEST']._serialized_end=846
-  _globals['_LISTLABELSRESPONSE']._serialized_start=848
-  _globals['_LISTLABELSRESPONSE']._serialized_end=939
-  _globals['_SEARCHFEATURESREQUEST']._serialized_start=941
-  _globals['_SEARCHFEATURESREQUEST']._serialized_end=1010
-  _globals['_SEARCHFEATURESRESPONSE']._serialized_start=1013
-  _globals['_SEARCHFEATURESRESPONSE']._serialized_end=1169
-  _globals['_SEARCHFEATURESRESPONSE_MATCH']._serialized_start=1102
-  _globals['_SEARCHFEATURESRESPONSE_MATCH']._serialized_end=1169
-  _globals['_SCORELABELREQUEST']._serialized_start=1172
-  _globals['_SCORELABELREQUEST']._serialized_end=1321
-  _globals['_SCORELABELRESPONSE']._serialized_start=1323
-  _globals['_SCORELABELRESPONSE']._serialized_end=1388
-  _globals['_LABELLINGSERVICE']._serialized_start=1391
-  _globals['_LABELLINGSERVICE']._serialized_end=1851
+  _globals['_FEATURELABEL']._serialized_end=549
+  _globals['_LABELFEATURESREQUEST']._serialized_start=552
+  _globals['_LABELFEATURESREQUEST']._serialized_end=817
+  _globals['_LABELFEATURESRESPONSE']._serialized_start=820
+  _globals['_LABELFEATURESRESPONSE']._serialized_end=1117
+  _globals['_GETLABELREQUEST']._serialized_start=1119
+  _globals['_GETLABELREQUEST']._serialized_end=1169
+  _globals['_GETLABELRESPONSE']._serialized_start=1171
+  _globals['_GETLABELRESPONSE']._serialized_end=1234
+  _globals['_GETLABELSREQUEST']._serialized_start=1236
+  _globals['_GETLABELSREQUEST']._serialized_end=1288
+  _globals['_GETLABELSRESPONSE']._serialized_start=1290
+  _globals['_GETLABELSRESPONSE']._serialized_end=1355
+  _globals['_LISTLABELSREQUEST']._serialized_start=1357
+  _globals['_LISTLABELSREQUEST']._serialized_end=1477
+  _globals['_LISTLABELSRESPONSE']._serialized_start=1479
+  _globals['_LISTLABELSRESPONSE']._serialized_end=1570
+  _globals['_SEARCHFEATURESREQUEST']._serialized_start=1572
+  _globals['_SEARCHFEATURESREQUEST']._serialized_end=1660
+  _globals['_SEARCHFEATURESRESPONSE']._serialized_start=1663
+  _globals['_SEARCHFEATURESRESPONSE']._serialized_end=1844
+  _globals['_SEARCHFEATURESRESPONSE_MATCH']._serialized_start=1752
+  _globals['_SEARCHFEATURESRESPONSE_MATCH']._serialized_end=1844
+  _globals['_SCORELABELREQUEST']._serialized_start=1847
+  _globals['_SCORELABELREQUEST']._serialized_end=2034
+  _globals['_SCORELABELRESPONSE']._serialized_start=2036
+  _globals['_SCORELABELRESPONSE']._serialized_end=2101
+  _globals['_LABELLINGSERVICE']._serialized_start=2104
+  _globals['_LABELLINGSERVICE']._serialized_end=2646
 # @@protoc_insertion_point(module_scope)

@@ -34,13 +34,27 @@ class FeatureLabel(_message.Message):
     PREDICTOR_MODEL_FIELD_NUMBER: _builtins.int
     DENSITY_FIELD_NUMBER: _builtins.int
     CREATED_UNIX_FIELD_NUMBER: _builtins.int
+    AUROC_FIELD_NUMBER: _builtins.int
+    AUROC_HARD_FIELD_NUMBER: _builtins.int
+    BALANCED_ACCURACY_FIELD_NUMBER: _builtins.int
+    EMBEDDING_AUROC_FIELD_NUMBER: _builtins.int
+    EMBEDDING_AUROC_HARD_FIELD_NUMBER: _builtins.int
+    PROMPT_VERSION_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    PARSE_FAILURES_FIELD_NUMBER: _builtins.int
+    SCORED_DOCUMENTS_FIELD_NUMBER: _builtins.int
+    EXAMPLE_IDS_FIELD_NUMBER: _builtins.int
+    SCORE_NOTE_FIELD_NUMBER: _builtins.int
     sae_id: _builtins.str
     feature: _builtins.int
     """Latent id."""
     label: _builtins.str
     """Short label, a few words."""
     pearson_r: _builtins.float
-    """Pearson correlation between predicted and true activations on held-out documents, in [-1, 1]."""
+    """Pearson correlation between predicted and true activations on held-out documents, in [-1, 1];
+    absent when it is undefined (the predictions or the truth are constant: see score_note).
+    """
     f1: _builtins.float
     """F1 of predicting whether the feature fires on held-out documents, in [0, 1]."""
     interpreter_model: _builtins.str
@@ -51,24 +65,65 @@ class FeatureLabel(_message.Message):
     """Fraction of documents on which the feature fires, in [0, 1]."""
     created_unix: _builtins.int
     """Unix seconds when the label was written."""
+    auroc: _builtins.float
+    """Area under the ROC curve of the predictions: firing test documents against random non-firing ones."""
+    auroc_hard: _builtins.float
+    """The same against hard negatives (non-firing documents nearest the firing ones by embedding)."""
+    balanced_accuracy: _builtins.float
+    """Balanced accuracy of predicting firing / not firing on the held-out documents, in [0, 1]."""
+    embedding_auroc: _builtins.float
+    """Embedding scorer (no LLM): AUROC of the cosine between the label's and each test document's
+    embedding, firing documents against random non-firing ones, and against hard negatives.
+    """
+    embedding_auroc_hard: _builtins.float
+    prompt_version: _builtins.str
+    """Version of the interpreter and predictor prompts ("offline" prompts for the keyword labeller)."""
+    cost_usd: _builtins.float
+    """US dollars spent on this label's LLM calls (0 for cache hits and the offline labeller)."""
+    tokens: _builtins.int
+    """Prompt plus completion tokens of this label's LLM calls (cache hits included)."""
+    parse_failures: _builtins.int
+    """Held-out documents whose prediction could not be parsed; they are left out of the scores."""
+    scored_documents: _builtins.int
+    """Held-out documents scored (firing + random negatives + hard negatives)."""
+    score_note: _builtins.str
+    """Why a score is missing or weak, e.g. "predictions constant: pearson_r undefined"; empty when none."""
+    @_builtins.property
+    def example_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of the documents shown to the interpreter (top-activating first, then non-firing)."""
+
     def __init__(
         self,
         *,
         sae_id: _builtins.str = ...,
         feature: _builtins.int = ...,
         label: _builtins.str = ...,
-        pearson_r: _builtins.float = ...,
+        pearson_r: _builtins.float | None = ...,
         f1: _builtins.float = ...,
         interpreter_model: _builtins.str = ...,
         predictor_model: _builtins.str = ...,
         density: _builtins.float = ...,
         created_unix: _builtins.int = ...,
+        auroc: _builtins.float = ...,
+        auroc_hard: _builtins.float = ...,
+        balanced_accuracy: _builtins.float = ...,
+        embedding_auroc: _builtins.float = ...,
+        embedding_auroc_hard: _builtins.float = ...,
+        prompt_version: _builtins.str = ...,
+        cost_usd: _builtins.float = ...,
+        tokens: _builtins.int = ...,
+        parse_failures: _builtins.int = ...,
+        scored_documents: _builtins.int = ...,
+        example_ids: _abc.Iterable[_builtins.str] | None = ...,
+        score_note: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_pearson_r", b"_pearson_r", "pearson_r", b"pearson_r"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_unix", b"created_unix", "density", b"density", "f1", b"f1", "feature", b"feature", "interpreter_model", b"interpreter_model", "label", b"label", "pearson_r", b"pearson_r", "predictor_model", b"predictor_model", "sae_id", b"sae_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_pearson_r", b"_pearson_r", "auroc", b"auroc", "auroc_hard", b"auroc_hard", "balanced_accuracy", b"balanced_accuracy", "cost_usd", b"cost_usd", "created_unix", b"created_unix", "density", b"density", "embedding_auroc", b"embedding_auroc", "embedding_auroc_hard", b"embedding_auroc_hard", "example_ids", b"example_ids", "f1", b"f1", "feature", b"feature", "interpreter_model", b"interpreter_model", "label", b"label", "parse_failures", b"parse_failures", "pearson_r", b"pearson_r", "predictor_model", b"predictor_model", "prompt_version", b"prompt_version", "sae_id", b"sae_id", "score_note", b"score_note", "scored_documents", b"scored_documents", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__pearson_r: _TypeAlias = _typing.Literal["pearson_r"]  # noqa: Y015
+    _WhichOneofArgType__pearson_r: _TypeAlias = _typing.Literal["_pearson_r", b"_pearson_r"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__pearson_r) -> _WhichOneofReturnType__pearson_r | None: ...
 
 Global___FeatureLabel: _TypeAlias = FeatureLabel  # noqa: Y015
 
@@ -85,6 +140,9 @@ class LabelFeaturesRequest(_message.Message):
     SCORING_DOCUMENTS_FIELD_NUMBER: _builtins.int
     OVERWRITE_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    LLM_BASE_URL_FIELD_NUMBER: _builtins.int
+    BUDGET_USD_FIELD_NUMBER: _builtins.int
     corpus: _builtins.str
     """Corpus whose documents illustrate the features."""
     sae_id: _builtins.str
@@ -95,11 +153,27 @@ class LabelFeaturesRequest(_message.Message):
     top_documents: _builtins.int
     """Top-activating documents shown to the interpreter; 0 means 10."""
     scoring_documents: _builtins.int
-    """Held-out documents (half firing, half not) used for scoring; 0 means 20."""
+    """Held-out documents used for scoring: half firing, a quarter random non-firing, a quarter hard
+    negatives (non-firing documents nearest the firing ones); 0 means 40; 4 to 200, a multiple of 4.
+    """
     overwrite: _builtins.bool
     """Relabel features that already have a label."""
     seed: _builtins.int
     """Seed for sampling documents."""
+    domain: _builtins.str
+    """What the corpus is, told to the interpreter and predictor, e.g. "astrophysics arXiv abstracts";
+    empty means the server's default ("documents").
+    """
+    llm_base_url: _builtins.str
+    """Base URL of an OpenAI-compatible endpoint for this job; empty means the server's default. The
+    server accepts only endpoints its settings allow (FAILED_PRECONDITION otherwise); the API key is
+    always the server's own.
+    """
+    budget_usd: _builtins.float
+    """Most US dollars this job may spend on LLM calls; 0 means the server's default budget. When the
+    next call would pass it, the job stops cleanly: finished labels are kept and the last message
+    says so (budget_exhausted).
+    """
     @_builtins.property
     def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Latent ids to label; empty means all live latents."""
@@ -116,10 +190,13 @@ class LabelFeaturesRequest(_message.Message):
         scoring_documents: _builtins.int = ...,
         overwrite: _builtins.bool = ...,
         seed: _builtins.int = ...,
+        domain: _builtins.str = ...,
+        llm_base_url: _builtins.str = ...,
+        budget_usd: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["corpus", b"corpus", "features", b"features", "interpreter_model", b"interpreter_model", "overwrite", b"overwrite", "predictor_model", b"predictor_model", "sae_id", b"sae_id", "scoring_documents", b"scoring_documents", "seed", b"seed", "top_documents", b"top_documents"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_usd", b"budget_usd", "corpus", b"corpus", "domain", b"domain", "features", b"features", "interpreter_model", b"interpreter_model", "llm_base_url", b"llm_base_url", "overwrite", b"overwrite", "predictor_model", b"predictor_model", "sae_id", b"sae_id", "scoring_documents", b"scoring_documents", "seed", b"seed", "top_documents", b"top_documents"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -133,10 +210,29 @@ class LabelFeaturesResponse(_message.Message):
     LABEL_FIELD_NUMBER: _builtins.int
     TOKENS_USED_FIELD_NUMBER: _builtins.int
     CACHE_HITS_FIELD_NUMBER: _builtins.int
+    LLM_CALLS_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    FAILED_FEATURE_FIELD_NUMBER: _builtins.int
+    FAILURE_REASON_FIELD_NUMBER: _builtins.int
+    BUDGET_EXHAUSTED_FIELD_NUMBER: _builtins.int
     tokens_used: _builtins.int
-    """Prompt plus completion tokens spent so far."""
+    """Prompt plus completion tokens spent so far (cache hits included)."""
     cache_hits: _builtins.int
     """LLM calls served from the cache so far."""
+    llm_calls: _builtins.int
+    """LLM calls made to the endpoint so far (cache misses)."""
+    cost_usd: _builtins.float
+    """US dollars spent so far (cache hits cost nothing)."""
+    skipped: _builtins.int
+    """Features skipped so far because they already had a label (without overwrite)."""
+    failed: _builtins.int
+    """Features that failed so far; the reason of the latest is in failure_reason."""
+    failed_feature: _builtins.int
+    failure_reason: _builtins.str
+    budget_exhausted: _builtins.bool
+    """True on the last message when the job stopped because the budget would have been passed."""
     @_builtins.property
     def progress(self) -> _common_pb2.Progress: ...
     @_builtins.property
@@ -150,10 +246,17 @@ class LabelFeaturesResponse(_message.Message):
         label: Global___FeatureLabel | None = ...,
         tokens_used: _builtins.int = ...,
         cache_hits: _builtins.int = ...,
+        llm_calls: _builtins.int = ...,
+        cost_usd: _builtins.float = ...,
+        skipped: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        failed_feature: _builtins.int = ...,
+        failure_reason: _builtins.str = ...,
+        budget_exhausted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "progress", b"progress"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hits", b"cache_hits", "label", b"label", "progress", b"progress", "tokens_used", b"tokens_used"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_exhausted", b"budget_exhausted", "cache_hits", b"cache_hits", "cost_usd", b"cost_usd", "failed", b"failed", "failed_feature", b"failed_feature", "failure_reason", b"failure_reason", "label", b"label", "llm_calls", b"llm_calls", "progress", b"progress", "skipped", b"skipped", "tokens_used", b"tokens_used"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -202,6 +305,53 @@ class GetLabelResponse(_message.Message):
 Global___GetLabelResponse: _TypeAlias = GetLabelResponse  # noqa: Y015
 
 @_typing.final
+class GetLabelsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAE_ID_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
+    sae_id: _builtins.str
+    @_builtins.property
+    def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """At most 1,000 latent ids."""
+
+    def __init__(
+        self,
+        *,
+        sae_id: _builtins.str = ...,
+        features: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["features", b"features", "sae_id", b"sae_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLabelsRequest: _TypeAlias = GetLabelsRequest  # noqa: Y015
+
+@_typing.final
+class GetLabelsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def labels(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureLabel]:
+        """The labels of the requested features that have one, in the order asked."""
+
+    def __init__(
+        self,
+        *,
+        labels: _abc.Iterable[Global___FeatureLabel] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLabelsResponse: _TypeAlias = GetLabelsResponse  # noqa: Y015
+
+@_typing.final
 class ListLabelsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -215,20 +365,22 @@ class ListLabelsRequest(_message.Message):
     page_token: _builtins.str
     """Token from a previous response; empty for the first page."""
     min_pearson_r: _builtins.float
-    """Only labels with pearson_r at least this."""
+    """Only labels whose pearson_r is defined and at least this; unset lists every label."""
     def __init__(
         self,
         *,
         sae_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
-        min_pearson_r: _builtins.float = ...,
+        min_pearson_r: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_min_pearson_r", b"_min_pearson_r", "min_pearson_r", b"min_pearson_r"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_pearson_r", b"min_pearson_r", "page_size", b"page_size", "page_token", b"page_token", "sae_id", b"sae_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_pearson_r", b"_min_pearson_r", "min_pearson_r", b"min_pearson_r", "page_size", b"page_size", "page_token", b"page_token", "sae_id", b"sae_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__min_pearson_r: _TypeAlias = _typing.Literal["min_pearson_r"]  # noqa: Y015
+    _WhichOneofArgType__min_pearson_r: _TypeAlias = _typing.Literal["_min_pearson_r", b"_min_pearson_r"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_pearson_r) -> _WhichOneofReturnType__min_pearson_r | None: ...
 
 Global___ListLabelsRequest: _TypeAlias = ListLabelsRequest  # noqa: Y015
 
@@ -263,21 +415,25 @@ class SearchFeaturesRequest(_message.Message):
     SAE_ID_FIELD_NUMBER: _builtins.int
     QUERY_FIELD_NUMBER: _builtins.int
     TOP_K_FIELD_NUMBER: _builtins.int
+    SUBSTRING_FIELD_NUMBER: _builtins.int
     sae_id: _builtins.str
     query: _builtins.str
     """Free text describing a concept, e.g. "dark matter halos"."""
     top_k: _builtins.int
-    """Number of features to return; 0 means 10."""
+    """Number of features to return; 0 means 10, at most 1,000."""
+    substring: _builtins.bool
+    """Also (and first) return labels containing the query as a substring, case-insensitively."""
     def __init__(
         self,
         *,
         sae_id: _builtins.str = ...,
         query: _builtins.str = ...,
         top_k: _builtins.int = ...,
+        substring: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["query", b"query", "sae_id", b"sae_id", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["query", b"query", "sae_id", b"sae_id", "substring", b"substring", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -293,8 +449,11 @@ class SearchFeaturesResponse(_message.Message):
 
         LABEL_FIELD_NUMBER: _builtins.int
         SCORE_FIELD_NUMBER: _builtins.int
+        SUBSTRING_MATCH_FIELD_NUMBER: _builtins.int
         score: _builtins.float
-        """Cosine similarity between the query and the label, in [-1, 1]."""
+        """Cosine similarity between the query and the label, in [-1, 1] (1 for a substring match)."""
+        substring_match: _builtins.bool
+        """True when the label contains the query as a substring."""
         @_builtins.property
         def label(self) -> Global___FeatureLabel: ...
         def __init__(
@@ -302,10 +461,11 @@ class SearchFeaturesResponse(_message.Message):
             *,
             label: Global___FeatureLabel | None = ...,
             score: _builtins.float = ...,
+            substring_match: _builtins.bool = ...,
         ) -> None: ...
         _HasFieldArgType: _TypeAlias = _typing.Literal["label", b"label"]  # noqa: Y015
         def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "score", b"score"]  # noqa: Y015
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "score", b"score", "substring_match", b"substring_match"]  # noqa: Y015
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -336,6 +496,8 @@ class ScoreLabelRequest(_message.Message):
     PREDICTOR_MODEL_FIELD_NUMBER: _builtins.int
     SCORING_DOCUMENTS_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    LLM_BASE_URL_FIELD_NUMBER: _builtins.int
     corpus: _builtins.str
     sae_id: _builtins.str
     feature: _builtins.int
@@ -345,6 +507,9 @@ class ScoreLabelRequest(_message.Message):
     """Predictor model; empty means the server's default."""
     scoring_documents: _builtins.int
     seed: _builtins.int
+    domain: _builtins.str
+    """As in LabelFeaturesRequest."""
+    llm_base_url: _builtins.str
     def __init__(
         self,
         *,
@@ -355,10 +520,12 @@ class ScoreLabelRequest(_message.Message):
         predictor_model: _builtins.str = ...,
         scoring_documents: _builtins.int = ...,
         seed: _builtins.int = ...,
+        domain: _builtins.str = ...,
+        llm_base_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["corpus", b"corpus", "feature", b"feature", "label", b"label", "predictor_model", b"predictor_model", "sae_id", b"sae_id", "scoring_documents", b"scoring_documents", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["corpus", b"corpus", "domain", b"domain", "feature", b"feature", "label", b"label", "llm_base_url", b"llm_base_url", "predictor_model", b"predictor_model", "sae_id", b"sae_id", "scoring_documents", b"scoring_documents", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

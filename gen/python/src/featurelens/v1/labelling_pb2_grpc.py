@@ -45,6 +45,11 @@ class LabellingServiceStub:
                 request_serializer=featurelens_dot_v1_dot_labelling__pb2.GetLabelRequest.SerializeToString,
                 response_deserializer=featurelens_dot_v1_dot_labelling__pb2.GetLabelResponse.FromString,
                 _registered_method=True)
+        self.GetLabels = channel.unary_unary(
+                '/featurelens.v1.LabellingService/GetLabels',
+                request_serializer=featurelens_dot_v1_dot_labelling__pb2.GetLabelsRequest.SerializeToString,
+                response_deserializer=featurelens_dot_v1_dot_labelling__pb2.GetLabelsResponse.FromString,
+                _registered_method=True)
         self.ListLabels = channel.unary_unary(
                 '/featurelens.v1.LabellingService/ListLabels',
                 request_serializer=featurelens_dot_v1_dot_labelling__pb2.ListLabelsRequest.SerializeToString,
@@ -75,6 +80,13 @@ class LabellingServiceServicer:
 
     def GetLabel(self, request, context):
         """Returns the stored label of one feature.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLabels(self, request, context):
+        """Returns the stored labels of many features at once (those without a label are left out).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,6 +125,11 @@ def add_LabellingServiceServicer_to_server(servicer, server):
                     servicer.GetLabel,
                     request_deserializer=featurelens_dot_v1_dot_labelling__pb2.GetLabelRequest.FromString,
                     response_serializer=featurelens_dot_v1_dot_labelling__pb2.GetLabelResponse.SerializeToString,
+            ),
+            'GetLabels': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLabels,
+                    request_deserializer=featurelens_dot_v1_dot_labelling__pb2.GetLabelsRequest.FromString,
+                    response_serializer=featurelens_dot_v1_dot_labelling__pb2.GetLabelsResponse.SerializeToString,
             ),
             'ListLabels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListLabels,
@@ -185,6 +202,33 @@ class LabellingService:
             '/featurelens.v1.LabellingService/GetLabel',
             featurelens_dot_v1_dot_labelling__pb2.GetLabelRequest.SerializeToString,
             featurelens_dot_v1_dot_labelling__pb2.GetLabelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/featurelens.v1.LabellingService/GetLabels',
+            featurelens_dot_v1_dot_labelling__pb2.GetLabelsRequest.SerializeToString,
+            featurelens_dot_v1_dot_labelling__pb2.GetLabelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

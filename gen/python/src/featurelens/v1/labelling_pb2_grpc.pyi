@@ -37,6 +37,8 @@ class LabellingServiceStub:
     """Labels features of an SAE (all when none are named); streams progress and each finished label."""
     GetLabel: _grpc.UnaryUnaryMultiCallable[_labelling_pb2.GetLabelRequest, _labelling_pb2.GetLabelResponse]
     """Returns the stored label of one feature."""
+    GetLabels: _grpc.UnaryUnaryMultiCallable[_labelling_pb2.GetLabelsRequest, _labelling_pb2.GetLabelsResponse]
+    """Returns the stored labels of many features at once (those without a label are left out)."""
     ListLabels: _grpc.UnaryUnaryMultiCallable[_labelling_pb2.ListLabelsRequest, _labelling_pb2.ListLabelsResponse]
     """Lists stored labels of an SAE, best score first, paged."""
     SearchFeatures: _grpc.UnaryUnaryMultiCallable[_labelling_pb2.SearchFeaturesRequest, _labelling_pb2.SearchFeaturesResponse]
@@ -53,6 +55,8 @@ class LabellingServiceAsyncStub(LabellingServiceStub):
     """Labels features of an SAE (all when none are named); streams progress and each finished label."""
     GetLabel: _aio.UnaryUnaryMultiCallable[_labelling_pb2.GetLabelRequest, _labelling_pb2.GetLabelResponse]  # type: ignore[assignment]
     """Returns the stored label of one feature."""
+    GetLabels: _aio.UnaryUnaryMultiCallable[_labelling_pb2.GetLabelsRequest, _labelling_pb2.GetLabelsResponse]  # type: ignore[assignment]
+    """Returns the stored labels of many features at once (those without a label are left out)."""
     ListLabels: _aio.UnaryUnaryMultiCallable[_labelling_pb2.ListLabelsRequest, _labelling_pb2.ListLabelsResponse]  # type: ignore[assignment]
     """Lists stored labels of an SAE, best score first, paged."""
     SearchFeatures: _aio.UnaryUnaryMultiCallable[_labelling_pb2.SearchFeaturesRequest, _labelling_pb2.SearchFeaturesResponse]  # type: ignore[assignment]
@@ -78,6 +82,14 @@ class LabellingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_labelling_pb2.GetLabelResponse, _abc.Awaitable[_labelling_pb2.GetLabelResponse]]:
         """Returns the stored label of one feature."""
+
+    @_abc_1.abstractmethod
+    def GetLabels(
+        self,
+        request: _labelling_pb2.GetLabelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_labelling_pb2.GetLabelsResponse, _abc.Awaitable[_labelling_pb2.GetLabelsResponse]]:
+        """Returns the stored labels of many features at once (those without a label are left out)."""
 
     @_abc_1.abstractmethod
     def ListLabels(

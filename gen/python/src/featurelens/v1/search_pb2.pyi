@@ -440,6 +440,7 @@ class SearchResponse(_message.Message):
     DROPPED_FIELD_NUMBER: _builtins.int
     SAE_ID_FIELD_NUMBER: _builtins.int
     TOOK_MS_FIELD_NUMBER: _builtins.int
+    STEERED_FIELD_NUMBER: _builtins.int
     steer_cosine: _builtins.float
     """With interventions: cosine between the original and the steered query vector."""
     sae_id: _builtins.str
@@ -452,6 +453,10 @@ class SearchResponse(_message.Message):
     def dropped(self) -> _containers.RepeatedCompositeFieldContainer[Global___Hit]:
         """With rank changes: hits of the unsteered query that fell out of the steered result."""
 
+    @_builtins.property
+    def steered(self) -> _containers.RepeatedCompositeFieldContainer[Global___SteeredFeature]:
+        """With interventions: each feature steered, after family expansion and phrase resolution."""
+
     def __init__(
         self,
         *,
@@ -460,14 +465,63 @@ class SearchResponse(_message.Message):
         dropped: _abc.Iterable[Global___Hit] | None = ...,
         sae_id: _builtins.str = ...,
         took_ms: _builtins.float = ...,
+        steered: _abc.Iterable[Global___SteeredFeature] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped", b"dropped", "hits", b"hits", "sae_id", b"sae_id", "steer_cosine", b"steer_cosine", "took_ms", b"took_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped", b"dropped", "hits", b"hits", "sae_id", b"sae_id", "steer_cosine", b"steer_cosine", "steered", b"steered", "took_ms", b"took_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SearchResponse: _TypeAlias = SearchResponse  # noqa: Y015
+
+@_typing.final
+class SteeredFeature(_message.Message):
+    """One feature a search was steered by, and where it came from."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEATURE_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    INTERVENTION_FIELD_NUMBER: _builtins.int
+    FAMILY_ID_FIELD_NUMBER: _builtins.int
+    PHRASE_FIELD_NUMBER: _builtins.int
+    MATCH_SCORE_FIELD_NUMBER: _builtins.int
+    feature: _builtins.int
+    label: _builtins.str
+    """The feature's label, when labelled."""
+    weight: _builtins.float
+    mode: _common_pb2.SteerMode.ValueType
+    intervention: _builtins.int
+    """Position of the request's intervention it came from."""
+    family_id: _builtins.str
+    """The family it was expanded from; empty when none."""
+    phrase: _builtins.str
+    """The phrase it was resolved from, and the cosine between the phrase and the label; empty and 0
+    when the intervention named the feature or a family.
+    """
+    match_score: _builtins.float
+    def __init__(
+        self,
+        *,
+        feature: _builtins.int = ...,
+        label: _builtins.str = ...,
+        weight: _builtins.float = ...,
+        mode: _common_pb2.SteerMode.ValueType = ...,
+        intervention: _builtins.int = ...,
+        family_id: _builtins.str = ...,
+        phrase: _builtins.str = ...,
+        match_score: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["family_id", b"family_id", "feature", b"feature", "intervention", b"intervention", "label", b"label", "match_score", b"match_score", "mode", b"mode", "phrase", b"phrase", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SteeredFeature: _TypeAlias = SteeredFeature  # noqa: Y015
 
 @_typing.final
 class TopDocumentsRequest(_message.Message):
@@ -478,12 +532,15 @@ class TopDocumentsRequest(_message.Message):
     FEATURE_FIELD_NUMBER: _builtins.int
     N_FIELD_NUMBER: _builtins.int
     WITH_TEXT_FIELD_NUMBER: _builtins.int
+    WITH_EMBEDDING_FIELD_NUMBER: _builtins.int
     corpus: _builtins.str
     sae_id: _builtins.str
     feature: _builtins.int
     n: _builtins.int
     """Number of documents; 0 means 10, at most 1000."""
     with_text: _builtins.bool
+    with_embedding: _builtins.bool
+    """Return each document's stored embedding in ActivatedDocument.embedding."""
     def __init__(
         self,
         *,
@@ -492,10 +549,11 @@ class TopDocumentsRequest(_message.Message):
         feature: _builtins.int = ...,
         n: _builtins.int = ...,
         with_text: _builtins.bool = ...,
+        with_embedding: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["corpus", b"corpus", "feature", b"feature", "n", b"n", "sae_id", b"sae_id", "with_text", b"with_text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["corpus", b"corpus", "feature", b"feature", "n", b"n", "sae_id", b"sae_id", "with_embedding", b"with_embedding", "with_text", b"with_text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -509,19 +567,25 @@ class ActivatedDocument(_message.Message):
 
     DOCUMENT_FIELD_NUMBER: _builtins.int
     ACTIVATION_FIELD_NUMBER: _builtins.int
+    EMBEDDING_FIELD_NUMBER: _builtins.int
     activation: _builtins.float
     """The feature's activation on the document (0 when it does not fire)."""
     @_builtins.property
     def document(self) -> _common_pb2.Document: ...
+    @_builtins.property
+    def embedding(self) -> _common_pb2.DenseVector:
+        """The document's stored dense embedding, when the request asked for it."""
+
     def __init__(
         self,
         *,
         document: _common_pb2.Document | None = ...,
         activation: _builtins.float = ...,
+        embedding: _common_pb2.DenseVector | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "embedding", b"embedding"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activation", b"activation", "document", b"document"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activation", b"activation", "document", b"document", "embedding", b"embedding"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -558,6 +622,8 @@ class SampleDocumentsRequest(_message.Message):
     FIRING_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     WITH_TEXT_FIELD_NUMBER: _builtins.int
+    WITH_EMBEDDING_FIELD_NUMBER: _builtins.int
+    NEAR_FIELD_NUMBER: _builtins.int
     corpus: _builtins.str
     sae_id: _builtins.str
     feature: _builtins.int
@@ -568,6 +634,14 @@ class SampleDocumentsRequest(_message.Message):
     seed: _builtins.int
     """Same seed, same corpus: same sample."""
     with_text: _builtins.bool
+    with_embedding: _builtins.bool
+    """Return each document's stored embedding in ActivatedDocument.embedding."""
+    @_builtins.property
+    def near(self) -> _common_pb2.DenseVector:
+        """With firing false: instead of a random sample, the n non-firing documents nearest this vector by
+        cosine (hard negatives); of the corpus's dimension. seed is then unused.
+        """
+
     def __init__(
         self,
         *,
@@ -578,10 +652,12 @@ class SampleDocumentsRequest(_message.Message):
         firing: _builtins.bool = ...,
         seed: _builtins.int = ...,
         with_text: _builtins.bool = ...,
+        with_embedding: _builtins.bool = ...,
+        near: _common_pb2.DenseVector | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["near", b"near"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["corpus", b"corpus", "feature", b"feature", "firing", b"firing", "n", b"n", "sae_id", b"sae_id", "seed", b"seed", "with_text", b"with_text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["corpus", b"corpus", "feature", b"feature", "firing", b"firing", "n", b"n", "near", b"near", "sae_id", b"sae_id", "seed", b"seed", "with_embedding", b"with_embedding", "with_text", b"with_text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

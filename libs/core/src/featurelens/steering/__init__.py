@@ -7,10 +7,13 @@ the steering arithmetic itself lives in ``featurelens.sae.steering``.
 from featurelens.steering.interventions import (
     MAX_ECHOED_CHARS,
     MAX_INTERVENTIONS,
+    MAX_PHRASE_CHARS,
     MAX_STEER_WEIGHT,
     FamilyIntervention,
     Intervention,
     InterventionError,
+    PhraseIntervention,
+    PhraseMatch,
     RequestedIntervention,
     SteerMode,
     SteerPlan,
@@ -18,15 +21,19 @@ from featurelens.steering.interventions import (
     check_request_size,
     echo,
     expand_families,
+    resolve_targets,
 )
 
 __all__ = [
     "MAX_ECHOED_CHARS",
     "MAX_INTERVENTIONS",
+    "MAX_PHRASE_CHARS",
     "MAX_STEER_WEIGHT",
     "FamilyIntervention",
     "Intervention",
     "InterventionError",
+    "PhraseIntervention",
+    "PhraseMatch",
     "RequestedIntervention",
     "SteerMode",
     "SteerPlan",
@@ -34,4 +41,5 @@ __all__ = [
     "check_request_size",
     "echo",
     "expand_families",
+    "resolve_targets",
 ]

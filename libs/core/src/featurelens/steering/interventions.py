@@ -1,9 +1,10 @@
 """The one rule for steering interventions, shared by every service that accepts them.
 
-search expands family targets into their member features and then checks the expanded list;
-sae checks the list it is sent. Both call ``check_interventions``, so a request that search
-accepts is one that sae accepts, and every refusal points at an intervention the user sent
-(``interventions[2]``), never at a position in a list that only existed after expansion.
+search resolves family and phrase targets into features (``resolve_targets``) and then checks
+the resolved list; sae checks the list it is sent. Both call ``check_interventions``, so a
+request that search accepts is one that sae accepts, and every refusal points at an
+intervention the user sent (``interventions[2]``), never at a position in a list that only
+existed after resolution.
 
 No torch here: the search service, which has none, checks interventions too.
 """
@@ -21,8 +22,10 @@ MAX_INTERVENTIONS = 256
 #: Largest |weight| of an additive intervention and largest clamp value. Queries are unit-norm
 #: and decoder directions unit-length, so a shift of 10 already drowns the query.
 MAX_STEER_WEIGHT = 10.0
-#: Most characters of a caller's family id repeated back in a sentence.
+#: Most characters of a caller's family id or phrase repeated back in a sentence.
 MAX_ECHOED_CHARS = 100
+#: Longest phrase an intervention may name (a few words describing a concept).
+MAX_PHRASE_CHARS = 200
 
 
 class SteerMode(enum.Enum):
@@ -42,9 +45,11 @@ class InterventionError(ValueError):
 class Intervention:
     """Steer one feature (latent id) by ``weight``.
 
-    ``family_id`` is the family this feature was expanded from (None when the request named the
-    feature itself); ``position`` is the index of the request's intervention it came from, so
-    that sentences name what the user sent (None: its index in the list being checked).
+    ``family_id`` is the family this feature was expanded from and ``phrase`` the phrase it was
+    resolved from, with ``match_score`` the phrase's similarity to the feature's label (all None
+    when the request named the feature itself); ``position`` is the index of the request's
+    intervention it came from, so that sentences name what the user sent (None: its index in the
+    list being checked).
     """
 
     feature: int
@@ -52,6 +57,8 @@ class Intervention:
     mode: SteerMode = SteerMode.ADDITIVE
     family_id: str | None = None
     position: int | None = None
+    phrase: str | None = None
+    match_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -64,8 +71,29 @@ class FamilyIntervention:
     position: int | None = None
 
 
-#: What a request may name: a feature or a whole family.
-RequestedIntervention = Intervention | FamilyIntervention
+@dataclass(frozen=True)
+class PhraseIntervention:
+    """Steer the labelled feature whose label best matches ``phrase`` by ``weight``; ``position``
+    as in ``Intervention``. Which feature that is, a labelling service says (``PhraseMatch``)."""
+
+    phrase: str
+    weight: float
+    mode: SteerMode = SteerMode.ADDITIVE
+    position: int | None = None
+
+
+@dataclass(frozen=True)
+class PhraseMatch:
+    """The feature a phrase resolved to: its latent id, the phrase's similarity to its label
+    (cosine, in [-1, 1]) and the label itself."""
+
+    feature: int
+    score: float
+    label: str = ""
+
+
+#: What a request may name: a feature, a whole family, or a phrase naming a feature.
+RequestedIntervention = Intervention | FamilyIntervention | PhraseIntervention
 
 
 @dataclass(frozen=True)
@@ -110,23 +138,49 @@ def check_request_size(count: int) -> None:
         )
 
 
-def expand_families(
-    items: Sequence[RequestedIntervention], members: Mapping[str, Sequence[int]]
+def resolve_targets(
+    items: Sequence[RequestedIntervention],
+    families: Mapping[str, Sequence[int]] | None = None,
+    phrases: Mapping[str, PhraseMatch] | None = None,
 ) -> list[Intervention]:
-    """The interventions with each family target replaced by one intervention per member feature.
+    """The interventions with each family replaced by one intervention per member feature and
+    each phrase by the feature it matched.
 
-    ``members`` maps every family id in ``items`` to its member latents. Each expanded item keeps
-    the family's id and the position of the family's intervention in the request.
+    ``families`` maps every family id in ``items`` to its member latents, ``phrases`` every
+    phrase to its match. Each resolved item keeps the family's id or the phrase (and its match
+    score) and the position of the request's intervention it came from.
     """
-    expanded: list[Intervention] = []
+    families = families or {}
+    phrases = phrases or {}
+    resolved: list[Intervention] = []
     for index, item in enumerate(items):
         position = index if item.position is None else item.position
         if isinstance(item, Intervention):
-            expanded.append(replace(item, position=position))
-            continue
-        for feature in dict.fromkeys(members[item.family_id]):  # a family is a set of features
-            expanded.append(Intervention(feature, item.weight, item.mode, item.family_id, position))
-    return expanded
+            resolved.append(replace(item, position=position))
+        elif isinstance(item, PhraseIntervention):
+            match = phrases[item.phrase]
+            resolved.append(
+                Intervention(
+                    match.feature,
+                    item.weight,
+                    item.mode,
+                    position=position,
+                    phrase=item.phrase,
+                    match_score=match.score,
+                )
+            )
+        else:
+            for feature in dict.fromkeys(families[item.family_id]):  # a family is a set of features
+                resolved.append(Intervention(feature, item.weight, item.mode, item.family_id, position))
+    return resolved
+
+
+def expand_families(
+    items: Sequence[RequestedIntervention], members: Mapping[str, Sequence[int]]
+) -> list[Intervention]:
+    """The interventions with each family target replaced by one intervention per member feature
+    (``resolve_targets`` with families only: ``items`` must name no phrase)."""
+    return resolve_targets(items, families=members)
 
 
 def check_interventions(
@@ -163,11 +217,11 @@ def check_interventions(
     return SteerPlan(tuple(positioned))
 
 
-def echo(family_id: str) -> str:
-    """A family id as repeated back to the caller: quoted, and cut short when long."""
-    if len(family_id) <= MAX_ECHOED_CHARS:
-        return repr(family_id)
-    return repr(family_id[:MAX_ECHOED_CHARS]) + "…"
+def echo(value: str) -> str:
+    """A family id or phrase as repeated back to the caller: quoted, and cut short when long."""
+    if len(value) <= MAX_ECHOED_CHARS:
+        return repr(value)
+    return repr(value[:MAX_ECHOED_CHARS]) + "…"
 
 
 def _where(item: Intervention) -> str:
@@ -175,22 +229,28 @@ def _where(item: Intervention) -> str:
 
 
 def _target(item: Intervention) -> str:
-    """What the user's intervention steers: the feature they named, or the family."""
-    if item.family_id is None:
-        return f"feature {item.feature}"
-    return f"family {echo(item.family_id)}"
+    """What the user's intervention steers: the feature they named, the family or the phrase."""
+    if item.family_id is not None:
+        return f"family {echo(item.family_id)}"
+    if item.phrase is not None:
+        return f"phrase {echo(item.phrase)}"
+    return f"feature {item.feature}"
 
 
 def _origin(item: Intervention) -> str:
-    if item.family_id is None:
-        return f"by {_where(item)}"
-    return f"as a member of family {echo(item.family_id)} ({_where(item)})"
+    if item.family_id is not None:
+        return f"as a member of family {echo(item.family_id)} ({_where(item)})"
+    if item.phrase is not None:
+        return f"as the match of phrase {echo(item.phrase)} ({_where(item)})"
+    return f"by {_where(item)}"
 
 
 def _check_feature(item: Intervention, num_latents: int | None, sae_id: str) -> None:
     subject = f"feature {item.feature}"
     if item.family_id is not None:
         subject += f" of family {echo(item.family_id)}"
+    elif item.phrase is not None:
+        subject += f" (the match of phrase {echo(item.phrase)})"
     if item.feature < 0:
         raise InterventionError(f"{_where(item)}: {subject} is negative; latent ids start at 0")
     if num_latents is not None and item.feature >= num_latents:

@@ -3,6 +3,7 @@
 ``EdgeDocumentStore`` runs Qdrant's engine in process (qdrant-edge, persisted to a folder);
 ``QdrantServerDocumentStore`` talks to a Qdrant server through qdrant-client. Both keep the
 same schema (see ``featurelens.store.schema``) and give the same answers to the same calls.
+``LabelStore`` keeps each SAE's feature labels in the same store (``featurelens.store.labels``).
 """
 
 from typing import TYPE_CHECKING
@@ -34,6 +35,7 @@ from featurelens.store.types import (
 )
 
 if TYPE_CHECKING:
+    from featurelens.store.labels import LabelStore
     from featurelens.store.server import QdrantServerDocumentStore
 
 
@@ -43,6 +45,11 @@ def __getattr__(name: str) -> object:
         from featurelens.store.server import QdrantServerDocumentStore
 
         return QdrantServerDocumentStore
+    # Imported on first use so the store never imports featurelens.interp while it loads.
+    if name == "LabelStore":
+        from featurelens.store.labels import LabelStore
+
+        return LabelStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -56,6 +63,7 @@ __all__ = [
     "FusedHit",
     "FusionMethod",
     "InvalidQueryError",
+    "LabelStore",
     "LegHit",
     "PayloadSelector",
     "PointRecord",

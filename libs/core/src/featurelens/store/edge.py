@@ -182,7 +182,7 @@ class EdgeDocumentStore(EngineStore[_Collection]):
     # -- collections -------------------------------------------------------------------------
 
     def _dir(self, name: str) -> Path:
-        return self._path / schema.check_collection_name(name)
+        return self._path / schema.check_store_name(name)
 
     def _write_meta(self, name: str, coll: _Collection) -> None:
         meta = {
@@ -225,7 +225,7 @@ class EdgeDocumentStore(EngineStore[_Collection]):
         return coll
 
     def _get(self, name: str) -> _Collection:
-        schema.check_collection_name(name)
+        schema.check_store_name(name)
         with self._lock:
             return self._get_locked(name)
 
@@ -244,7 +244,7 @@ class EdgeDocumentStore(EngineStore[_Collection]):
         )
         with _engine(name):
             shard = qe.EdgeShard.create(str(folder / _SHARD), config)
-            for index in (*schema.BASE_INDEXES, *(schema.feature_index(s) for s in sae_ids)):
+            for index in schema.collection_indexes(name, sae_ids):
                 shard.update(qe.UpdateOperation.create_field_index(index.field, _index_schema(index.kind)))
             shard.flush()
         coll = _Collection(
@@ -308,8 +308,9 @@ class EdgeDocumentStore(EngineStore[_Collection]):
         )
 
     def list_collections(self) -> list[str]:
-        """Names of the complete collections under the folder, sorted."""
-        return sorted(p.parent.name for p in self._path.glob(f"*/{_META}"))
+        """Names of the complete corpora under the folder, sorted (labels collections are left out)."""
+        names = (p.parent.name for p in self._path.glob(f"*/{_META}"))
+        return sorted(name for name in names if schema.is_corpus_name(name))
 
     def drop_collection(self, name: str) -> bool:
         """Close and delete a collection's folder; False if there was none."""

@@ -52,7 +52,11 @@ class DocumentStore(Protocol):
         ...
 
     def list_collections(self) -> list[str]:
-        """Names of the collections this store manages, sorted."""
+        """Names of the corpora this store manages, sorted.
+
+        SAEs' labels collections (``features.<key>``, see ``featurelens.store.labels``) are not
+        corpora and are left out; every other method accepts their names.
+        """
         ...
 
     def drop_collection(self, name: str) -> bool:

@@ -214,7 +214,7 @@ class QdrantServerDocumentStore(EngineStore[str]):
         return CollectionSchema(dense.size, tuple(sae_ids)), metadata
 
     def _schema(self, name: str, refresh: bool = False) -> CollectionSchema:
-        schema.check_collection_name(name)
+        schema.check_store_name(name)
         with self._lock:
             cached = None if refresh else self._schemas.get(name)
         if cached is not None:
@@ -278,7 +278,7 @@ class QdrantServerDocumentStore(EngineStore[str]):
                 with _engine(name):
                     self._client.update_collection(name, metadata=dict(metadata or {}))
         # Every index, every time: creating an existing index is a no-op, a missing one is repaired.
-        self._create_indexes(name, [*schema.BASE_INDEXES, *(schema.feature_index(s) for s in wanted)])
+        self._create_indexes(name, schema.collection_indexes(name, wanted))
         self._schema(name, refresh=True)
         return self.collection_info(name)
 
@@ -298,7 +298,7 @@ class QdrantServerDocumentStore(EngineStore[str]):
 
     def collection_info(self, name: str) -> CollectionInfo:
         """Points, dense dimension, SAEs and metadata of a collection."""
-        schema.check_collection_name(name)
+        schema.check_store_name(name)
         current, metadata = self._read_schema(name)
         with _engine(name):
             points = self._client.count(name, exact=True).count
@@ -307,10 +307,14 @@ class QdrantServerDocumentStore(EngineStore[str]):
         )
 
     def list_collections(self) -> list[str]:
-        """Names of the featurelens collections on the server, sorted (others are left out)."""
+        """Names of the featurelens corpora on the server, sorted.
+
+        Labels collections (their names are no corpus names) and others' collections are left out.
+        """
         with _engine("*"):
             names = [c.name for c in self._client.get_collections().collections]
-            ours = [n for n in names if schema.MARKER_KEY in (self._metadata_of(n) or {})]
+            corpora = [n for n in names if schema.is_corpus_name(n)]
+            ours = [n for n in corpora if schema.MARKER_KEY in (self._metadata_of(n) or {})]
         return sorted(ours)
 
     def _metadata_of(self, name: str) -> dict[str, Any] | None:
@@ -318,7 +322,7 @@ class QdrantServerDocumentStore(EngineStore[str]):
 
     def drop_collection(self, name: str) -> bool:
         """Delete a collection and its data; False if there was none."""
-        schema.check_collection_name(name)
+        schema.check_store_name(name)
         with self._lock:
             self._schemas.pop(name, None)
         with _engine(name):

@@ -1,9 +1,10 @@
 """Interventions between the wire (``common_pb2.Intervention``) and the core's steering types.
 
 Written once, so every service reads an intervention the same way: an unspecified mode is
-additive, a message must name a feature or a non-empty family id, and a request may name at
-most ``MAX_INTERVENTIONS`` of them. Refusals are ``InterventionError`` (INVALID_ARGUMENT in the
-kit's error table), naming the intervention by its position in the request.
+additive, a message must name a feature, a non-empty family id or a phrase of 1 to
+``MAX_PHRASE_CHARS`` characters, and a request may name at most ``MAX_INTERVENTIONS`` of them.
+Refusals are ``InterventionError`` (INVALID_ARGUMENT in the kit's error table), naming the
+intervention by its position in the request.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from featurelens.steering import (
+    MAX_PHRASE_CHARS,
     FamilyIntervention,
     Intervention,
     InterventionError,
+    PhraseIntervention,
     RequestedIntervention,
     SteerMode,
     check_request_size,
@@ -32,11 +35,12 @@ _PROTO_MODES = {
 
 
 def interventions_from_proto(messages: Sequence[common_pb2.Intervention]) -> list[RequestedIntervention]:
-    """The request's interventions, each remembering its position; families are not expanded here.
+    """The request's interventions, each remembering its position; families and phrases are not
+    resolved here.
 
-    Checks only what the wire can get wrong (no target, an empty family id, an unknown mode, too
-    many messages); ``featurelens.steering.check_interventions`` checks the rest once the
-    features are known.
+    Checks only what the wire can get wrong (no target, an empty family id, an empty or too long
+    phrase, an unknown mode, too many messages); ``featurelens.steering.check_interventions``
+    checks the rest once the features are known.
     """
     check_request_size(len(messages))
     items: list[RequestedIntervention] = []
@@ -55,13 +59,33 @@ def interventions_from_proto(messages: Sequence[common_pb2.Intervention]) -> lis
             items.append(FamilyIntervention(message.family_id, message.weight, mode, position))
         elif target == "family_id":
             raise InterventionError(f"{where} has an empty family_id; name a family or set feature instead")
+        elif target == "phrase":
+            items.append(PhraseIntervention(_phrase(message.phrase, where), message.weight, mode, position))
         else:
-            raise InterventionError(f"{where} names no feature or family; set one of them")
+            raise InterventionError(f"{where} names no feature, family or phrase; set one of them")
     return items
 
 
+def _phrase(phrase: str, where: str) -> str:
+    if not phrase.strip():
+        raise InterventionError(
+            f"{where} has an empty phrase; describe the feature in a few words or set feature instead"
+        )
+    if len(phrase) > MAX_PHRASE_CHARS:
+        raise InterventionError(
+            f"{where} has a phrase of {len(phrase):,} characters; the limit is {MAX_PHRASE_CHARS}"
+        )
+    return phrase
+
+
+def steer_mode_to_proto(mode: SteerMode) -> common_pb2.SteerMode.ValueType:
+    """A core steer mode as its wire enum."""
+    return _PROTO_MODES[mode]
+
+
 def interventions_to_proto(items: Iterable[Intervention]) -> list[common_pb2.Intervention]:
-    """Feature interventions as messages (for a call to sae's Steer, after family expansion)."""
+    """Feature interventions as messages (for a call to sae's Steer, after families and phrases are
+    resolved)."""
     return [
         common_pb2.Intervention(feature=item.feature, weight=item.weight, mode=_PROTO_MODES[item.mode])
         for item in items

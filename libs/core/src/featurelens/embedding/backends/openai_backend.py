@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import datetime as dt
-import email.utils
 import logging
 import random
 import threading
@@ -27,9 +25,10 @@ from featurelens.embedding.backends.batching import (
     split_batches,
     truncate_to_tokens,
 )
+from featurelens.embedding.backends.openai_http import error_message, retry_after_seconds
 
 if TYPE_CHECKING:
-    import openai
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -169,10 +168,10 @@ class OpenAIBackend:
                 if exc.status_code not in _RETRYABLE_STATUSES and exc.status_code < 500:
                     raise EmbeddingBackendError(
                         f"The embeddings API at {self._base_url} refused the request "
-                        f"(HTTP {exc.status_code}): {_error_message(exc)}"
+                        f"(HTTP {exc.status_code}): {error_message(exc)}"
                     ) from exc
                 error = exc
-                retry_after = _retry_after_seconds(exc.response.headers)
+                retry_after = retry_after_seconds(exc.response.headers)
             else:
                 return self._parse(response, len(texts))
             if attempt == self._max_retries:
@@ -242,39 +241,6 @@ def _decode_embedding(value: object) -> npt.NDArray[np.float32]:
     if isinstance(value, list) and value:
         return np.asarray(value, dtype=np.float32)
     raise ValueError(f"an embedding is a {type(value).__name__}, expected a list of floats or base64")
-
-
-def _retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from `retry-after-ms` or `Retry-After` (seconds or an HTTP date), if present."""
-    milliseconds = headers.get("retry-after-ms")
-    if milliseconds:
-        try:
-            return float(milliseconds) / 1000
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return (when - dt.datetime.now(dt.UTC)).total_seconds()
-
-
-def _error_message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        message = body.get("message") or (body.get("error") or {}).get("message")
-        if message:
-            return str(message)
-    return exc.message
 
 
 def _describe(error: Exception) -> str:

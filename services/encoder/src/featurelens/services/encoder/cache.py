@@ -16,11 +16,8 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 
 import numpy as np
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
-from featurelens.kit import redact
+from featurelens.kit.redis_link import RedisLink
 
 logger = logging.getLogger(__name__)
 
@@ -126,33 +123,26 @@ class RedisEmbeddingCache:
     ) -> None:
         self.stats = CacheStats()
         self.ttl_s = ttl_s
-        self.retry_after_s = retry_after_s
-        self._clock = clock
-        self._where = redact(url)
-        # A blocking pool: a burst of calls waits for a connection instead of failing on
-        # redis-py's pool cap; one quick retry re-dials a connection Redis closed while idle.
-        self._pool = BlockingConnectionPool.from_url(
+        self.link = RedisLink(
             url,
+            what="embedding cache",
+            without="serving uncached",
+            timeout_s=timeout_s,
             max_connections=max_connections,
-            timeout=timeout_s,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 1),
+            retry_after_s=retry_after_s,
+            clock=clock,
         )
-        self._redis = Redis(connection_pool=self._pool)
-        self._set_many = self._redis.register_script(_SET_MANY_WITH_TTL)
-        #: None while Redis is believed up; else the clock time after which to try it again.
-        self._down_until: float | None = None
+        self._set_many = self.link.redis.register_script(_SET_MANY_WITH_TTL)
 
     async def get_many(self, model_id: str, texts: Sequence[str], dim: int) -> list[CachedRow | None]:
         rows: list[CachedRow | None] = [None] * len(texts)
-        if texts and self._should_try():
+        if texts and self.link.should_try():
             try:
-                values = await self._redis.mget([cache_key(model_id, text) for text in texts])
+                values = await self.link.redis.mget([cache_key(model_id, text) for text in texts])
             except Exception as error:  # the cache must never fail a call
                 self._failed(error)
             else:
-                self._succeeded()
+                self.link.succeeded()
                 # The client does not decode responses, so every value is bytes or None.
                 rows = [decode_value(value, dim) for value in cast(list[bytes | None], values)]
         self.stats.count(rows)
@@ -161,7 +151,7 @@ class RedisEmbeddingCache:
     async def put_many(
         self, model_id: str, texts: Sequence[str], vectors: np.ndarray, truncated: Sequence[bool]
     ) -> None:
-        if not texts or not self._should_try():
+        if not texts or not self.link.should_try():
             return
         keys = [cache_key(model_id, text) for text in texts]
         values = [encode_value(vector, cut) for vector, cut in zip(vectors, truncated, strict=True)]
@@ -170,44 +160,18 @@ class RedisEmbeddingCache:
         except Exception as error:
             self._failed(error)
         else:
-            self._succeeded()
+            self.link.succeeded()
 
     async def ping(self) -> bool:
         """True when Redis answers (logs like any other cache operation when it does not)."""
-        if not self._should_try():
-            return False
-        try:
-            await self._redis.ping()
-        except Exception as error:
-            self._failed(error)
-            return False
-        self._succeeded()
-        return True
+        return await self.link.ping()
 
     async def close(self) -> None:
-        await self._redis.aclose()
-        await self._pool.aclose()
-
-    def _should_try(self) -> bool:
-        return self._down_until is None or self._clock() >= self._down_until
-
-    def _succeeded(self) -> None:
-        if self._down_until is not None:
-            self._down_until = None
-            logger.info("embedding cache: Redis at %s answers again; caching resumed", self._where)
+        await self.link.close()
 
     def _failed(self, error: BaseException) -> None:
         self.stats.errors += 1
-        if self._down_until is None:
-            logger.warning(
-                "embedding cache: Redis at %s is unreachable (%s: %s); serving uncached, "
-                "trying again every %.0fs",
-                self._where,
-                type(error).__name__,
-                error,
-                self.retry_after_s,
-            )
-        self._down_until = self._clock() + self.retry_after_s
+        self.link.failed(error)
 
 
 class MemoryEmbeddingCache:

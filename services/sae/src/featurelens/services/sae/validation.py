@@ -25,7 +25,13 @@ from featurelens.kit.interventions import interventions_from_proto
 from featurelens.sae import SaeConfig, SaeConfigError, TrainConfig
 from featurelens.services.sae.registry import LoadedSae
 from featurelens.services.sae.settings import MAX_NUM_LATENTS, MAX_TRAIN_PARAMETERS
-from featurelens.steering import FamilyIntervention, SteerPlan, check_interventions, echo
+from featurelens.steering import (
+    FamilyIntervention,
+    PhraseIntervention,
+    SteerPlan,
+    check_interventions,
+    echo,
+)
 from featurelens.v1 import common_pb2, sae_pb2
 
 #: Optional SaeConfig fields of the proto, by the core SaeConfig field they set (same names).
@@ -93,6 +99,11 @@ def steer_plan(messages: Sequence[common_pb2.Intervention], loaded: LoadedSae) -
             raise InvalidArgumentError(
                 f"interventions[{item.position}] targets family {echo(item.family_id)}; the sae service "
                 "steers features only: resolve families through the search service"
+            )
+        if isinstance(item, PhraseIntervention):
+            raise InvalidArgumentError(
+                f"interventions[{item.position}] targets phrase {echo(item.phrase)}; the sae service "
+                "steers features only: resolve phrases through the search service"
             )
         items.append(item)
     return check_interventions(items, num_latents=loaded.sae.num_latents, sae_id=loaded.sae_id)

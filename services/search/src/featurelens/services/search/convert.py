@@ -7,8 +7,10 @@ from typing import Any
 
 from featurelens.corpus import Record
 from featurelens.kit import InvalidArgumentError
+from featurelens.kit.interventions import steer_mode_to_proto
 from featurelens.services.search.corpora import Corpus
 from featurelens.services.search.explain import Contribution
+from featurelens.steering import PhraseMatch, SteerPlan
 from featurelens.store import ScoredPoint, SparseVec
 from featurelens.store import schema as fields
 from featurelens.v1 import common_pb2, search_pb2
@@ -82,6 +84,31 @@ def contributions(
         )
         for item in items
     ]
+
+
+def steered(
+    plan: SteerPlan, labels: Mapping[int, str], matches: Mapping[str, PhraseMatch]
+) -> list[search_pb2.SteeredFeature]:
+    """Each feature of the plan, where it came from, and its label: the lookup's, else (for a
+    phrase's match) the label the phrase matched."""
+    out = []
+    for item in plan.interventions:
+        label = labels.get(item.feature, "")
+        if not label and item.phrase is not None:
+            label = matches[item.phrase].label
+        out.append(
+            search_pb2.SteeredFeature(
+                feature=item.feature,
+                label=label,
+                weight=item.weight,
+                mode=steer_mode_to_proto(item.mode),
+                intervention=item.position or 0,
+                family_id=item.family_id or "",
+                phrase=item.phrase or "",
+                match_score=item.match_score or 0.0,
+            )
+        )
+    return out
 
 
 def hit(

@@ -1,4 +1,5 @@
-"""Calls to the encoder and sae services, typed for the search service.
+"""Calls to the encoder and sae services, typed for the search service, and the peer of the
+labelling service (whose calls ``labelling`` makes, with the search service's policy on failures).
 
 Each is a kit ``Peer``: a deadline on every call, the request id passed on, and failures as
 service errors that name the service and its address.
@@ -57,19 +58,28 @@ class Steered:
 
 
 class Dependencies:
-    """The encoder and sae services, called through the generated stubs."""
+    """The encoder and sae services, called through the generated stubs, and the labelling peer."""
 
-    def __init__(self, encoder: Peer, sae: Peer) -> None:
+    def __init__(self, encoder: Peer, sae: Peer, labelling: Peer) -> None:
         self.encoder = encoder
         self.sae = sae
+        self.labelling = labelling
 
     @classmethod
     def at(
-        cls, encoder_address: str, sae_address: str, encoder_timeout_s: float, sae_timeout_s: float
+        cls,
+        encoder_address: str,
+        sae_address: str,
+        encoder_timeout_s: float,
+        sae_timeout_s: float,
+        *,
+        labelling_address: str,
+        labelling_timeout_s: float,
     ) -> Dependencies:
         return cls(
             Peer("encoder", encoder_address, encoder_timeout_s),
             Peer("sae", sae_address, sae_timeout_s),
+            Peer("labelling", labelling_address, labelling_timeout_s),
         )
 
     async def embed(self, texts: Sequence[str], model: str = "") -> Embedded:
@@ -145,3 +155,4 @@ class Dependencies:
     async def close(self) -> None:
         await self.encoder.close()
         await self.sae.close()
+        await self.labelling.close()

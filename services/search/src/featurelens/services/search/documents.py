@@ -1,16 +1,23 @@
 """A feature's documents, for the labelling and family services: top-activating ones, seeded
-samples of firing or non-firing ones, and every document's latents."""
+samples of firing or non-firing ones, the non-firing ones nearest a vector (hard negatives), each
+with its stored embedding on request, and every document's latents."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
+from featurelens.kit import InvalidArgumentError
 from featurelens.services.search import convert
 from featurelens.services.search.corpora import Corpora, Corpus
 from featurelens.services.search.dependencies import Dependencies
 from featurelens.services.search.saes import resolve_sae
 from featurelens.store import DocFilter, FeatureRef, QueryRequest, SearchMode, SparseVec, StoredPoint
 from featurelens.v1 import search_pb2
+from featurelens.wire.arrays import to_dense_vector
 
 
 class FeatureDocuments:
@@ -27,7 +34,13 @@ class FeatureDocuments:
         return corpus, sae_id
 
     async def top(
-        self, corpus_name: str, sae_id: str, feature: int, n: int, with_text: bool
+        self,
+        corpus_name: str,
+        sae_id: str,
+        feature: int,
+        n: int,
+        with_text: bool,
+        with_embedding: bool = False,
     ) -> list[search_pb2.ActivatedDocument]:
         """The ``n`` documents on which the feature fires most strongly, strongest first."""
         corpus, sae_id = await self._feature(corpus_name, sae_id, feature)
@@ -38,16 +51,49 @@ class FeatureDocuments:
             sae_id=sae_id,
             top_k=n,
             with_payload=convert.hit_fields(with_text),
+            with_dense=with_embedding,
         )
         hits = await self.corpora.run(self.corpora.store.query, corpus.name, request)
-        return [
-            search_pb2.ActivatedDocument(document=convert.document(h.doc_id, h.payload), activation=h.score)
-            for h in hits
-            if h.score > 0
-        ]
+        return [_activated(h.doc_id, h.payload, h.score, h.dense) for h in hits if h.score > 0]
+
+    async def nearest_silent(
+        self,
+        corpus_name: str,
+        sae_id: str,
+        feature: int,
+        n: int,
+        near: npt.NDArray[np.float32],
+        with_text: bool,
+        with_embedding: bool = False,
+    ) -> list[search_pb2.ActivatedDocument]:
+        """The ``n`` documents on which the feature does not fire that are nearest ``near`` by
+        cosine, nearest first (hard negatives)."""
+        corpus, sae_id = await self._feature(corpus_name, sae_id, feature)
+        if near.shape[0] != corpus.dim:
+            raise InvalidArgumentError(
+                f"near has {near.shape[0]} dims, but corpus {corpus.name!r} holds {corpus.dim}-dim embeddings"
+            )
+        request = QueryRequest(
+            mode=SearchMode.DENSE,
+            dense=near,
+            top_k=n,
+            filter=DocFilter(must_not_fire=(FeatureRef(sae_id, feature),)),
+            with_payload=convert.hit_fields(with_text),
+            with_dense=with_embedding,
+        )
+        hits = await self.corpora.run(self.corpora.store.query, corpus.name, request)
+        return [_activated(h.doc_id, h.payload, 0.0, h.dense) for h in hits]
 
     async def sample(
-        self, corpus_name: str, sae_id: str, feature: int, n: int, firing: bool, seed: int, with_text: bool
+        self,
+        corpus_name: str,
+        sae_id: str,
+        feature: int,
+        n: int,
+        firing: bool,
+        seed: int,
+        with_text: bool,
+        with_embedding: bool = False,
     ) -> list[search_pb2.ActivatedDocument]:
         """A seeded sample of documents on which the feature fires (or does not)."""
         corpus, sae_id = await self._feature(corpus_name, sae_id, feature)
@@ -60,14 +106,10 @@ class FeatureDocuments:
             seed,
             filter=doc_filter,
             with_payload=convert.hit_fields(with_text),
+            with_dense=with_embedding,
             with_sparse=[sae_id],
         )
-        return [
-            search_pb2.ActivatedDocument(
-                document=convert.document(p.doc_id, p.payload), activation=_activation(p, sae_id, feature)
-            )
-            for p in points
-        ]
+        return [_activated(p.doc_id, p.payload, _activation(p, sae_id, feature), p.dense) for p in points]
 
     async def export(
         self, corpus_name: str, sae_id: str, batch_size: int
@@ -94,6 +136,15 @@ class FeatureDocuments:
             if page.next_offset is None:
                 return
             offset = page.next_offset
+
+
+def _activated(
+    doc_id: str, payload: Mapping[str, Any], activation: float, dense: npt.NDArray[np.float32] | None
+) -> search_pb2.ActivatedDocument:
+    document = search_pb2.ActivatedDocument(document=convert.document(doc_id, payload), activation=activation)
+    if dense is not None:
+        document.embedding.CopyFrom(to_dense_vector(dense))
+    return document
 
 
 def _activation(point: StoredPoint, sae_id: str, feature: int) -> float:

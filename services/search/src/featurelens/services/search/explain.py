@@ -44,15 +44,16 @@ def explain(query: SparseVec, document: SparseVec) -> list[Contribution]:
 
 
 class LabelLookup(Protocol):
-    """Feature labels for explanations (the labelling service will provide them)."""
+    """Feature labels for explanations and steered features (``labelling.LabellingLabels`` asks
+    the labelling service)."""
 
     async def labels(self, sae_id: str, features: Sequence[int]) -> Mapping[int, str]:
-        """The labels of those features that have one."""
+        """The labels of those features that have one; never fails for want of labels."""
         ...
 
 
 class NoLabels:
-    """The lookup used until features are labelled: no labels."""
+    """The lookup of a search service without a labelling service: no labels."""
 
     async def labels(self, sae_id: str, features: Sequence[int]) -> Mapping[int, str]:
         return {}

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
-from featurelens.v1 import common_pb2, search_pb2
+from featurelens.kit.progress import Stopwatch
+from featurelens.v1 import search_pb2
 
 
 class IndexProgress:
@@ -22,7 +22,7 @@ class IndexProgress:
         self.unchanged = 0
         self.failed = 0
         self.duplicates = 0
-        self._started = time.perf_counter()
+        self._watch = Stopwatch()
 
     @property
     def done(self) -> int:
@@ -31,16 +31,13 @@ class IndexProgress:
 
     @property
     def elapsed_s(self) -> float:
-        return time.perf_counter() - self._started
+        return self._watch.elapsed_s
 
     def message(self, stage: str, line: str = "") -> search_pb2.IndexDocumentsResponse:
         """The job's state now, with a human-readable line."""
-        elapsed = self.elapsed_s
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = -1.0
-        if self.total and rate > 0:
-            eta = max(self.total - self.done, 0) / rate
         if not line:
+            elapsed = self.elapsed_s
+            rate = self.done / elapsed if elapsed > 0 else 0.0
             of_total = f" of {self.total:,}" if self.total else ""
             line = f"{self.done:,}{of_total} documents, {rate:,.0f}/s"
             if self.unchanged:
@@ -50,9 +47,7 @@ class IndexProgress:
             if self.failed:
                 line += f", {self.failed:,} failed"
         return search_pb2.IndexDocumentsResponse(
-            progress=common_pb2.Progress(
-                stage=stage, done=self.done, total=self.total, rate_per_s=rate, eta_s=eta, message=line
-            ),
+            progress=self._watch.progress(stage, self.done, self.total, line),
             indexed=self.indexed,
             failed=self.failed,
             duplicates=self.duplicates,

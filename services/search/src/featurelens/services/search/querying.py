@@ -4,9 +4,11 @@ Dense mode searches the embedding; sparse mode the query's SAE latents; hybrid f
 A steered query searches the steered vector (dense leg) and its re-encoded latents (sparse
 leg). An intervention list that changes nothing (none, or only additive weights of 0) is not
 sent to the sae service at all, so its ranking is the unsteered ranking exactly. Family targets
-are expanded to their member features first (by a ``FamilyExpander``), and the expanded list is
+are expanded to their member features first (by a ``FamilyExpander``) and phrase targets
+resolved to the labelled feature they name (by a ``PhraseResolver``), and the resolved list is
 checked by the rule every service shares (``featurelens.steering``), so sae never refuses what
-search sends it with a position the user never sent.
+search sends it with a position the user never sent. The response lists every steered feature
+and where it came from; the labels of steered and explaining features come from one lookup.
 
 Rank changes compare the steered page with the unsteered ranking read from rank 1 down to
 ``offset + top_k``, but never deeper than the store answers in one query (``RANK_DEPTH``, 10,000
@@ -30,11 +32,19 @@ from featurelens.kit.interventions import interventions_to_proto
 from featurelens.services.search import convert
 from featurelens.services.search.corpora import Corpora, Corpus
 from featurelens.services.search.dependencies import Dependencies
-from featurelens.services.search.explain import LabelLookup, explain
+from featurelens.services.search.explain import Contribution, LabelLookup, explain
 from featurelens.services.search.families import FamilyExpander
+from featurelens.services.search.phrases import PhraseResolver
 from featurelens.services.search.saes import resolve_sae
 from featurelens.services.search.validation import SearchQuery
-from featurelens.steering import FamilyIntervention, SteerPlan, check_interventions, expand_families
+from featurelens.steering import (
+    FamilyIntervention,
+    PhraseIntervention,
+    PhraseMatch,
+    SteerPlan,
+    check_interventions,
+    resolve_targets,
+)
 from featurelens.store import DocFilter, FeatureRef, QueryRequest, ScoredPoint, SearchMode, SparseVec
 from featurelens.store.plan import MAX_TOP_K
 from featurelens.v1 import search_pb2
@@ -57,12 +67,18 @@ class Searcher:
     """Runs checked SearchQuery objects against the corpora."""
 
     def __init__(
-        self, corpora: Corpora, dependencies: Dependencies, labels: LabelLookup, families: FamilyExpander
+        self,
+        corpora: Corpora,
+        dependencies: Dependencies,
+        labels: LabelLookup,
+        families: FamilyExpander,
+        phrases: PhraseResolver,
     ) -> None:
         self.corpora = corpora
         self.dependencies = dependencies
         self.labels = labels
         self.families = families
+        self.phrases = phrases
 
     async def search(self, query: SearchQuery) -> search_pb2.SearchResponse:
         corpus = await self.corpora.recent(query.corpus)
@@ -70,7 +86,7 @@ class Searcher:
             corpus = await self.corpora.get(query.corpus)  # the SAE may have been added since
         sae_id = await resolve_sae(corpus, query.sae_id, self.dependencies) if query.needs_sae else ""
         self._check_features(query, corpus, sae_id)
-        plan = await self._steer_plan(query, corpus, sae_id)
+        plan, matches = await self._steer_plan(query, corpus, sae_id)
         vector = await self._query_vector(query, corpus)
         needs_latents = query.mode is not SearchMode.DENSE or query.explain
         response = search_pb2.SearchResponse(sae_id=sae_id)
@@ -106,7 +122,12 @@ class Searcher:
             hits = await self._run(query, corpus, sae_id, after, doc_filter, query.top_k, query.offset)
             unsteered = None
         _check_scores(hits, unsteered)
-        explanations = await self._explain(query, sae_id, after.sparse, hits)
+        shared = self._explain(query, sae_id, after.sparse, hits)
+        explaining = {item.feature for items in shared for item in items}
+        wanted = sorted(explaining | {item.feature for item in plan.interventions})
+        labels = await self.labels.labels(sae_id, wanted) if wanted else {}
+        explanations = [convert.contributions(items, labels) for items in shared]
+        response.steered.extend(convert.steered(plan, labels, matches))
         ranks_before = {p.doc_id: rank for rank, p in enumerate(unsteered or (), start=1)}
         for position, (point, explanation) in enumerate(zip(hits, explanations, strict=True)):
             rank = query.offset + position + 1
@@ -121,16 +142,24 @@ class Searcher:
                     response.dropped.append(convert.hit(point, 0, rank))
         return response
 
-    async def _steer_plan(self, query: SearchQuery, corpus: Corpus, sae_id: str) -> SteerPlan:
-        """The interventions with each family replaced by its member features, checked as a whole."""
+    async def _steer_plan(
+        self, query: SearchQuery, corpus: Corpus, sae_id: str
+    ) -> tuple[SteerPlan, dict[str, PhraseMatch]]:
+        """The interventions with each family replaced by its member features and each phrase by
+        the feature it names, checked as a whole; and the phrases' matches."""
         requested = query.interventions
         if not requested:
-            return SteerPlan(())
-        families = [item.family_id for item in requested if isinstance(item, FamilyIntervention)]
-        family_ids = list(dict.fromkeys(families))
-        found = await asyncio.gather(*(self.families.features(sae_id, family) for family in family_ids))
-        expanded = expand_families(requested, dict(zip(family_ids, found, strict=True)))
-        return check_interventions(expanded, num_latents=corpus.require_sae(sae_id) or None, sae_id=sae_id)
+            return SteerPlan(()), {}
+        family_ids = list(dict.fromkeys(i.family_id for i in requested if isinstance(i, FamilyIntervention)))
+        phrases = list(dict.fromkeys(i.phrase for i in requested if isinstance(i, PhraseIntervention)))
+        found, matched = await asyncio.gather(
+            asyncio.gather(*(self.families.features(sae_id, family) for family in family_ids)),
+            asyncio.gather(*(self.phrases.match(sae_id, phrase) for phrase in phrases)),
+        )
+        matches = dict(zip(phrases, matched, strict=True))
+        resolved = resolve_targets(requested, dict(zip(family_ids, found, strict=True)), matches)
+        plan = check_interventions(resolved, num_latents=corpus.require_sae(sae_id) or None, sae_id=sae_id)
+        return plan, matches
 
     @staticmethod
     def _check_features(query: SearchQuery, corpus: Corpus, sae_id: str) -> None:
@@ -189,16 +218,15 @@ class Searcher:
         )
         return await self.corpora.run(self.corpora.store.query, corpus.name, request)
 
-    async def _explain(
-        self, query: SearchQuery, sae_id: str, latents: SparseVec | None, hits: Sequence[ScoredPoint]
-    ) -> list[list[search_pb2.FeatureContribution]]:
+    @staticmethod
+    def _explain(
+        query: SearchQuery, sae_id: str, latents: SparseVec | None, hits: Sequence[ScoredPoint]
+    ) -> list[list[Contribution]]:
+        """Each hit's shared features with the query (none without ``explain``)."""
         if not query.explain or latents is None:
             return [[] for _ in hits]
         empty = SparseVec([], [])
-        shared = [explain(latents, point.sparse.get(sae_id, empty)) for point in hits]
-        features = sorted({item.feature for items in shared for item in items})
-        labels = await self.labels.labels(sae_id, features) if features else {}
-        return [convert.contributions(items, labels) for items in shared]
+        return [explain(latents, point.sparse.get(sae_id, empty)) for point in hits]
 
 
 def _query_refused(sae_id: str, error: InvalidArgumentError) -> InvalidArgumentError:

@@ -20,6 +20,7 @@ from featurelens.services.search.explain import LabelLookup, NoLabels
 from featurelens.services.search.families import FamilyExpander, NoFamilies
 from featurelens.services.search.indexing import Indexer
 from featurelens.services.search.jobs import check_setup
+from featurelens.services.search.phrases import NoPhrases, PhraseResolver
 from featurelens.services.search.querying import Searcher
 from featurelens.services.search.settings import SearchSettings
 from featurelens.store import DocumentStore
@@ -40,8 +41,9 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     ``open_store`` opens the document store; the server calls ``start()``, which opens it in a
     worker thread, and the service turns SERVING once it is open. ``labels`` names features in
-    explanations and ``families`` expands family interventions (neither exists yet: the
-    defaults give no labels and refuse family targets).
+    explanations and steered features, ``phrases`` resolves phrase interventions and
+    ``families`` expands family interventions (the defaults give no labels and refuse phrase
+    and family targets; ``__main__.build_servicer`` wires the labelling service for the first two).
     """
 
     service_names: Sequence[str] = (SERVICE_NAME,)
@@ -53,12 +55,14 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         settings: SearchSettings,
         labels: LabelLookup | None = None,
         families: FamilyExpander | None = None,
+        phrases: PhraseResolver | None = None,
     ) -> None:
         self._open_store = open_store
         self.dependencies = dependencies
         self.settings = settings
         self.labels = labels or NoLabels()
         self.families = families or NoFamilies()
+        self.phrases = phrases or NoPhrases()
         self.limits = validation.Limits(max_top_k=settings.max_top_k, max_offset=settings.max_offset)
         self._corpora: Corpora | None = None
 
@@ -74,11 +78,12 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         names = await corpora.run(store.list_collections)
         self._corpora = corpora
         logger.info(
-            "document store open (%s, %d corpora); encoder at %s, sae at %s",
+            "document store open (%s, %d corpora); encoder at %s, sae at %s, labelling at %s",
             type(store).__name__,
             len(names),
             self.dependencies.encoder.address,
             self.dependencies.sae.address,
+            self.dependencies.labelling.address,
         )
 
     async def close(self) -> None:
@@ -115,7 +120,8 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     ) -> search_pb2.SearchResponse:
         started = time.perf_counter()
         query = validation.search_query(request, self.limits)
-        response = await Searcher(self.corpora, self.dependencies, self.labels, self.families).search(query)
+        searcher = Searcher(self.corpora, self.dependencies, self.labels, self.families, self.phrases)
+        response = await searcher.search(query)
         response.took_ms = (time.perf_counter() - started) * 1000
         return response
 
@@ -125,7 +131,9 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     ) -> search_pb2.TopDocumentsResponse:
         corpus = validation.corpus_name(request.corpus)
         n = validation.count(request.n, "n", self.settings.max_top_k)
-        documents = await self._documents().top(corpus, request.sae_id, request.feature, n, request.with_text)
+        documents = await self._documents().top(
+            corpus, request.sae_id, request.feature, n, request.with_text, request.with_embedding
+        )
         return search_pb2.TopDocumentsResponse(documents=documents)
 
     @override
@@ -134,10 +142,24 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     ) -> search_pb2.SampleDocumentsResponse:
         corpus = validation.corpus_name(request.corpus)
         n = validation.count(request.n, "n", self.settings.max_top_k)
-        documents = await self._documents().sample(
-            corpus, request.sae_id, request.feature, n, request.firing, request.seed, request.with_text
-        )
-        return search_pb2.SampleDocumentsResponse(documents=documents)
+        near = validation.near_vector(request)
+        documents = self._documents()
+        if near is not None:
+            found = await documents.nearest_silent(
+                corpus, request.sae_id, request.feature, n, near, request.with_text, request.with_embedding
+            )
+        else:
+            found = await documents.sample(
+                corpus,
+                request.sae_id,
+                request.feature,
+                n,
+                request.firing,
+                request.seed,
+                request.with_text,
+                request.with_embedding,
+            )
+        return search_pb2.SampleDocumentsResponse(documents=found)
 
     @override
     async def ExportActivations(

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
-from featurelens.kit import ServiceSettings, service_config
+from featurelens.kit import service_config
+from featurelens.kit.stores import StoreSettings
 
 DEFAULT_PORT = 50053
 
-Storage = Literal["edge", "server"]
 
-
-class SearchSettings(ServiceSettings):
+class SearchSettings(StoreSettings):
     """Everything the search service can be configured with (see the service README)."""
 
     model_config = service_config("SEARCH")
@@ -25,24 +23,24 @@ class SearchSettings(ServiceSettings):
     sae_address: str = Field("127.0.0.1:50052", description="host:port of the sae service.")
     encoder_timeout_s: float = Field(30.0, gt=0, description="Deadline of each call to the encoder, seconds.")
     sae_timeout_s: float = Field(30.0, gt=0, description="Deadline of each call to the sae service, seconds.")
-
-    storage: Storage = Field(
-        "edge",
-        description='"edge": Qdrant in process, in edge_path; "server": a Qdrant server at qdrant_url.',
+    labelling_address: str = Field(
+        "127.0.0.1:50054",
+        description="host:port of the labelling service: feature labels in explanations and steered "
+        "features, and the features that phrase interventions name.",
     )
-    edge_path: Path = Field(Path(".featurelens/qdrant"), description="Folder of the in-process Qdrant data.")
+    labelling_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Deadline of each call to the labelling service, seconds (a label lookup that "
+        "misses it leaves the labels out rather than failing the search).",
+    )
+
     edge_search_threads: int = Field(
         1,
         ge=0,
         description="Search threads per corpus of the in-process Qdrant; 0 = one per CPU. An optimized "
         "corpus is one segment, so more threads only add work.",
     )
-    qdrant_url: str = Field("http://127.0.0.1:6333", description="REST URL of the Qdrant server.")
-    qdrant_api_key: SecretStr = Field(
-        SecretStr(""), description="API key of the Qdrant server, if it has one."
-    )
-    qdrant_prefer_grpc: bool = Field(True, description="Talk to the Qdrant server over gRPC (port 6334).")
-    qdrant_timeout_s: float = Field(10.0, gt=0, description="Seconds per Qdrant server request.")
 
     corpus_roots: list[Path] = Field(
         default_factory=list,

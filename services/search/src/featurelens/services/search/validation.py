@@ -16,6 +16,7 @@ from featurelens.corpus import Record
 from featurelens.kit import InvalidArgumentError
 from featurelens.kit.echo import shown
 from featurelens.kit.interventions import interventions_from_proto
+from featurelens.kit.names import corpus_name
 from featurelens.steering import RequestedIntervention
 from featurelens.store import FusionMethod, InvalidQueryError, SearchMode
 from featurelens.store import schema as store_schema
@@ -87,19 +88,6 @@ class SearchQuery:
         )
 
 
-def corpus_name(name: str) -> str:
-    """A valid corpus name, or InvalidArgumentError."""
-    if not name:
-        raise InvalidArgumentError("corpus is empty; name the corpus (ListCorpora lists them)")
-    try:
-        return store_schema.check_collection_name(name)
-    except InvalidQueryError:
-        raise InvalidArgumentError(
-            f"corpus name {shown(name)} is invalid: use 1 to 128 letters, digits, '-' or '_', "
-            "starting with a letter or digit"
-        ) from None
-
-
 def count(value: int, what: str, maximum: int) -> int:
     """A result count: 0 means the default (10), else 1 to ``maximum``."""
     if value == 0:
@@ -129,6 +117,25 @@ def _query_vector(message: common_pb2.DenseVector) -> npt.NDArray[np.float32]:
         raise InvalidArgumentError(f"the query vector is malformed: {error}") from None
     if not np.any(vector):
         raise InvalidArgumentError("the query vector is all zeros, so it has no direction to search in")
+    return np.array(vector, dtype=np.float32)
+
+
+def near_vector(request: search_pb2.SampleDocumentsRequest) -> npt.NDArray[np.float32] | None:
+    """The ``near`` vector of a SampleDocuments request (None when unset), checked as far as it can
+    be without the corpus (its dimension is checked against the corpus in ``documents``)."""
+    if not request.HasField("near"):
+        return None
+    if request.firing:
+        raise InvalidArgumentError(
+            "near asks for the non-firing documents nearest a vector (hard negatives), so it needs "
+            "firing=false; sample firing documents without near"
+        )
+    try:
+        vector = from_dense_vector(request.near)
+    except ArrayFormatError as error:
+        raise InvalidArgumentError(f"near is malformed: {error}") from None
+    if not np.any(vector):
+        raise InvalidArgumentError("near is all zeros, so no document is nearer to it than another")
     return np.array(vector, dtype=np.float32)
 
 

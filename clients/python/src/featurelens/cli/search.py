@@ -1,0 +1,117 @@
+"""``featurelens search``: search an indexed corpus, optionally steered, explained, with rank changes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from featurelens.cli.console import DEFAULT_ADDRESS, AddressOption, console, fail, reporting_errors
+from featurelens.cli.feature_views import number, quoted
+from featurelens.cli.steering import CLAMP_HELP, STEER_HELP, SteerSpecError, parse_interventions
+from featurelens.client import FeaturelensClient, Hit, SearchResult, SteeredFeature
+from featurelens.client.types import SearchMode
+
+#: Shared features shown per hit with --explain.
+SHOWN_CONTRIBUTIONS = 3
+
+_MODES: dict[str, SearchMode] = {"dense": "dense", "sparse": "sparse", "hybrid": "hybrid"}
+
+
+def _say(text: str) -> None:
+    console.print(text, highlight=False, soft_wrap=True)
+
+
+def search(
+    query: Annotated[str, typer.Argument(help="The query text.")],
+    corpus: Annotated[str, typer.Option("--corpus", help="The indexed corpus to search.")],
+    sae_id: Annotated[
+        str | None,
+        typer.Option(
+            "--sae", help="SAE for sparse/hybrid search, steering and explanations; default: the server's."
+        ),
+    ] = None,
+    mode: Annotated[str, typer.Option("--mode", help="dense, sparse or hybrid.")] = "dense",
+    top_k: Annotated[int, typer.Option("--top-k", min=1, max=1000, help="Hits to show.")] = 10,
+    steer: Annotated[list[str] | None, typer.Option("--steer", help=STEER_HELP)] = None,
+    clamp: Annotated[list[str] | None, typer.Option("--clamp", help=CLAMP_HELP)] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Show the labelled features each hit shares with the query.")
+    ] = False,
+    rank_changes: Annotated[
+        bool,
+        typer.Option(
+            "--rank-changes", help="With steering: show each hit's unsteered rank and the hits that fell out."
+        ),
+    ] = False,
+    address: AddressOption = DEFAULT_ADDRESS,
+) -> None:
+    """Search a corpus; --steer turns features (by id, family or phrase) up or down."""
+    if mode not in _MODES:
+        raise fail(f"--mode must be dense, sparse or hybrid; got {mode!r}.", 2)
+    try:
+        interventions = parse_interventions(steer or [], clamp or [])
+    except SteerSpecError as error:
+        raise fail(str(error), 2) from error
+    with reporting_errors(address), FeaturelensClient(address) as client:
+        result = client.search.search(
+            corpus,
+            query,
+            mode=_MODES[mode],
+            sae_id=sae_id,
+            top_k=top_k,
+            explain=explain,
+            interventions=interventions,
+            with_rank_changes=rank_changes and bool(interventions),
+        )
+    _print_result(result, explain=explain, rank_changes=rank_changes and bool(interventions))
+
+
+def steered_line(steered: SteeredFeature) -> str:
+    """One steered feature, and where it came from, as a line."""
+    target = f"feature {steered.feature} {quoted(steered.label)}"
+    if steered.phrase is not None:
+        target = f"phrase {steered.phrase!r} -> {target} (match {number(steered.match_score)})"
+    elif steered.family_id is not None:
+        target = f"family {steered.family_id} -> {target}"
+    how = f"clamp {steered.weight:.2f}" if steered.mode == "clamp" else f"weight {steered.weight:+.2f}"
+    return f"{target}, {how}"
+
+
+def _print_result(result: SearchResult, *, explain: bool, rank_changes: bool) -> None:
+    if result.steered:
+        _say(f"steered (cosine to the unsteered query {result.steer_cosine:.3f}):")
+        for steered in result.steered:
+            _say(f"  {steered_line(steered)}")
+    if not result.hits:
+        _say("no hits")
+    for hit in result.hits:
+        _say(_hit_line(hit, rank_changes))
+        if explain:
+            _say(f"      {_explanation(hit)}")
+    if rank_changes and result.dropped:
+        _say("fell out of the results:")
+        for hit in result.dropped:
+            _say(f"  was {hit.rank_before:>3}  {hit.document.id}  {hit.document.title}")
+    _say(
+        f"{len(result.hits)} hits in {result.took_ms:.1f} ms"
+        + (f" (SAE {result.sae_id})" if result.sae_id else "")
+    )
+
+
+def _hit_line(hit: Hit, rank_changes: bool) -> str:
+    line = f"{hit.rank:>3}. {hit.score:.3f}  {hit.document.id}  {hit.document.title}"
+    if rank_changes:
+        line += f"  (was {hit.rank_before})" if hit.rank_before else "  (new)"
+    return line
+
+
+def _explanation(hit: Hit) -> str:
+    if not hit.explanation:
+        return "shares no feature with the query"
+    shared = [
+        f"feature {c.feature} {quoted(c.label)} ({c.contribution:.2f})"
+        for c in hit.explanation[:SHOWN_CONTRIBUTIONS]
+    ]
+    more = len(hit.explanation) - SHOWN_CONTRIBUTIONS
+    return "shared: " + ", ".join(shared) + (f" and {more} more" if more > 0 else "")

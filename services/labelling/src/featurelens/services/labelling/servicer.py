@@ -1,0 +1,207 @@
+"""The LabellingService: checks each request and hands it to the job, the labels or the scorer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+from grpc import aio
+from typing_extensions import override
+
+from featurelens.interp.budget import BudgetExhausted
+from featurelens.interp.examples import gather_examples
+from featurelens.interp.labelling import LabelSettings, score_label
+from featurelens.interp.llm import LlmRequestError, LlmUnavailableError
+from featurelens.kit import FailedPreconditionError, NotFoundError, register_error
+from featurelens.kit.names import corpus_name
+from featurelens.kit.pages import page_offset, page_token, query_fingerprint
+from featurelens.services.labelling import convert, validation
+from featurelens.services.labelling.dependencies import EncoderEmbedder, Peers, SearchDocuments
+from featurelens.services.labelling.jobs import LabelJob
+from featurelens.services.labelling.labellers import LabellerFactory
+from featurelens.services.labelling.labels import Labels
+from featurelens.services.labelling.settings import LabellingSettings
+from featurelens.v1 import labelling_pb2, labelling_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = labelling_pb2.DESCRIPTOR.services_by_name["LabellingService"].full_name
+
+# The LLM path's errors as statuses: an endpoint that cannot be reached is UNAVAILABLE; one that
+# refuses the server's key, model or request is the server's set-up (FAILED_PRECONDITION); a
+# budget that does not allow one more call is RESOURCE_EXHAUSTED.
+register_error(LlmUnavailableError, grpc.StatusCode.UNAVAILABLE)
+register_error(LlmRequestError, grpc.StatusCode.FAILED_PRECONDITION)
+register_error(BudgetExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+class LabellingServicer(labelling_pb2_grpc.LabellingServiceServicer):
+    """Labels features, keeps the labels in Qdrant and finds features by their labels.
+
+    The server calls ``start()``, which opens the label store; health turns SERVING then.
+    """
+
+    service_names: Sequence[str] = (SERVICE_NAME,)
+
+    def __init__(
+        self, labels: Labels, peers: Peers, labellers: LabellerFactory, settings: LabellingSettings
+    ) -> None:
+        self.labels = labels
+        self.peers = peers
+        self.labellers = labellers
+        self.settings = settings
+
+    # -- lifecycle (the kit's Servicer protocol) --------------------------------------------
+
+    def add_to_server(self, server: aio.Server) -> None:
+        labelling_pb2_grpc.add_LabellingServiceServicer_to_server(self, server)
+
+    async def start(self) -> None:
+        await self.labels.open()
+        logger.info(
+            "label store open; search at %s, encoder at %s, sae at %s; %s",
+            self.peers.search.address,
+            self.peers.encoder.address,
+            self.peers.sae.address,
+            self.labellers.describe_default(),
+        )
+
+    async def close(self) -> None:
+        await self.peers.close()
+        await self.labellers.close()
+        await self.labels.close()
+
+    async def _sae_id(self, requested: str) -> str:
+        """The SAE a request means: the one it names, or the sae service's default."""
+        if validation.sae_id(requested):
+            return requested
+        return (await self.peers.sae_facts("")).sae_id
+
+    # -- RPCs ---------------------------------------------------------------------------------
+
+    @override
+    async def LabelFeatures(
+        self, request: labelling_pb2.LabelFeaturesRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[labelling_pb2.LabelFeaturesResponse]:
+        job = LabelJob(
+            self.peers, self.labels, self.labellers, self.settings.concurrency, self.settings.default_domain
+        )
+        async for response in job.run(request):
+            yield response
+
+    @override
+    async def GetLabel(
+        self, request: labelling_pb2.GetLabelRequest, context: aio.ServicerContext
+    ) -> labelling_pb2.GetLabelResponse:
+        sae_id = await self._sae_id(request.sae_id)
+        await self.labels.require(sae_id)
+        found = await self.labels.get(sae_id, [request.feature])
+        if not found:
+            raise NotFoundError(
+                f"feature {request.feature} of SAE {sae_id!r} has no label; label it with LabelFeatures "
+                "(`featurelens label`)"
+            )
+        return labelling_pb2.GetLabelResponse(label=convert.feature_label(found[0]))
+
+    @override
+    async def GetLabels(
+        self, request: labelling_pb2.GetLabelsRequest, context: aio.ServicerContext
+    ) -> labelling_pb2.GetLabelsResponse:
+        sae_id = await self._sae_id(request.sae_id)
+        features = validation.feature_ids(request.features, validation.MAX_GET_FEATURES)
+        found = await self.labels.get(sae_id, features) if features else []
+        return labelling_pb2.GetLabelsResponse(labels=[convert.feature_label(r) for r in found])
+
+    @override
+    async def ListLabels(
+        self, request: labelling_pb2.ListLabelsRequest, context: aio.ServicerContext
+    ) -> labelling_pb2.ListLabelsResponse:
+        sae_id = await self._sae_id(request.sae_id)
+        size = validation.count(
+            request.page_size, "page_size", validation.DEFAULT_PAGE_SIZE, validation.MAX_PAGE_SIZE
+        )
+        least = validation.min_pearson_r(request.min_pearson_r if request.HasField("min_pearson_r") else None)
+        fingerprint = query_fingerprint("ListLabels", sae_id, least)
+        offset = page_offset(request.page_token, fingerprint)
+        await self.labels.require(sae_id)
+        records = await self.labels.listing(sae_id)
+        if least is not None:
+            records = [r for r in records if r.pearson_r is not None and r.pearson_r >= least]
+        page = records[offset : offset + size]
+        following = offset + len(page)
+        return labelling_pb2.ListLabelsResponse(
+            labels=[convert.feature_label(r) for r in page],
+            next_page_token=page_token(following, fingerprint) if following < len(records) else "",
+        )
+
+    @override
+    async def SearchFeatures(
+        self, request: labelling_pb2.SearchFeaturesRequest, context: aio.ServicerContext
+    ) -> labelling_pb2.SearchFeaturesResponse:
+        sae_id = await self._sae_id(request.sae_id)
+        query = validation.query_text(request.query)
+        top_k = validation.count(request.top_k, "top_k", validation.DEFAULT_TOP_K, validation.MAX_TOP_K)
+        await self.labels.require(sae_id)
+        response = labelling_pb2.SearchFeaturesResponse()
+        seen: set[int] = set()
+        if request.substring:
+            for record in await self.labels.substring(sae_id, query, top_k):
+                seen.add(record.feature)
+                response.matches.add(label=convert.feature_label(record), score=1.0, substring_match=True)
+        if len(response.matches) < top_k:
+            sae = await self.peers.sae_facts(sae_id)
+            vector = (await self.peers.embed([query], sae.embedding_model))[0]
+            for record, score in await self.labels.search(sae_id, vector, top_k + len(seen)):
+                if record.feature in seen or len(response.matches) >= top_k:
+                    continue
+                response.matches.add(label=convert.feature_label(record), score=score)
+        return response
+
+    @override
+    async def ScoreLabel(
+        self, request: labelling_pb2.ScoreLabelRequest, context: aio.ServicerContext
+    ) -> labelling_pb2.ScoreLabelResponse:
+        sae_id = await self._sae_id(request.sae_id)
+        corpus = corpus_name(request.corpus)
+        label = validation.label_text(request.label)
+        examples_config = validation.example_config(0, request.scoring_documents)
+        plan = self.labellers.plan(request.llm_base_url, "", request.predictor_model, 0.0)
+        facts = await self.peers.corpus(corpus, sae_id)
+        sae = await self.peers.sae_facts(sae_id)
+        validation.check_latents([request.feature], sae.num_latents, sae_id)
+        counts = await self.peers.firing_counts(corpus, sae_id, sae.num_latents)
+        if counts[request.feature] == 0:
+            raise NotFoundError(
+                f"latent {request.feature} fires on no document of corpus {corpus!r}; nothing to score"
+            )
+        embedder = EncoderEmbedder(self.peers, facts.embedding_model)
+        labellers = plan.build(embedder)
+        settings = LabelSettings(
+            examples=examples_config,
+            domain=validation.domain(request.domain, self.settings.default_domain),
+            seed=request.seed,
+            threshold=labellers.threshold,
+        )
+        density = float(counts[request.feature]) / max(facts.documents, 1)
+        source = SearchDocuments(self.peers, corpus, sae_id)
+        try:
+            examples = await gather_examples(
+                source, request.feature, settings.examples, settings.seed, density
+            )
+            outcome = await score_label(
+                examples,
+                label,
+                sae_id=sae_id,
+                corpus=corpus,
+                predictor=labellers.predictor,
+                embedder=embedder,
+                settings=settings,
+                interpreter_model="caller",
+                prompt_version=labellers.interpreter.prompt_version,
+            )
+        except ValueError as error:  # the feature's documents cannot make a test set
+            raise FailedPreconditionError(f"feature {request.feature} cannot be scored: {error}") from None
+        finally:
+            await labellers.aclose()
+        return labelling_pb2.ScoreLabelResponse(label=convert.feature_label(outcome.record))
