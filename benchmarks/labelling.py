@@ -15,7 +15,8 @@ Both halves label features of a real SAE over the real astro-ph corpus, with the
 - **LLM half.** ``--llm-features`` live features labelled through the real ``openai`` client
   against the fake OpenAI-compatible server of the tests (``libs/core/tests/fake_openai.py``,
   deterministic answers from the prompts) answering every call after ``--llm-delay-ms``
-  milliseconds; 32 features in flight, 64 calls in flight; the answers cached in Redis
+  milliseconds, in a child process (a real endpoint does not share the client's GIL); 32
+  features in flight, 64 calls in flight; the answers cached in Redis
   (``--redis-url``, a fresh key prefix; in memory when Redis does not answer).
   ``llm_seconds``, ``llm_calls``, ``llm_tokens``, ``llm_usd`` (the default price table's
   gpt-4o-mini), then the same job again: ``rerun_calls`` (must be 0), ``rerun_seconds``.
@@ -36,16 +37,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import logging
 import os
 import socket
+import subprocess
 import sys
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +56,8 @@ import numpy as np
 import numpy.typing as npt
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "libs" / "core" / "tests"))  # the fake OpenAI-compatible server
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from fake_openai import labelling_responder, serve_fake_openai  # noqa: E402
 from sae_train import load_minilm_embeddings  # noqa: E402
 
 from featurelens.corpus import read_corpus  # noqa: E402
@@ -133,6 +134,32 @@ def pick_features(source: ArraySource, n: int, seed: int) -> list[int]:
     usable = np.flatnonzero(counts >= 30)
     rng = np.random.default_rng(seed)
     return sorted(int(f) for f in rng.choice(usable, size=min(n, usable.size), replace=False))
+
+
+_SERVE = """
+import sys
+sys.path.insert(0, {tests!r})
+from fake_openai import labelling_responder, serve_fake_openai
+with serve_fake_openai(responder=labelling_responder, delay_s={delay!r}) as fake:
+    print(fake.base_url, flush=True)
+    sys.stdin.read()  # until the benchmark closes our stdin
+"""
+
+
+@contextlib.contextmanager
+def fake_endpoint(delay_s: float) -> Iterator[str]:
+    """The tests' fake OpenAI-compatible server in a child process; its base URL."""
+    code = _SERVE.format(tests=str(ROOT / "libs" / "core" / "tests"), delay=delay_s)
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        yield child.stdout.readline().strip()
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=30)
 
 
 def redis_cache(url: str) -> ChatCache:
@@ -256,10 +283,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     llm_features = pick_features(source, args.llm_features, seed=1)
     cache = redis_cache(args.redis_url)
-    with serve_fake_openai(responder=labelling_responder, delay_s=args.llm_delay_ms / 1000) as fake:
-        first = await llm_job(source, llm_features, fake.base_url, cache, embedder)
+    with fake_endpoint(args.llm_delay_ms / 1000) as base_url:
+        first = await llm_job(source, llm_features, base_url, cache, embedder)
         logger.info("LLM job: %s", first)
-        rerun = await llm_job(source, llm_features, fake.base_url, cache, embedder)
+        rerun = await llm_job(source, llm_features, base_url, cache, embedder)
         logger.info("rerun: %s", rerun)
     close = getattr(cache, "close", None)
     if close is not None:
