@@ -147,3 +147,23 @@ async def test_an_unknown_sae_is_not_found(stack: LabellingStack) -> None:
     error = await failure_of(stack.label(sae_id="no-such-sae", features=[1]))
 
     assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_cancelled_job_keeps_the_labels_it_finished_and_a_rerun_resumes(
+    stack: LabellingStack, sae_id: str
+) -> None:
+    call = stack.stub.LabelFeatures(labelling_pb2.LabelFeaturesRequest(corpus=CORPUS, sae_id=sae_id))
+    finished: list[int] = []
+    async for message in call:
+        if message.HasField("label"):
+            finished.append(message.label.feature)
+        if len(finished) == 3:
+            call.cancel()
+            break
+
+    stored = await stack.stub.GetLabels(labelling_pb2.GetLabelsRequest(sae_id=sae_id, features=finished))
+    rerun = await stack.label(sae_id=sae_id, features=list(range(40)))
+
+    assert [label.feature for label in stored.labels] == finished
+    assert rerun[-1].skipped >= len([f for f in finished if f < 40])
+    assert {label.feature for label in labels_of(rerun)}.isdisjoint(finished)

@@ -113,52 +113,54 @@ class LabelJob:
         embedder = EncoderEmbedder(self.peers, facts.embedding_model)
         background = await source.background(features[0], request.seed) if plan.offline and features else []
         labellers = plan.build(embedder, background)
-        settings = LabelSettings(
-            examples=examples, domain=domain, seed=request.seed, threshold=labellers.threshold
-        )
-        await self.labels.ensure(sae_id, facts.dim)
-        watch = Stopwatch()
-        start = f"labelling {len(features):,} features with {labellers.description}"
-        if tally.skipped:
-            start += f" ({tally.skipped:,} labelled already; overwrite to relabel them)"
-        yield self._message(watch, tally, labellers, start)
-        for feature in silent:
-            tally.failed += 1
-            response = self._message(watch, tally, labellers, f"latent {feature} never fires in {corpus!r}")
-            response.failed_feature = feature
-            response.failure_reason = (
-                f"latent {feature} fires on no document of corpus {corpus!r}; nothing to label"
+        try:  # the labellers hold an HTTP client (LLM jobs): closed however the job ends
+            settings = LabelSettings(
+                examples=examples, domain=domain, seed=request.seed, threshold=labellers.threshold
             )
-            yield response
+            await self.labels.ensure(sae_id, facts.dim)
+            watch = Stopwatch()
+            start = f"labelling {len(features):,} features with {labellers.description}"
+            if tally.skipped:
+                start += f" ({tally.skipped:,} labelled already; overwrite to relabel them)"
+            yield self._message(watch, tally, labellers, start)
+            for feature in silent:
+                tally.failed += 1
+                response = self._message(
+                    watch, tally, labellers, f"latent {feature} never fires in {corpus!r}"
+                )
+                response.failed_feature = feature
+                response.failure_reason = (
+                    f"latent {feature} fires on no document of corpus {corpus!r}; nothing to label"
+                )
+                yield response
 
-        label_one = functools.partial(
-            _label_one,
-            sae_id=sae_id,
-            corpus=corpus,
-            densities=densities,
-            source=source,
-            labellers=labellers,
-            embedder=embedder,
-            settings=settings,
-        )
-        budget_stop = ""
-        try:
+            label_one = functools.partial(
+                _label_one,
+                sae_id=sae_id,
+                corpus=corpus,
+                densities=densities,
+                source=source,
+                labellers=labellers,
+                embedder=embedder,
+                settings=settings,
+            )
+            budget_stop = ""
             async for event in run_job(features, label_one, self.concurrency, _is_fatal):
                 if event.kind is EventKind.BUDGET:
                     budget_stop = event.reason
                     continue
                 yield await self._report(event, watch, tally, labellers)
+            line = (
+                f"labelled {tally.labelled:,}, skipped {tally.skipped:,}, failed {tally.failed:,}; "
+                f"{_spend_line(labellers.spend())}"
+            )
+            if budget_stop:
+                line = f"stopped at the budget ({budget_stop}); " + line
+            final = self._message(watch, tally, labellers, line)
+            final.budget_exhausted = bool(budget_stop)
+            yield final
         finally:
             await labellers.aclose()
-        line = (
-            f"labelled {tally.labelled:,}, skipped {tally.skipped:,}, failed {tally.failed:,}; "
-            f"{_spend_line(labellers.spend())}"
-        )
-        if budget_stop:
-            line = f"stopped at the budget ({budget_stop}); " + line
-        final = self._message(watch, tally, labellers, line)
-        final.budget_exhausted = bool(budget_stop)
-        yield final
 
     async def _report(
         self, event: JobEvent, watch: Stopwatch, tally: Tally, labellers: Labellers
