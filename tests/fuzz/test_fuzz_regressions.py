@@ -21,7 +21,7 @@ from fuzz_profiles import Tally
 from fuzz_server import CORPUS, FuzzServer, Hints
 from google.protobuf.message import Message
 
-from featurelens.v1 import common_pb2, encoder_pb2, sae_pb2, search_pb2
+from featurelens.v1 import common_pb2, encoder_pb2, labelling_pb2, sae_pb2, search_pb2
 
 pytestmark = pytest.mark.fuzz
 
@@ -215,6 +215,10 @@ CASES = [
     Case("train-multik-k-1000-of-64", "SaeService.Train",
          lambda e: [train(e, num_latents=64, k=8, multik_k=1000)],
          "OK: trained and registered", frozenset({Code.INVALID_ARGUMENT})),
+    # An SAE id too long to name a labels collection (the store's escaped key is at most 180).
+    Case("list-labels-sae-id-250-chars", "LabellingService.ListLabels",
+         lambda e: [labelling_pb2.ListLabelsRequest(sae_id="z" * 250)],
+         "INTERNAL: the store's InvalidQueryError", frozenset({Code.INVALID_ARGUMENT})),
 ]  # fmt: skip
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import grpc
 
 from featurelens.steering import InterventionError
+from featurelens.store.errors import CollectionNotFoundError, InvalidQueryError, StoreUnavailableError
 
 
 class ServiceError(Exception):
@@ -59,6 +60,10 @@ _STATUS_BY_ERROR: dict[type[BaseException], grpc.StatusCode] = {
     DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
     # Core errors every service meets: a request breaking the steering rule is bad input.
     InterventionError: grpc.StatusCode.INVALID_ARGUMENT,
+    # The storage port's errors, for a store call no service turned into a sentence of its own.
+    InvalidQueryError: grpc.StatusCode.INVALID_ARGUMENT,
+    CollectionNotFoundError: grpc.StatusCode.NOT_FOUND,
+    StoreUnavailableError: grpc.StatusCode.UNAVAILABLE,
 }
 
 

@@ -12,6 +12,8 @@ from featurelens.interp.examples import ExampleConfig
 from featurelens.interp.labelling import MAX_DOMAIN_CHARS
 from featurelens.kit import FailedPreconditionError, InvalidArgumentError
 from featurelens.kit.echo import shown
+from featurelens.store import InvalidQueryError
+from featurelens.store import schema as store_schema
 
 DEFAULT_TOP_DOCUMENTS = 10
 MAX_TOP_DOCUMENTS = 50
@@ -33,9 +35,16 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def sae_id(value: str) -> str:
-    """An SAE id as sent ("" = the sae service's default SAE, resolved by the servicer)."""
+    """An SAE id as sent ("" = the sae service's default SAE, resolved by the servicer); one the
+    label store could not name a collection after is refused here."""
+    if not value:
+        return value
     if len(value) > MAX_SAE_ID_CHARS or not value.isprintable():
         raise InvalidArgumentError(f"sae_id {shown(value)} is not an SAE id")
+    try:
+        store_schema.labels_collection(value)
+    except InvalidQueryError:
+        raise InvalidArgumentError(f"sae_id {shown(value)} is not an SAE id (too long)") from None
     return value
 
 
