@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from featurelens.families import (
+    Cooccurrence,
     GraphConfig,
     activations_from_topk,
     binarise,
@@ -44,7 +45,7 @@ def test_sparse_cooccurrence_equals_a_dense_numpy_computation() -> None:
     indices, values = _random_topk(300, 40, 5, seed=1)
     dense = _dense_activations(indices, values, 40)
     cooc = cooccurrence(activations_from_topk(indices, 40, values))
-    np.testing.assert_array_equal(cooc.counts.toarray(), dense.T @ dense)
+    np.testing.assert_array_equal(cooc.counts().toarray(), dense.T @ dense)
     np.testing.assert_array_equal(cooc.densities, dense.sum(axis=0))
     assert cooc.num_docs == 300
     np.testing.assert_allclose(cooc.density_fraction(), dense.mean(axis=0))
@@ -56,7 +57,7 @@ def test_a_csr_of_real_valued_activations_gives_the_same_cooccurrence_as_index_r
     csr = sp.csr_array((values.ravel(), (rows, indices.ravel())), shape=(100, 30))
     from_csr = cooccurrence(csr)
     from_rows = cooccurrence(activations_from_topk(indices, 30, values))
-    np.testing.assert_array_equal(from_csr.counts.toarray(), from_rows.counts.toarray())
+    np.testing.assert_array_equal(from_csr.counts().toarray(), from_rows.counts().toarray())
     np.testing.assert_array_equal(binarise(csr).toarray(), (csr.toarray() > 0).astype(np.int32))
 
 
@@ -79,6 +80,42 @@ def test_thresholded_edges_are_the_upper_triangle_of_the_dense_normalised_matrix
     assert list(zip(edges.source.tolist(), edges.target.tolist(), strict=True)) == expected
     np.testing.assert_allclose(edges.weight, [w[i, j] for i, j in expected])
     assert edges.num_edges == len(expected) > 0
+
+
+def _unblocked_edges(cooc: Cooccurrence, config: GraphConfig) -> list[tuple[int, int, float]]:
+    """The thresholded upper triangle of the whole of C, normalised in one piece."""
+    c = cooc.counts().tocoo()
+    upper = c.col > c.row
+    rows, cols = c.row[upper].astype(np.int64), c.col[upper].astype(np.int64)
+    w = normalise(c.data[upper], cooc.densities[rows], cooc.densities[cols], config.smoothing)
+    keep = w >= config.threshold
+    return sorted(zip(rows[keep].tolist(), cols[keep].tolist(), w[keep].tolist(), strict=True))
+
+
+@pytest.mark.parametrize("block_rows", [1, 3, 17, 64, 10_000])
+def test_blocked_thresholded_edges_equal_the_edges_of_the_whole_matrix(block_rows: int) -> None:
+    # Zipf-like firing, so a few dense features co-occur with many and blocks differ in size.
+    rng = np.random.default_rng(7)
+    num_latents, k = 120, 6
+    p = 1.0 / (np.arange(num_latents) + 3.0)
+    indices = np.stack([rng.choice(num_latents, size=k, replace=False, p=p / p.sum()) for _ in range(400)])
+    cooc = cooccurrence(activations_from_topk(indices, num_latents, rng.standard_normal((400, k)) + 1.0))
+    config = GraphConfig(threshold=0.15, block_rows=block_rows)
+    edges = thresholded_edges(cooc, config)
+    expected = _unblocked_edges(cooc, config)
+    assert len(expected) > 50
+    got = list(zip(edges.source.tolist(), edges.target.tolist(), edges.weight.tolist(), strict=True))
+    assert got == expected
+
+
+def test_rows_of_the_cooccurrence_on_demand_equal_the_rows_of_the_whole_matrix() -> None:
+    indices, values = _random_topk(200, 30, 4, seed=5)
+    cooc = cooccurrence(activations_from_topk(indices, 30, values))
+    whole = cooc.counts().toarray()
+    features = [17, 3, 3, 29]
+    np.testing.assert_array_equal(cooc.counts(features).toarray(), whole[features])
+    np.testing.assert_array_equal(cooc.among(features), whole[np.ix_(features, features)])
+    np.testing.assert_array_equal(cooc.among_sparse(features).toarray(), whole[np.ix_(features, features)])
 
 
 def test_a_feature_that_never_fires_has_density_zero_and_no_edges() -> None:

@@ -2,8 +2,9 @@
 
 A feature *fires* on a document when it is among the document's top-k latents with a positive
 value. The binary activation matrix A (documents × latents) is kept in CSR with at most k
-non-zeros a row, and C = AᵀA is computed sparse: the paper's code built dense N × n matrices
-(~10 GB for its corpus); here memory follows the number of co-occurring pairs.
+non-zeros a row, and C = AᵀA is computed sparse and never whole: the paper's code built dense
+N × n matrices (~10 GB for its corpus); here the thresholded graph is made a block of rows of C
+at a time, so memory follows one block's co-occurring pairs and the edges that survive.
 
 **Normalisation** (one formula, symmetric by construction)::
 
@@ -55,8 +56,10 @@ class GraphConfig:
     smoothing: float = 1.0
     """Added to min(c_i, c_j) in the denominator (the paper's +1): rare features score lower."""
 
-    block_rows: int = 4096
-    """Rows of C normalised at a time when thresholding, which bounds the float copy made."""
+    block_rows: int = 1024
+    """Rows of C computed, normalised and thresholded at a time: it bounds the memory of
+    ``thresholded_edges`` (one block's co-occurring pairs, never all of C). The edges do not
+    depend on it."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -67,11 +70,23 @@ class GraphConfig:
             raise ValueError(f"GraphConfig.block_rows must be an integer >= 1, got {self.block_rows!r}")
 
 
-class Cooccurrence(NamedTuple):
-    """Co-occurrence counts of every pair of features over a set of documents."""
+@dataclass(frozen=True, eq=False)
+class Cooccurrence:
+    """Co-occurrence of every pair of features over a set of documents, computed on demand.
 
-    counts: sp.csr_array
-    """(num_latents, num_latents) int: C_ij = documents on which i and j both fire; C_jj = c_j."""
+    It holds the binary activations (in both orientations, 2 × nnz(A) entries: about 30 MB at
+    60k documents × k = 32) and the densities, never the full C = AᵀA: C has a non-zero for every
+    pair of features that ever fire together (tens of millions at 10k latents × 60k documents,
+    over 1 GB once normalised), and most of it falls under the threshold. ``thresholded_edges``
+    computes C a block of rows at a time and keeps only the surviving edges; ``counts`` gives the
+    rows a caller asks for (neighbours of one feature, the members of a few families).
+    """
+
+    activations: sp.csr_array
+    """(num_docs, num_latents) binary int32 A."""
+
+    by_latent: sp.csr_array
+    """(num_latents, num_docs) Aᵀ as CSR: row j lists the documents on which feature j fires."""
 
     densities: npt.NDArray[np.int64]
     """(num_latents,) c_j: documents on which feature j fires (0 for a feature that never fires)."""
@@ -81,12 +96,34 @@ class Cooccurrence(NamedTuple):
 
     @property
     def num_latents(self) -> int:
-        """Number of features (rows and columns of ``counts``)."""
+        """Number of features (rows and columns of C)."""
         return int(self.densities.shape[0])
 
     def density_fraction(self) -> npt.NDArray[np.float64]:
         """(num_latents,) fraction of the documents on which each feature fires."""
         return self.densities / max(self.num_docs, 1)
+
+    def counts(self, features: npt.ArrayLike | None = None) -> sp.csr_array:
+        """Rows of C = AᵀA, int, sorted indices: C[features] (len(features), num_latents), or all of C.
+
+        C_ij = documents on which i and j both fire; C_jj = c_j. The whole of C costs memory in the
+        number of co-occurring pairs: ask for it only on small slices.
+        """
+        left = self.by_latent if features is None else self.by_latent[np.asarray(features, dtype=np.int64)]
+        rows = sp.csr_array(left @ self.activations)
+        rows.sort_indices()
+        return rows
+
+    def among_sparse(self, features: npt.ArrayLike) -> sp.csr_array:
+        """The block C[features][:, features], sparse, rows and columns in the order given."""
+        left = self.by_latent[np.asarray(features, dtype=np.int64)]
+        block = sp.csr_array(left @ left.T)
+        block.sort_indices()
+        return block
+
+    def among(self, features: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """The dense block C[features][:, features] for a small set of features."""
+        return np.asarray(self.among_sparse(features).toarray(), dtype=np.int64)
 
 
 class GraphEdges(NamedTuple):
@@ -146,16 +183,14 @@ def binarise(activations: sp.sparray | sp.spmatrix) -> sp.csr_array:
 
 
 def cooccurrence(activations: sp.sparray | sp.spmatrix) -> Cooccurrence:
-    """C = AᵀA of the binarised activations, sparse; densities are its diagonal."""
+    """The co-occurrence of the binarised activations: C = AᵀA on demand, the densities c_j now."""
     a = binarise(activations)
     n_docs, num_latents = a.shape
-    counts = sp.csr_array(a.T.tocsr() @ a)
-    counts.sort_indices()
-    densities = np.bincount(a.indices, minlength=num_latents).astype(np.int64)
-    logger.debug(
-        "co-occurrence of %d latents over %d documents: %d non-zero pairs", num_latents, n_docs, counts.nnz
-    )
-    return Cooccurrence(counts=counts, densities=densities, num_docs=int(n_docs))
+    by_latent = sp.csr_array(a.T.tocsr())
+    by_latent.sort_indices()
+    densities = np.diff(by_latent.indptr).astype(np.int64)
+    logger.debug("co-occurrence of %d latents over %d documents: %d activations", num_latents, n_docs, a.nnz)
+    return Cooccurrence(activations=a, by_latent=by_latent, densities=densities, num_docs=int(n_docs))
 
 
 def normalise(
@@ -171,28 +206,46 @@ def normalise(
 
 
 def thresholded_edges(cooc: Cooccurrence, config: GraphConfig | None = None) -> GraphEdges:
-    """Every pair i < j whose normalised co-occurrence is at least the threshold, sorted by (i, j)."""
+    """Every pair i < j whose normalised co-occurrence is at least the threshold, sorted by (i, j).
+
+    C is computed ``config.block_rows`` rows at a time, and each block only against the columns
+    from its first row on (the upper triangle, half the work); a block is normalised and
+    thresholded at once, so the largest arrays are one block's pairs, never the whole of C.
+    """
     config = config or GraphConfig()
-    counts, densities = cooc.counts, cooc.densities
+    densities = cooc.densities
     sources: list[npt.NDArray[np.int64]] = []
     targets: list[npt.NDArray[np.int64]] = []
     weights: list[npt.NDArray[np.float64]] = []
+    pairs = 0
+    by_column = sp.csc_array(cooc.activations)
     for start in range(0, cooc.num_latents, config.block_rows):
-        block = counts[start : start + config.block_rows].tocoo()
+        stop = min(start + config.block_rows, cooc.num_latents)
+        right = sp.csr_array(by_column[:, start:])
+        block = sp.csr_array(cooc.by_latent[start:stop] @ right).tocoo()
+        del right
+        pairs += block.nnz
         rows = block.row.astype(np.int64) + start
-        cols = block.col.astype(np.int64)
+        cols = block.col.astype(np.int64) + start
         upper = cols > rows
         rows, cols, data = rows[upper], cols[upper], block.data[upper]
+        del block, upper
         w = normalise(data, densities[rows], densities[cols], config.smoothing)
         keep = w >= config.threshold
-        order = np.lexsort((cols[keep], rows[keep]))
-        sources.append(rows[keep][order])
-        targets.append(cols[keep][order])
-        weights.append(w[keep][order])
+        rows, cols, w = rows[keep], cols[keep], w[keep]
+        order = np.lexsort((cols, rows))
+        sources.append(rows[order])
+        targets.append(cols[order])
+        weights.append(w[order])
     edges = GraphEdges(
         source=np.concatenate(sources) if sources else np.zeros(0, np.int64),
         target=np.concatenate(targets) if targets else np.zeros(0, np.int64),
         weight=np.concatenate(weights) if weights else np.zeros(0, np.float64),
     )
-    logger.debug("thresholded graph at %.3f: %d edges", config.threshold, edges.num_edges)
+    logger.debug(
+        "thresholded graph at %.3f: %d edges of %d co-occurring pairs (upper triangle and diagonal)",
+        config.threshold,
+        edges.num_edges,
+        pairs,
+    )
     return edges

@@ -40,7 +40,7 @@ def cooccurrence_neighbours(
 ) -> Neighbours:
     """The features that co-occur most with ``feature`` (normalised; only those that co-occur)."""
     _check_feature(feature, cooc.num_latents, n)
-    row = cooc.counts[[feature]].tocoo()
+    row = cooc.counts([feature]).tocoo()
     cols = row.col.astype(np.int64)
     others = cols != feature
     cols, counts = cols[others], row.data[others]

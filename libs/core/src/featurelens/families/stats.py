@@ -2,7 +2,7 @@
 a block-diagonal score against a random-permutation control, and membership counts.
 
 All co-occurrences here are the normalised w_ij of ``cooccurrence.normalise``, read from the
-sparse counts one family (or the union of family members) at a time.
+activations one family (or the union of family members) at a time, never from the whole of C.
 
 **Block-diagonal score.** Each feature in a family is given one block: the smallest family that
 contains it (the most specific; ties: the family listed first), so nested families make their own
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+import scipy.sparse as sp
 
 from featurelens.families.cooccurrence import Cooccurrence, normalise
 from featurelens.families.family import Family
@@ -69,7 +70,7 @@ def _weights(
     cooc: Cooccurrence, features: npt.NDArray[np.int64], smoothing: float
 ) -> npt.NDArray[np.float64]:
     """The dense normalised co-occurrence among ``features`` (a small set), zero diagonal."""
-    sub = cooc.counts[features][:, features].toarray()
+    sub = cooc.among(features)
     c = cooc.densities[features]
     w = normalise(sub, c[:, None], c[None, :], smoothing)
     np.fill_diagonal(w, 0.0)
@@ -133,13 +134,18 @@ def _block_scores(
         return float("nan"), float("nan"), float("nan")
     features = np.array(sorted(block_of), dtype=np.int64)
     labels = np.array([block_of[int(f)] for f in features], dtype=np.int64)
-    w = _weights(cooc, features, smoothing)
+    # Sparse: the members of all families can number thousands, and most pairs never co-occur.
+    pairs = sp.coo_array(cooc.among_sparse(features))
+    off_diagonal = pairs.row != pairs.col
+    rows, cols = pairs.row[off_diagonal], pairs.col[off_diagonal]
+    c = cooc.densities[features]
+    w = normalise(pairs.data[off_diagonal], c[rows], c[cols], smoothing)
     total = float(w.sum())
     if total == 0:
         return float("nan"), float("nan"), float("nan")
 
     def score(lab: npt.NDArray[np.int64]) -> float:
-        return float(w[lab[:, None] == lab[None, :]].sum()) / total
+        return float(w[lab[rows] == lab[cols]].sum()) / total
 
     rng = np.random.default_rng(seed)
     control = np.array([score(rng.permutation(labels)) for _ in range(permutations)])
