@@ -3,15 +3,18 @@
 Every read scenario runs on both stores and must return the same doc ids in the same order
 (scores within 1e-4 relative); where numpy can compute the answer, both must also match it.
 The data are seeded and checked for near-ties, so an order comparison means something.
-The feature-label scenarios (``LabelStore``) run on the same two stores, next to the corpus.
+The feature-label scenarios (``LabelStore``) and the feature-family scenarios (``FamilyStore``)
+run on the same two stores, next to the corpus.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from operator import methodcaller
 from typing import Any
 
 import numpy as np
@@ -23,6 +26,8 @@ from featurelens.store import (
     DocFilter,
     DocumentStore,
     EdgeDocumentStore,
+    FamilyRecord,
+    FamilyStore,
     FeatureRef,
     FusionMethod,
     LabelStore,
@@ -751,3 +756,163 @@ def test_replacing_and_dropping_labels_gives_the_same_answers_on_both_adapters(
     assert edge[0][1] == pytest.approx(1.0, abs=1e-5)
     edge, server = run_both_labels(stores, lambda s: (s.drop(sae), s.drop(sae), s.has(sae), s.get(sae, [0])))
     assert edge == server == (True, False, False, [])
+
+
+# -- feature families: the same FamilyStore calls on both stores ------------------------------
+
+FAMILY_SAE = "astro:topk-256.k8"  # the labels' SAE: its families and labels must not meet
+FAMILY_DIM = DIM  # a family's direction lives in the embedding space, like the documents
+
+
+@dataclass
+class Families:
+    """Seeded families of FAMILY_SAE (some nested, some sharing features) and their directions."""
+
+    records: list[FamilyRecord]
+    vectors: np.ndarray  # (len(records), FAMILY_DIM), not normalised
+
+    def expected_order(self) -> list[str]:
+        ranked = sorted(self.records, key=lambda f: (-f.size, f.pass_index, f.root, f.family_id))
+        return [f.family_id for f in ranked]
+
+
+def make_families(seed: int = 17) -> Families:
+    rng = np.random.default_rng(seed)
+    records: list[FamilyRecord] = []
+    roots = rng.choice(LATENTS, size=40, replace=False).tolist()
+    for i, root in enumerate(roots):
+        pool = [latent for latent in range(LATENTS) if latent != root]
+        children = sorted(rng.choice(pool, size=int(rng.integers(3, 12)), replace=False).tolist())
+        # A random tree: each child hangs under the root or an earlier child.
+        edges = sorted(
+            (([root, *children])[int(rng.integers(0, j + 1))], child) for j, child in enumerate(children)
+        )
+        pass_index = int(rng.integers(0, 3))
+        records.append(
+            FamilyRecord(
+                sae_id=FAMILY_SAE,
+                family_id=f"f{root}-p{pass_index}",
+                root=root,
+                children=tuple(children),
+                edges=tuple(edges),
+                pass_index=pass_index,
+                nested_in=None if i == 0 or i % 4 else records[0].family_id,
+                root_density=float(rng.uniform(0.01, 0.3)),
+                label="" if i % 3 == 0 else f"{TOPICS[i % len(TOPICS)]} family",
+                corpus=CORPUS,
+                threshold=0.1,
+                created_unix=1_700_000_000 + i,
+                extra={"seed": seed},
+            )
+        )
+    vectors = rng.standard_normal((len(records), FAMILY_DIM)).astype(np.float32) * 3.0
+    return Families(records, vectors)
+
+
+@pytest.fixture(scope="module")
+def families(stores: dict[str, DocumentStore], labels: Labels) -> Families:
+    made = make_families()
+    for store in stores.values():
+        FamilyStore(store).replace_all(FAMILY_SAE, list(zip(made.records, made.vectors, strict=True)))
+    return made
+
+
+def same_families(a: list[FamilyRecord], b: list[FamilyRecord]) -> bool:
+    """Field by field; floats within 1e-12 (qdrant-edge parses payload floats to within an ulp)."""
+
+    def close(x: FamilyRecord, y: FamilyRecord) -> bool:
+        pairs = zip(dataclasses.astuple(x), dataclasses.astuple(y), strict=True)
+        return all(u == (pytest.approx(v, rel=1e-12) if isinstance(v, float) else v) for u, v in pairs)
+
+    return len(a) == len(b) and all(close(x, y) for x, y in zip(a, b, strict=True))
+
+
+def run_both_families(
+    stores: dict[str, DocumentStore], call: Callable[[FamilyStore], Any]
+) -> tuple[Any, Any]:
+    return call(FamilyStore(stores["edge"])), call(FamilyStore(stores["server"]))
+
+
+def test_families_read_back_as_put_largest_first_on_both_adapters(
+    stores: dict[str, DocumentStore], families: Families
+) -> None:
+    edge, server = run_both_families(stores, lambda s: s.all_families(FAMILY_SAE))
+    assert same_families(edge, server)
+    assert [f.family_id for f in edge] == families.expected_order()
+    by_id = {f.family_id: f for f in families.records}
+    assert same_families(edge, [by_id[fid] for fid in families.expected_order()])
+    one = families.records[5]
+    edge, server = run_both_families(
+        stores, lambda s: (s.get(FAMILY_SAE, one.family_id), s.count(FAMILY_SAE))
+    )
+    assert same_families([edge[0]], [server[0]])
+    assert same_families([edge[0]], [one])
+    assert edge[1] == server[1] == len(families.records)
+
+
+def test_the_families_of_a_feature_are_the_same_on_both_adapters(
+    stores: dict[str, DocumentStore], families: Families
+) -> None:
+    by_id = {f.family_id: f for f in families.records}
+    shared = Counter(latent for f in families.records for latent in f.members)
+    never = next(latent for latent in range(LATENTS) if latent not in shared)
+    # The most shared features (in several families, as root or child) and one in none.
+    for feature in [latent for latent, _ in shared.most_common(6)] + [never]:
+        edge, server = run_both_families(stores, methodcaller("families_of_feature", FAMILY_SAE, feature))
+        assert same_families(edge, server)
+        expected = [fid for fid in families.expected_order() if feature in by_id[fid].members]
+        assert [f.family_id for f in edge] == expected
+    assert shared.most_common(1)[0][1] >= 3
+
+
+def test_family_directions_come_back_normalised_on_both_adapters(
+    stores: dict[str, DocumentStore], families: Families
+) -> None:
+    for row in (0, 13, 39):
+        fid = families.records[row].family_id
+        edge, server = run_both_families(stores, methodcaller("direction", FAMILY_SAE, fid))
+        unit = families.vectors[row] / np.linalg.norm(families.vectors[row])
+        assert edge.tolist() == pytest.approx(server.tolist(), abs=1e-6)
+        assert edge.tolist() == pytest.approx(unit.tolist(), abs=1e-6)
+
+
+def test_families_collections_stay_out_of_the_corpus_list_and_apart_from_labels_on_both_adapters(
+    stores: dict[str, DocumentStore], labels: Labels, families: Families
+) -> None:
+    for store in stores.values():
+        assert FamilyStore(store).has(FAMILY_SAE)
+        assert LabelStore(store).has(FAMILY_SAE)
+        assert CORPUS in store.list_collections()
+        assert not any(schema.is_families_collection(name) for name in store.list_collections())
+        assert LabelStore(store).count(FAMILY_SAE) == len(LABELLED)
+    edge, server = run_both(stores, lambda s: s.collection_info(schema.families_collection(FAMILY_SAE)))
+    assert edge == server
+    assert (edge.points, edge.dense_dim, edge.sae_ids) == (len(families.records), FAMILY_DIM, ())
+    assert (edge.metadata["sae_id"], edge.metadata["kind"]) == (FAMILY_SAE, "feature_families")
+
+
+def test_rebuilding_relabelling_and_dropping_families_gives_the_same_answers_on_both_adapters(
+    stores: dict[str, DocumentStore], families: Families
+) -> None:
+    sae = "astro/rebuilt"
+    first = [dataclasses.replace(f, sae_id=sae) for f in families.records[:20]]
+    second = [dataclasses.replace(f, sae_id=sae, label="rebuilt") for f in families.records[10:30]]
+    for family_store in (FamilyStore(store) for store in stores.values()):
+        family_store.drop(sae)
+        family_store.replace_all(sae, list(zip(first, families.vectors[:20], strict=True)))
+        # The rebuilt directions point the other way, so a read can tell old ones from new.
+        family_store.replace_all(sae, list(zip(second, -families.vectors[10:30], strict=True)))
+        family_store.set_labels(sae, {second[0].family_id: "relabelled", "f9999-p0": "nowhere"})
+    edge, server = run_both_families(stores, lambda s: s.all_families(sae))
+    assert same_families(edge, server)
+    assert sorted(f.family_id for f in edge) == sorted(f.family_id for f in second)
+    assert sorted(f.label for f in edge) == sorted(["relabelled"] + ["rebuilt"] * 19)
+    fid = second[3].family_id
+    edge, server = run_both_families(stores, lambda s: s.direction(sae, fid))
+    unit = -families.vectors[13] / np.linalg.norm(families.vectors[13])
+    assert edge.tolist() == pytest.approx(server.tolist(), abs=1e-6)
+    assert edge.tolist() == pytest.approx(unit.tolist(), abs=1e-6)
+    edge, server = run_both_families(
+        stores, lambda s: (s.drop(sae), s.drop(sae), s.has(sae), s.get(sae, fid), s.all_families(sae))
+    )
+    assert edge == server == (True, False, False, None, [])

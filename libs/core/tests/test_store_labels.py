@@ -277,7 +277,7 @@ def test_no_corpus_name_is_ever_a_labels_collection_name(sae_id: str) -> None:
 
 
 def test_a_labels_collection_takes_no_sae_latents(store: DocumentStore) -> None:
-    with pytest.raises(InvalidQueryError, match="holds feature labels and takes no SAE latents"):
+    with pytest.raises(InvalidQueryError, match="holds feature labels or families and takes no SAE latents"):
         store.ensure_collection(schema.labels_collection(SAE), DIM, ["sae-a"])
 
 

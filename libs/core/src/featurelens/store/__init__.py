@@ -3,7 +3,8 @@
 ``EdgeDocumentStore`` runs Qdrant's engine in process (qdrant-edge, persisted to a folder);
 ``QdrantServerDocumentStore`` talks to a Qdrant server through qdrant-client. Both keep the
 same schema (see ``featurelens.store.schema``) and give the same answers to the same calls.
-``LabelStore`` keeps each SAE's feature labels in the same store (``featurelens.store.labels``).
+``LabelStore`` keeps each SAE's feature labels in the same store (``featurelens.store.labels``),
+``FamilyStore`` each SAE's feature families (``featurelens.store.families``).
 """
 
 from typing import TYPE_CHECKING
@@ -35,6 +36,7 @@ from featurelens.store.types import (
 )
 
 if TYPE_CHECKING:
+    from featurelens.store.families import FamilyRecord, FamilyStore
     from featurelens.store.labels import LabelStore
     from featurelens.store.server import QdrantServerDocumentStore
 
@@ -50,6 +52,10 @@ def __getattr__(name: str) -> object:
         from featurelens.store.labels import LabelStore
 
         return LabelStore
+    if name in ("FamilyStore", "FamilyRecord"):
+        from featurelens.store import families
+
+        return getattr(families, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -59,6 +65,8 @@ __all__ = [
     "DocFilter",
     "DocumentStore",
     "EdgeDocumentStore",
+    "FamilyRecord",
+    "FamilyStore",
     "FeatureRef",
     "FusedHit",
     "FusionMethod",

@@ -31,6 +31,7 @@ from featurelens.store import schema
 from featurelens.store.errors import CollectionNotFoundError, InvalidQueryError
 from featurelens.store.plan import MAX_TOP_K
 from featurelens.store.port import DocumentStore
+from featurelens.store.scan import scan
 from featurelens.store.types import PayloadSelector, PointRecord, QueryRequest, SearchMode, StoredPoint
 
 logger = logging.getLogger(__name__)
@@ -181,17 +182,7 @@ class LabelStore:
             return None
 
     def _scan(self, sae_id: str, with_payload: PayloadSelector) -> Iterator[StoredPoint]:
-        name = schema.labels_collection(sae_id)
-        offset: str | None = None
-        while True:
-            try:
-                page = self._store.scroll(name, limit=_PAGE, offset=offset, with_payload=with_payload)
-            except CollectionNotFoundError:
-                return
-            yield from page.points
-            if page.next_offset is None:
-                return
-            offset = page.next_offset
+        return scan(self._store, schema.labels_collection(sae_id), with_payload, _PAGE)
 
 
 def _doc_id(feature: Any) -> str:

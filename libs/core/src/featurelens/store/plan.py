@@ -114,8 +114,10 @@ def check_collection_request(name: str, dense_dim: int, sae_ids: Sequence[str]) 
     if not isinstance(dense_dim, int) or not 1 <= dense_dim <= 65536:
         raise InvalidQueryError(f"dense_dim must be an integer from 1 to 65536, got {dense_dim!r}")
     wanted = tuple(dict.fromkeys(sae_ids))
-    if wanted and schema.is_labels_collection(name):
-        raise InvalidQueryError(f"collection {name!r} holds feature labels and takes no SAE latents")
+    if wanted and (schema.is_labels_collection(name) or schema.is_families_collection(name)):
+        raise InvalidQueryError(
+            f"collection {name!r} holds feature labels or families and takes no SAE latents"
+        )
     for sae_id in wanted:
         schema.sparse_vector_name(sae_id)  # validates the id
     return wanted

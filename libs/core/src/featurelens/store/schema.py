@@ -10,10 +10,11 @@ of that SAE with a value > 0, for must / must-not-fire filters).
 (hex of each UTF-8 byte): vector names may not contain ``:`` or ``/`` and payload keys are JSON
 paths where ``.`` and ``[`` mean nesting, and the escape keeps the mapping reversible.
 
-The store's name space holds two kinds of collection: corpora, named by their users (letters,
-digits, ``-`` and ``_``), and one collection of feature labels per SAE, named
-``features.<key>`` (see ``featurelens.store.labels``). No corpus name contains a ``.``, so the
-two can never collide, and ``list_collections`` lists corpora only.
+The store's name space holds three kinds of collection: corpora, named by their users (letters,
+digits, ``-`` and ``_``); one collection of feature labels per SAE, named ``features.<key>``
+(see ``featurelens.store.labels``); and one collection of feature families per SAE, named
+``families.<key>`` (see ``featurelens.store.families``). No corpus name contains a ``.`` and the
+two prefixes differ, so no two can collide, and ``list_collections`` lists corpora only.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ SAMPLE_KEY = "sample_key"
 #: Names of the collections of feature labels: this prefix and the SAE's key. The '.' is what
 #: keeps them apart from corpora, whose names never contain one.
 LABELS_PREFIX = "features."
+
+#: Names of the collections of feature families: this prefix and the SAE's key (kept apart from
+#: corpora by the '.', and from labels by the prefix).
+FAMILIES_PREFIX = "families."
 
 # Collection metadata key marking a collection this store manages (server adapter).
 MARKER_KEY = "featurelens_schema"
@@ -99,12 +104,12 @@ def feature_index(sae_id: str) -> PayloadIndex:
 
 
 def collection_indexes(name: str, sae_ids: Iterable[str]) -> tuple[PayloadIndex, ...]:
-    """The payload indexes of a collection: a corpus's, or none for a labels collection.
+    """The payload indexes of a collection: a corpus's, or none for a labels or families collection.
 
-    Labels are read by point id, in whole pages or by vector, never filtered, and each index
-    costs a labels collection's creation about 0.1 s on the edge engine.
+    Labels and families are read by point id, in whole pages or by vector, never filtered, and
+    each index costs a collection's creation about 0.1 s on the edge engine.
     """
-    if is_labels_collection(name):
+    if is_labels_collection(name) or is_families_collection(name):
         return ()
     return (*BASE_INDEXES, *(feature_index(s) for s in sae_ids))
 
@@ -131,15 +136,29 @@ def labels_collection(sae_id: str) -> str:
 
 def is_labels_collection(name: object) -> bool:
     """Whether ``name`` is the name of an SAE's labels collection."""
-    if not isinstance(name, str) or not name.startswith(LABELS_PREFIX):
+    return _is_keyed(name, LABELS_PREFIX)
+
+
+def families_collection(sae_id: str) -> str:
+    """The name of the collection holding an SAE's feature families."""
+    return FAMILIES_PREFIX + _key(sae_id)
+
+
+def is_families_collection(name: object) -> bool:
+    """Whether ``name`` is the name of an SAE's families collection."""
+    return _is_keyed(name, FAMILIES_PREFIX)
+
+
+def _is_keyed(name: object, prefix: str) -> bool:
+    if not isinstance(name, str) or not name.startswith(prefix):
         return False
-    key = name[len(LABELS_PREFIX) :]
+    key = name[len(prefix) :]
     return len(key) <= _MAX_KEY_LEN and _KEY.fullmatch(key) is not None
 
 
 def check_store_name(name: str) -> str:
-    """Any collection name the store manages: a corpus name or an SAE's labels collection."""
-    if is_labels_collection(name):
+    """Any collection name the store manages: a corpus name, or an SAE's labels or families collection."""
+    if is_labels_collection(name) or is_families_collection(name):
         return name
     return check_collection_name(name)
 
