@@ -59,22 +59,17 @@ import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-
-from featurelens.corpus import Record
+from cs_embeddings import CACHE, CORPUS_FILE, embedding_store
 
 logger = logging.getLogger("benchmarks.families")
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("FEATURELENS_DATA_DIR", ROOT.parent / "shared" / "data"))
-CORPUS_FILE = DATA / "arxiv_cs.jsonl.gz"
-CACHE = ROOT / ".featurelens" / "cache"
-CORPUS = "arxiv_cs"
 K = 32
 #: SAE sizes: the two families are built for, and the small one matched against the middle one.
 MATCH_SMALL, MEDIUM, LARGE = 3072, 6144, 10240
@@ -86,43 +81,6 @@ T = TypeVar("T")
 
 
 # -- data and SAEs (cached) ---------------------------------------------------------------------------
-
-
-def embedding_store(spec: str, records: Sequence[Record], batch_size: int = 256) -> tuple[Path, str]:
-    """The store with every record's embedding (embedding what is missing, as benchmarks/search.py)."""
-    from featurelens.embedding import EmbeddingStore, embed_corpus, load_backend
-
-    backend = load_backend(spec, batch_size=64)
-    path = CACHE / "embeddings" / f"{CORPUS}-{backend.model_id}"
-    timing_file = path.parent / f"{path.name}.timing.json"
-    store = EmbeddingStore.open_or_create(path, backend.model_id, backend.dim, source_path=str(CORPUS_FILE))
-    try:
-        missing = [r for r in records if r.id not in store]
-        started = time.perf_counter()
-        last_log = [started]
-
-        def report(done: int, embedded: int) -> None:
-            now = time.perf_counter()
-            if now - last_log[0] > 10:
-                last_log[0] = now
-                logger.info(
-                    "embedded %d / %d (%.0f texts/s)", embedded, len(missing), embedded / (now - started)
-                )
-
-        if missing:
-            logger.info("embedding %d documents with %s into %s", len(missing), backend.model_id, path)
-            embed_corpus(missing, store, lambda texts: backend.embed(texts).vectors, batch_size, report)
-    finally:
-        store.close()
-    if missing:
-        seconds = time.perf_counter() - started
-        previous = (
-            json.loads(timing_file.read_text()) if timing_file.is_file() else {"texts": 0, "seconds": 0.0}
-        )
-        total = {"texts": previous["texts"] + len(missing), "seconds": previous["seconds"] + seconds}
-        timing_file.write_text(json.dumps(total))
-        logger.info("embedded %d documents in %.0f s", len(missing), seconds)
-    return path, backend.model_id
 
 
 def trained_sae(
@@ -326,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
 
     docs = args.docs or (10_000 if args.quick else None)
     records = list(read_corpus(CORPUS_FILE, limit=docs))
-    store_path, model_id = embedding_store(MODELS[args.model], records)
+    store_path, model_id, _ = embedding_store(MODELS[args.model], records, 256)
     with EmbeddingStore.open(store_path, read_only=True) as store:
         vectors = store.get([r.id for r in records])
     logger.info("embeddings: %s (%s)", vectors.shape, model_id)

@@ -10,17 +10,15 @@ from grpc import aio
 from typing_extensions import override
 
 from featurelens.interp.budget import BudgetExhausted
-from featurelens.interp.examples import gather_examples
-from featurelens.interp.labelling import LabelSettings, score_label
 from featurelens.interp.llm import LlmRequestError, LlmUnavailableError
-from featurelens.kit import FailedPreconditionError, NotFoundError, register_error
-from featurelens.kit.names import corpus_name
+from featurelens.kit import NotFoundError, register_error
 from featurelens.kit.pages import page_offset, page_token, query_fingerprint
 from featurelens.services.labelling import convert, validation
-from featurelens.services.labelling.dependencies import EncoderEmbedder, Peers, SearchDocuments
+from featurelens.services.labelling.dependencies import Peers
 from featurelens.services.labelling.jobs import LabelJob
 from featurelens.services.labelling.labellers import LabellerFactory
 from featurelens.services.labelling.labels import Labels
+from featurelens.services.labelling.scoring import LabelScorer
 from featurelens.services.labelling.settings import LabellingSettings
 from featurelens.v1 import labelling_pb2, labelling_pb2_grpc
 
@@ -162,46 +160,5 @@ class LabellingServicer(labelling_pb2_grpc.LabellingServiceServicer):
     async def ScoreLabel(
         self, request: labelling_pb2.ScoreLabelRequest, context: aio.ServicerContext
     ) -> labelling_pb2.ScoreLabelResponse:
-        sae_id = await self._sae_id(request.sae_id)
-        corpus = corpus_name(request.corpus)
-        label = validation.label_text(request.label)
-        examples_config = validation.example_config(0, request.scoring_documents)
-        plan = self.labellers.plan(request.llm_base_url, "", request.predictor_model, 0.0)
-        facts = await self.peers.corpus(corpus, sae_id)
-        sae = await self.peers.sae_facts(sae_id)
-        validation.check_latents([request.feature], sae.num_latents, sae_id)
-        counts = await self.peers.firing_counts(corpus, sae_id, sae.num_latents)
-        if counts[request.feature] == 0:
-            raise NotFoundError(
-                f"latent {request.feature} fires on no document of corpus {corpus!r}; nothing to score"
-            )
-        embedder = EncoderEmbedder(self.peers, facts.embedding_model)
-        labellers = plan.build(embedder)
-        settings = LabelSettings(
-            examples=examples_config,
-            domain=validation.domain(request.domain, self.settings.default_domain),
-            seed=request.seed,
-            threshold=labellers.threshold,
-        )
-        density = float(counts[request.feature]) / max(facts.documents, 1)
-        source = SearchDocuments(self.peers, corpus, sae_id)
-        try:
-            examples = await gather_examples(
-                source, request.feature, settings.examples, settings.seed, density
-            )
-            outcome = await score_label(
-                examples,
-                label,
-                sae_id=sae_id,
-                corpus=corpus,
-                predictor=labellers.predictor,
-                embedder=embedder,
-                settings=settings,
-                interpreter_model="caller",
-                prompt_version=labellers.interpreter.prompt_version,
-            )
-        except ValueError as error:  # the feature's documents cannot make a test set
-            raise FailedPreconditionError(f"feature {request.feature} cannot be scored: {error}") from None
-        finally:
-            await labellers.aclose()
-        return labelling_pb2.ScoreLabelResponse(label=convert.feature_label(outcome.record))
+        record = await LabelScorer(self.peers, self.labellers, self.settings.default_domain).score(request)
+        return labelling_pb2.ScoreLabelResponse(label=convert.feature_label(record))
