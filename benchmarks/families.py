@@ -16,17 +16,19 @@ benchmarks are. What runs, and what is cached under ``.featurelens/cache/`` (git
    ``sae_id`` under ``saes/`` (a first full run embeds for ~40 s and trains the three in ~30 s on
    2 cores; the whole run takes ~2 minutes cold, ~1.5 warm).
    Every document is encoded by each SAE to its top-k latent indices and values (not timed).
-3. **Build** (the issue's figure), for the 6,144- and 10,240-latent SAEs: the top-k arrays →
-   ``activations_from_topk`` → ``cooccurrence`` → ``thresholded_edges`` → ``extract_families``
-   with the library's defaults (threshold 0.1 for every pass, 4 passes, > 3 children, Jaccard
-   0.6). ``build_s``: wall seconds, the median of ``--repeats`` untraced runs. ``peak_mb``: the
-   peak of ``tracemalloc`` over one more run (a separate run: tracing slows Python code down);
-   tracemalloc sees every numpy and scipy.sparse array and every Python object (networkx
-   graphs, families), not the input top-k arrays (allocated before) nor the small C++ scratch
-   vectors inside scipy's kernels. "Stored families" in the issue's sense (written to Qdrant by
-   the family service) cannot be measured yet: the service does not exist, so the figures stop at
-   the families in memory. ``families``: families kept; ``median_children``: the median of their
-   sizes (the paper: 610 families, median 6.5, for its 9,216-latent astro SAE).
+3. **Build** (the issue's figure), for the 6,144- and 10,240-latent SAEs, from activations to
+   stored families, as the family service builds them but without its network calls: the top-k
+   arrays → ``activations_from_topk`` → ``cooccurrence`` → ``thresholded_edges`` →
+   ``extract_families`` with the library's defaults (threshold 0.1 for every pass, 4 passes, > 3
+   children, Jaccard 0.6) → ``family_stats`` → each family's direction from the decoder
+   (``family_directions``) → ``FamilyStore.replace_all`` into a new embedded Qdrant (qdrant-edge)
+   store under the cache. ``build_s``: wall seconds, the median of ``--repeats`` untraced runs.
+   ``peak_mb``: the peak of ``tracemalloc`` over one more run (a separate run: tracing slows
+   Python code down); tracemalloc sees every numpy and scipy.sparse array and every Python object
+   (networkx graphs, families, store payloads), not the input top-k arrays and decoder (allocated
+   before) nor the C++ scratch of scipy's kernels and of qdrant-edge (Rust). ``families``:
+   families kept; ``median_children``: the median of their sizes; ``largest_families``: the five
+   largest sizes (the paper: 610 families, median 6.5, for its 9,216-latent astro SAE).
 4. **Dense slice.** The paper's method written plainly with numpy on the first ``--slice-docs``
    documents (5,000) and every latent of the largest SAE: a dense float32 A (docs × latents),
    C = AᵀA, the paper's normalisation C_ij / (c_i + 1), threshold 0.1, the edges as index pairs;
@@ -74,6 +76,8 @@ K = 32
 #: SAE sizes: the two families are built for, and the small one matched against the middle one.
 MATCH_SMALL, MEDIUM, LARGE = 3072, 6144, 10240
 THRESHOLD = 0.1
+#: The SAE id the stored families are filed under (one store per run, so any id will do).
+SAE_ID = "bench-families"
 MODELS = {"minilm": "sentence-transformers", "sentence-transformers": "sentence-transformers"}
 MODELS["wordllama"] = "wordllama"
 
@@ -163,19 +167,56 @@ def traced_peak_mb(call: Callable[[], Any]) -> float:
 # -- the methods measured -----------------------------------------------------------------------------
 
 
-def build_families(indices: npt.NDArray[np.int64], values: npt.NDArray[np.float32], num_latents: int) -> Any:
-    """Top-k arrays → families, the library's pipeline with its defaults; (families, edges)."""
+def build_families(
+    indices: npt.NDArray[np.int64],
+    values: npt.NDArray[np.float32],
+    num_latents: int,
+    decoder: npt.NDArray[np.float32],
+    store_dir: Path,
+) -> Any:
+    """Top-k arrays → families stored in Qdrant, the family service's build without its network
+    calls: the library's pipeline with its defaults, the family statistics, each family's
+    direction from the decoder, and ``FamilyStore.replace_all`` into an embedded (qdrant-edge)
+    store in ``store_dir`` (a new one each run); (families, edges)."""
     from featurelens.families import (
         GraphConfig,
         activations_from_topk,
         cooccurrence,
         extract_families,
+        family_directions,
+        family_stats,
         thresholded_edges,
+        unit_rows,
     )
+    from featurelens.store import EdgeDocumentStore, FamilyRecord, FamilyStore
 
     cooc = cooccurrence(activations_from_topk(indices, num_latents, values))
     edges = thresholded_edges(cooc, GraphConfig(threshold=THRESHOLD))
     families = extract_families(edges, cooc.densities, cooc.num_docs)
+    family_stats(families, cooc)
+    members = sorted({m for family in families for m in family.members})
+    directions = family_directions(families, members, unit_rows(decoder[members]))
+    items = [
+        (
+            FamilyRecord.of(
+                SAE_ID,
+                family,
+                corpus="arxiv_cs",
+                threshold=THRESHOLD,
+                member_counts=[int(cooc.densities[m]) for m in family.members],
+                documents=cooc.num_docs,
+                direction_norm=norm,
+            ),
+            direction,
+        )
+        for family, (direction, norm) in zip(families, directions, strict=True)
+    ]
+    shutil.rmtree(store_dir, ignore_errors=True)
+    store = EdgeDocumentStore(store_dir)
+    try:
+        FamilyStore(store).replace_all(SAE_ID, items)
+    finally:
+        store.close()
     return families, edges.num_edges
 
 
@@ -206,11 +247,21 @@ def dense_graph(indices: npt.NDArray[np.int64], values: npt.NDArray[np.float32],
 
 
 def measure_build(
-    indices: npt.NDArray[np.int64], values: npt.NDArray[np.float32], num_latents: int, repeats: int
+    indices: npt.NDArray[np.int64],
+    values: npt.NDArray[np.float32],
+    num_latents: int,
+    decoder: npt.NDArray[np.float32],
+    repeats: int,
 ) -> dict[str, Any]:
-    (families, num_edges), build_s = timed(lambda: build_families(indices, values, num_latents), repeats)
-    peak_mb = traced_peak_mb(lambda: build_families(indices, values, num_latents))
-    sizes = [f.size for f in families]
+    store_dir = CACHE / f"families-store-{num_latents}"
+
+    def run() -> Any:
+        return build_families(indices, values, num_latents, decoder, store_dir)
+
+    (families, num_edges), build_s = timed(run, repeats)
+    peak_mb = traced_peak_mb(run)
+    shutil.rmtree(store_dir, ignore_errors=True)
+    sizes = sorted((f.size for f in families), reverse=True)
     figures = {
         "documents": int(indices.shape[0]),
         "latents": num_latents,
@@ -219,6 +270,7 @@ def measure_build(
         "families": len(families),
         "median_children": float(statistics.median(sizes)) if sizes else 0.0,
         "mean_children": round(statistics.fmean(sizes), 2) if sizes else 0.0,
+        "largest_families": sizes[:5],
         "nested_families": sum(f.nested_in is not None for f in families),
         "graph_edges": num_edges,
         "dead_latents": int(num_latents - np.unique(indices[values > 0]).shape[0]),
@@ -303,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             time.perf_counter() - started,
         )
 
-    by_latents = {n: measure_build(*codes[n], n, args.repeats) for n in (MEDIUM, LARGE)}
+    by_latents = {n: measure_build(*codes[n], n, decoders[n], args.repeats) for n in (MEDIUM, LARGE)}
     indices, values = codes[LARGE]
     dense = measure_dense_slice(indices[: args.slice_docs], values[: args.slice_docs], LARGE, args.repeats)
     match = measure_match(decoders[MATCH_SMALL], decoders[MEDIUM], args.repeats)

@@ -10,6 +10,9 @@
 6. Label every live feature (the offline labeller; or an OpenAI-compatible endpoint named by
    FEATURELENS_LLM_BASE_URL, whose answers Redis caches so that a second run makes no calls),
    show the best and the worst labels with their scores, and steer the query by a phrase.
+7. Build the feature families (co-occurrence trees, labelled from their members' labels), print
+   their statistics beside the paper's, draw the family of the cosmology feature as a tree, and
+   run the query steered by the whole family.
 
 LLM settings, all optional (the key is read by the server, never printed):
   FEATURELENS_LLM_BASE_URL        e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1
@@ -37,8 +40,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from featurelens.cli.families import family_tree
 from featurelens.client import FeaturelensClient
-from featurelens.client.types import FeatureLabel, Intervention, SaeConfig, SearchResult, SparseVector
+from featurelens.client.types import (
+    Family,
+    FamilyBuildResult,
+    FeatureLabel,
+    Intervention,
+    SaeConfig,
+    SearchResult,
+    SparseVector,
+)
 from featurelens.corpus import count_records, read_corpus
 from featurelens.embedding import EmbeddingStore, embed_corpus
 from featurelens.kit.launcher import HostStartError, start_embedded
@@ -55,6 +67,12 @@ TARGET_CATEGORY = "astro-ph.CO"
 QUERY = "We present new observations and a statistical analysis of a large sample."
 STEER_WEIGHT = 0.35
 PHRASE = "cosmic microwave background"
+#: A family is steered along its normalised direction, so one unit moves the unit query as far as
+#: a feature's weight of 1; a family is broader than one feature, so it takes a larger weight.
+FAMILY_WEIGHT = 1.0
+#: The paper's figures for its astro-ph SAE of 9,216 latents (O'Neill et al. 2024, section 5).
+PAPER_FAMILIES = 610
+PAPER_MEDIAN_CHILDREN = 6.5
 DOMAIN = "astrophysics arXiv abstracts (astro-ph)"
 LLM_BASE_URL = os.environ.get("FEATURELENS_LLM_BASE_URL", "")
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -361,6 +379,78 @@ def steer_by_phrase(
         console.print(f"  why the first hit matched (labelled features it shares with the query): {shared}")
 
 
+def build_families(client: FeaturelensClient, sae_id: str) -> FamilyBuildResult:
+    """Build the SAE's families (seconds; a rerun rebuilds them) and print their statistics."""
+    options: dict[str, object] = {"domain": DOMAIN}
+    if LLM_BASE_URL:
+        options["interpreter_model"] = os.environ.get("FEATURELENS_LLM_INTERPRETER", "gpt-4o-mini")
+    result = None
+    with progress_bar() as bar:
+        task = bar.add_task("build families", total=None, rate="")
+        for update in client.families.build_families(CORPUS, sae_id=sae_id, **options):  # type: ignore[arg-type]
+            p = update.progress
+            bar.update(task, total=p.total or None, completed=p.done, rate=p.stage)
+            result = update.result or result
+    if result is None:
+        raise SystemExit("the family service ended the build without its result")
+    stats = result.statistics
+    table = Table(title=f"feature families of {sae_id} (the paper: its astro SAE of 9,216 latents)")
+    for column in ("", "ours", "paper"):
+        table.add_column(column, justify="left" if not column else "right")
+    table.add_row("families", f"{stats.families:,}", f"{PAPER_FAMILIES}")
+    table.add_row("median children", f"{stats.median_children:.1f}", f"{PAPER_MEDIAN_CHILDREN}")
+    table.add_row("mean children", f"{stats.mean_children:.1f}", "")
+    table.add_row(
+        "parent–child / child–child co-occurrence", f"{stats.parent_child:.3f} / {stats.child_child:.3f}", ""
+    )
+    table.add_row(
+        "block-diagonal score / permuted control", f"{stats.block_score:.3f} / {stats.block_control:.3f}", ""
+    )
+    table.add_row("features in a family", f"{stats.features_in_families:,}", "")
+    console.print(table)
+    console.print(f"family labels: {result.llm_calls:,} LLM calls, ${result.cost_usd:.4f}")
+    return result
+
+
+def family_of(client: FeaturelensClient, sae_id: str, feature: int) -> Family:
+    """The most specific family the feature belongs to; else the largest family."""
+    [membership] = client.families.feature_families([feature], sae_id)
+    if membership.family_ids:
+        return client.families.get_family(membership.family_ids[0], sae_id)
+    console.print(f"feature {feature} is in no family; showing the largest family instead")
+    largest = next(iter(client.families.list_families(sae_id, page_size=1)))
+    return client.families.get_family(largest.family_id, sae_id)
+
+
+def steer_by_family(
+    client: FeaturelensClient,
+    sae_id: str,
+    family: Family,
+    query_vector: np.ndarray,
+    categories: dict[str, tuple[str, ...]],
+) -> None:
+    console.print(f"family {family.family_id} {family.label!r}: {len(family.features)} features")
+    console.print(family_tree(family))
+    baseline = client.search.search(CORPUS, vector=query_vector, mode="hybrid", sae_id=sae_id)
+    show("unsteered", baseline, categories)
+    steer = Intervention(family_id=family.family_id, weight=FAMILY_WEIGHT)
+    result = client.search.search(
+        CORPUS,
+        vector=query_vector,
+        mode="hybrid",
+        sae_id=sae_id,
+        interventions=[steer],
+        with_rank_changes=True,
+    )
+    show(f"family {family.family_id} turned up (weight {FAMILY_WEIGHT:+.2f})", result, categories)
+    weights = {s.weight for s in result.steered}
+    console.print(
+        f"  the family expanded to {len(result.steered)} features, each steered by "
+        f"{min(weights):.3f} (weight / |sum of their decoder directions| = {family.direction_norm:.2f}); "
+        f"cosine(original, steered query) = {result.steer_cosine:.3f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -415,6 +505,9 @@ def main() -> None:
         show_labels(client, sae_id)
         console.rule("6. steer by a phrase")
         steer_by_phrase(client, sae_id, query_vector, categories)
+        console.rule("7. feature families")
+        build_families(client, sae_id)
+        steer_by_family(client, sae_id, family_of(client, sae_id, feature), query_vector, categories)
 
 
 if __name__ == "__main__":

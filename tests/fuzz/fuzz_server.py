@@ -267,6 +267,7 @@ def child_environment(work: Path, allowed: Path, models: Path, sae_id: str) -> d
         "FEATURELENS_LABELLING_LLM_API_KEY": SECRET_CANARY,
         # No LLM endpoint answers here: a fuzzed llm_base_url is refused rather than dialled.
         "FEATURELENS_LABELLING_LLM_ALLOW_LOOPBACK": "false",
+        "FEATURELENS_FAMILY_QDRANT_API_KEY": SECRET_CANARY,
         **TRAIN_LIMITS,
     }
     return env

@@ -5,7 +5,9 @@ clients (and typer's CliRunner) can call it from the test thread. The encoder is
 ``EncoderServicer`` with wordllama; the sae and search services are small in-test servicers
 (their real ones come later) that answer from their requests, so the SDK's conversions can be
 checked in both directions. The labelling service is an in-test servicer too, with a few canned
-labels, that the faked search service also reads to report the features it was steered by.
+labels, that the faked search service also reads to report the features it was steered by. The
+family service is faked with three canned families of DEFAULT_SAE (a small tree, a family nested
+in it and an unlabelled one), neighbours computed from the latent ids and matches to OTHER_SAE.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from featurelens.services.encoder.cache import MemoryEmbeddingCache
 from featurelens.services.encoder.servicer import EncoderServicer
 from featurelens.v1 import (
     common_pb2,
+    family_pb2,
+    family_pb2_grpc,
     labelling_pb2,
     labelling_pb2_grpc,
     sae_pb2,
@@ -564,6 +568,7 @@ class FakeSearch(search_pb2_grpc.SearchServiceServicer):
                         document_activation=2.0,
                         contribution=1.0,
                         label="galaxies",
+                        family_ids=["f7-p1", "f3-p0"],
                     )
                 ]
                 if request.explain
@@ -689,6 +694,250 @@ def _steered(interventions: Sequence[common_pb2.Intervention]) -> list[search_pb
     return steered
 
 
+# -- the family service, faked ---------------------------------------------------------------------
+
+OTHER_SAE = "sae-64-k2"
+"""A second SAE the faked family service can match DEFAULT_SAE's features to (twice the latents)."""
+
+
+def _canned_family(
+    family_id: str,
+    edges: Sequence[tuple[int, int]],
+    *,
+    label: str,
+    depth: int,
+    nested_in: str = "",
+) -> family_pb2.Family:
+    parent = edges[0][0]
+    return family_pb2.Family(
+        family_id=family_id,
+        sae_id=DEFAULT_SAE,
+        parent_feature=parent,
+        features=[parent, *(child for _, child in edges)],
+        edge_parents=[p for p, _ in edges],
+        edge_children=[c for _, c in edges],
+        label=label,
+        depth=depth,
+        root_density=canned_density(parent),
+        nested_in=nested_in,
+        corpus="arxiv",
+        direction_norm=1.5,
+    )
+
+
+def canned_density(feature: int) -> float:
+    """The density the faked family service reports for a feature: denser for lower ids."""
+    return round(0.4 / (1 + feature), 4)
+
+
+STORED_FAMILIES = {
+    family.family_id: family
+    for family in [
+        # 3 'dark matter halos' over 7 'galaxies' and 12 'exoplanet transits'; 7 over 20 and 25.
+        _canned_family("f3-p0", [(3, 7), (3, 12), (7, 20), (7, 25)], label="astrophysics", depth=2),
+        _canned_family("f7-p1", [(7, 20), (7, 25)], label="galaxies and waves", depth=1, nested_in="f3-p0"),
+        # No member of this one is labelled, nor the family itself.
+        _canned_family("f30-p0", [(30, 1), (30, 2), (30, 4)], label="", depth=1),
+    ]
+}
+"""The families the faked family service has built for DEFAULT_SAE, largest first."""
+
+
+def _tree_order(family: family_pb2.Family) -> list[tuple[int, int | None]]:
+    """(feature, parent) of each member: the parent first, then depth first, children by id."""
+    children: dict[int, list[int]] = {}
+    for parent, child in zip(family.edge_parents, family.edge_children, strict=True):
+        children.setdefault(parent, []).append(child)
+    order: list[tuple[int, int | None]] = []
+
+    def visit(feature: int, parent: int | None) -> None:
+        order.append((feature, parent))
+        for child in sorted(children.get(feature, [])):
+            visit(child, feature)
+
+    visit(family.parent_feature, None)
+    return order
+
+
+def _members(family: family_pb2.Family) -> list[family_pb2.FamilyMember]:
+    members = []
+    for feature, parent in _tree_order(family):
+        label = STORED_LABELS.get(feature)
+        member = family_pb2.FamilyMember(
+            feature=feature,
+            density=canned_density(feature),
+            label=label.label if label else "",
+            label_score=label.embedding_auroc if label else 0.0,
+        )
+        if parent is not None:
+            member.parent = parent
+        members.append(member)
+    return members
+
+
+class FakeFamilies(family_pb2_grpc.FamilyServiceServicer):
+    """Answers from STORED_FAMILIES; ``requests`` records what each RPC was sent.
+
+    Neighbours are computed from the latent ids (the nearer the id, the closer), feature f of
+    DEFAULT_SAE matches features 2f and 2f + 1 of OTHER_SAE, and a build streams three stages and
+    spends $0.001 per family when an interpreter model is named.
+    """
+
+    service_names: Sequence[str] = ("featurelens.v1.FamilyService",)
+
+    def __init__(self) -> None:
+        self.requests: dict[str, list[object]] = {}
+
+    def reset(self) -> None:
+        self.requests.clear()
+
+    def add_to_server(self, server: aio.Server) -> None:
+        family_pb2_grpc.add_FamilyServiceServicer_to_server(self, server)
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def _record(self, rpc: str, request: object) -> None:
+        self.requests.setdefault(rpc, []).append(request)
+
+    @staticmethod
+    def _check_feature(feature: int, latents: int = FAKE_LATENTS) -> None:
+        if feature >= latents:
+            raise InvalidArgumentError(f"feature {feature} is not below the SAE's {latents} latents")
+
+    @override
+    async def BuildFamilies(
+        self, request: family_pb2.BuildFamiliesRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[family_pb2.BuildFamiliesResponse]:
+        self._record("BuildFamilies", request)
+        _check_sae(request.sae_id)
+        if request.corpus != "arxiv":
+            raise NotFoundError(f"no corpus named {request.corpus!r}")
+        stages = ["cooccurrence", "tree", "label"]
+        for done, stage in enumerate(stages, start=1):
+            yield family_pb2.BuildFamiliesResponse(
+                progress=common_pb2.Progress(stage=stage, done=done, total=len(stages), message=stage)
+            )
+        built = len(STORED_FAMILIES)
+        yield family_pb2.BuildFamiliesResponse(
+            progress=common_pb2.Progress(stage="done", done=len(stages), total=len(stages)),
+            families_built=built,
+            statistics=family_pb2.FamilyStatistics(
+                families=built,
+                mean_children=3.0,
+                median_children=3.0,
+                parent_child=0.42,
+                child_child=0.11,
+                block_score=0.63,
+                block_control=0.08,
+                features_in_families=9,
+            ),
+            llm_calls=built if request.interpreter_model else 0,
+            cost_usd=0.001 * built if request.interpreter_model else 0.0,
+        )
+
+    @override
+    async def ListFamilies(
+        self, request: family_pb2.ListFamiliesRequest, context: aio.ServicerContext
+    ) -> family_pb2.ListFamiliesResponse:
+        self._record("ListFamilies", request)
+        _check_sae(request.sae_id)
+        families = sorted(STORED_FAMILIES.values(), key=lambda f: -len(f.features))
+        token = request.page_token
+        if token and not re.fullmatch(r"p[0-9]+", token):
+            raise InvalidArgumentError(f"page_token {token!r} is not one this server issued")
+        start = int(token[1:]) if token else 0
+        end = start + (request.page_size or 100)
+        return family_pb2.ListFamiliesResponse(
+            families=families[start:end], next_page_token=f"p{end}" if end < len(families) else ""
+        )
+
+    @override
+    async def GetFamily(
+        self, request: family_pb2.GetFamilyRequest, context: aio.ServicerContext
+    ) -> family_pb2.GetFamilyResponse:
+        self._record("GetFamily", request)
+        sae_id = _check_sae(request.sae_id)
+        family = STORED_FAMILIES.get(request.family_id)
+        if family is None:
+            raise NotFoundError(f"{sae_id} has no family {request.family_id!r}; ListFamilies names them")
+        return family_pb2.GetFamilyResponse(family=family, members=_members(family))
+
+    @override
+    async def FeatureNeighbours(
+        self, request: family_pb2.FeatureNeighboursRequest, context: aio.ServicerContext
+    ) -> family_pb2.FeatureNeighboursResponse:
+        self._record("FeatureNeighbours", request)
+        _check_sae(request.sae_id)
+        self._check_feature(request.feature)
+        if request.kind == family_pb2.NEIGHBOUR_KIND_UNSPECIFIED:
+            raise InvalidArgumentError("kind is unspecified; ask for COOCCURRENCE or DECODER")
+        others = sorted(
+            (f for f in range(FAKE_LATENTS) if f != request.feature), key=lambda f: abs(f - request.feature)
+        )
+        neighbours = []
+        for other in others[: request.top_k or 10]:
+            distance = abs(other - request.feature)
+            if request.kind == family_pb2.NEIGHBOUR_KIND_COOCCURRENCE:
+                score = 1.0 / (1 + distance)
+            else:
+                score = 1.0 - distance / FAKE_LATENTS
+            label = STORED_LABELS.get(other)
+            neighbours.append(
+                family_pb2.FeatureNeighbour(feature=other, score=score, label=label.label if label else "")
+            )
+        return family_pb2.FeatureNeighboursResponse(neighbours=neighbours)
+
+    @override
+    async def MatchFeatures(
+        self, request: family_pb2.MatchFeaturesRequest, context: aio.ServicerContext
+    ) -> family_pb2.MatchFeaturesResponse:
+        self._record("MatchFeatures", request)
+        for sae_id in (request.source_sae_id, request.target_sae_id):
+            if sae_id not in (DEFAULT_SAE, OTHER_SAE):
+                raise NotFoundError(f"no SAE with id {sae_id!r}; ListSaes names the trained ones")
+        features = list(request.features) or list(range(FAKE_LATENTS))
+        for feature in features:
+            self._check_feature(feature)
+        matches = []
+        for feature in features:
+            # Two candidates, 2f and 2f + 1, the first the closer; the best cosine falls with the id.
+            best = 0.95 - feature / 50
+            targets = [
+                family_pb2.FeatureNeighbour(feature=2 * feature, score=best),
+                family_pb2.FeatureNeighbour(feature=2 * feature + 1, score=best - 0.2),
+            ]
+            matches.append(
+                family_pb2.FeatureMatch(source_feature=feature, targets=targets[: request.top_k or 1])
+            )
+        return family_pb2.MatchFeaturesResponse(matches=matches)
+
+    @override
+    async def FeatureFamilies(
+        self, request: family_pb2.FeatureFamiliesRequest, context: aio.ServicerContext
+    ) -> family_pb2.FeatureFamiliesResponse:
+        self._record("FeatureFamilies", request)
+        _check_sae(request.sae_id)
+        if len(request.features) > 1000:
+            raise InvalidArgumentError(f"features names {len(request.features)} latents; at most 1,000")
+        answers = []
+        for feature in request.features:
+            containing = sorted(
+                (f for f in STORED_FAMILIES.values() if feature in f.features), key=lambda f: len(f.features)
+            )
+            answers.append(
+                family_pb2.FeatureFamilyList(
+                    feature=feature,
+                    family_ids=[f.family_id for f in containing],
+                    family_labels=[f.label for f in containing],
+                )
+            )
+        return family_pb2.FeatureFamiliesResponse(features=answers)
+
+
 # -- fixtures --------------------------------------------------------------------------------------
 
 
@@ -725,9 +974,24 @@ def fake_labelling(session_labelling: FakeLabelling) -> Iterator[FakeLabelling]:
 
 
 @pytest.fixture(scope="session")
-def services_address(fake_search: FakeSearch, session_labelling: FakeLabelling) -> Iterator[str]:
-    """A loopback server with the faked sae, search and labelling services (and no encoder)."""
-    server = BackgroundServer([FakeSae(), fake_search, session_labelling]).start()
+def session_families() -> FakeFamilies:
+    return FakeFamilies()
+
+
+@pytest.fixture
+def fake_families(session_families: FakeFamilies) -> Iterator[FakeFamilies]:
+    """The faked family service of ``services_address``, with no record of earlier calls."""
+    session_families.reset()
+    yield session_families
+    session_families.reset()
+
+
+@pytest.fixture(scope="session")
+def services_address(
+    fake_search: FakeSearch, session_labelling: FakeLabelling, session_families: FakeFamilies
+) -> Iterator[str]:
+    """A loopback server with the faked sae, search, labelling and family services (and no encoder)."""
+    server = BackgroundServer([FakeSae(), fake_search, session_labelling, session_families]).start()
     yield server.address
     server.stop()
 

@@ -326,7 +326,7 @@ def test_search_with_explain_and_rank_changes_shows_labels_and_moves(
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "  1. 1.000  doc-0  Title 0  (was 2)" in out
-    assert "shared: feature 7 'galaxies' (1.00)" in out
+    assert "shared: feature 7 'galaxies' (1.00; families f7-p1, f3-p0)" in out
     assert "fell out of the results:" in out
     assert "was   3  doc-99  Title 99" in out
     assert fake_search.last_search.with_rank_changes is True

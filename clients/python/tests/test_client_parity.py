@@ -19,6 +19,7 @@ import pytest
 
 from featurelens.client import AsyncFeaturelensClient, AsyncPaginator, FeaturelensClient, SyncPage
 from featurelens.client.encoder import AsyncEncoderClient, EncoderClient
+from featurelens.client.families import AsyncFamiliesClient, FamiliesClient
 from featurelens.client.labelling import AsyncLabellingClient, LabellingClient
 from featurelens.client.sae import AsyncSaeClient, SaeClient
 from featurelens.client.search import AsyncSearchClient, SearchClient
@@ -29,6 +30,7 @@ PAIRS: list[tuple[type, type]] = [
     (SaeClient, AsyncSaeClient),
     (SearchClient, AsyncSearchClient),
     (LabellingClient, AsyncLabellingClient),
+    (FamiliesClient, AsyncFamiliesClient),
 ]
 
 SYNC_NAME = {
@@ -136,7 +138,17 @@ def test_the_sub_clients_of_both_clients_are_each_others_mirrors() -> None:
     finally:
         sync_client.close()
 
-    assert sync_parts.keys() == async_parts.keys() == {"encoder", "sae", "search", "labelling"}
+    assert (
+        sync_parts.keys()
+        == async_parts.keys()
+        == {
+            "encoder",
+            "sae",
+            "search",
+            "labelling",
+            "families",
+        }
+    )
     for name, sync_type in sync_parts.items():
         assert (sync_type, async_parts[name]) in PAIRS
 

@@ -63,9 +63,45 @@ def test_a_csr_of_real_valued_activations_gives_the_same_cooccurrence_as_index_r
 
 def test_the_normalisation_is_symmetric_and_conditions_on_the_sparser_feature() -> None:
     # 3 co-occurrences between a feature on 100 documents and one on 3: 3 / (3 + 1) either way.
-    assert normalise(3, 100, 3) == normalise(3, 3, 100) == pytest.approx(0.75)
-    assert normalise(3, 100, 3, smoothing=0.0) == pytest.approx(1.0)
-    assert normalise(0, 0, 0, smoothing=0.0) == 0.0
+    assert normalise(3, 100, 3, num_docs=None) == normalise(3, 3, 100, num_docs=None) == pytest.approx(0.75)
+    assert normalise(3, 100, 3, num_docs=None, smoothing=0.0) == pytest.approx(1.0)
+    assert normalise(0, 0, 0, num_docs=None, smoothing=0.0) == 0.0
+
+
+def test_the_normalisation_subtracts_the_chance_that_the_denser_feature_fires() -> None:
+    # The denser feature fires on 100 of 1,000 documents: by chance it fires on 10% of the sparser
+    # one's documents, so 10% scores 0, 55% scores half way, and always together still scores 1.
+    assert normalise(2, 100, 20, num_docs=1000, smoothing=0.0) == pytest.approx(0.0)
+    assert normalise(11, 100, 20, num_docs=1000, smoothing=0.0) == pytest.approx(0.5)
+    assert normalise(20, 100, 20, num_docs=1000, smoothing=0.0) == pytest.approx(1.0)
+    # Below chance is clipped to 0, and a feature firing on every document links to nothing.
+    assert normalise(0, 100, 20, num_docs=1000) == 0.0
+    assert normalise(20, 1000, 20, num_docs=1000) == 0.0
+    # Sparse pairs barely move: 3 of 3 next to a feature on 100 of 100,000 documents.
+    assert normalise(3, 100, 3, num_docs=100_000) == pytest.approx(0.75, abs=1e-3)
+
+
+def test_a_dense_feature_that_fires_independently_of_the_others_gets_no_edges() -> None:
+    # Feature 0 fires on a random 30% of the documents; 1 and 2 always fire together on 5%; every
+    # document has one of 10 other features (each on ~2,000 documents, where the noise of the
+    # share of them that 0 fires on is ~0.01, far under the threshold of 0.1).
+    rng = np.random.default_rng(0)
+    num_docs = 20_000
+    rows, cols = [], []
+    for doc in range(num_docs):
+        if rng.random() < 0.3:
+            rows.append(doc)
+            cols.append(0)
+        if rng.random() < 0.05:
+            rows += [doc, doc]
+            cols += [1, 2]
+        rows.append(doc)
+        cols.append(3 + int(rng.integers(0, 10)))
+    activations = sp.csr_array((np.ones(len(rows), np.int32), (rows, cols)), shape=(num_docs, 13))
+    edges = thresholded_edges(cooccurrence(activations), GraphConfig(threshold=0.1))
+    pairs = set(zip(edges.source.tolist(), edges.target.tolist(), strict=True))
+    assert (1, 2) in pairs
+    assert not any(0 in pair for pair in pairs)
 
 
 def test_thresholded_edges_are_the_upper_triangle_of_the_dense_normalised_matrix() -> None:
@@ -73,10 +109,12 @@ def test_thresholded_edges_are_the_upper_triangle_of_the_dense_normalised_matrix
     dense = _dense_activations(indices, values, 40)
     c = dense.T @ dense
     d = np.diag(c)
-    w = c / (np.minimum(d[:, None], d[None, :]) + 1.0)
-    expected = [(i, j) for i in range(40) for j in range(i + 1, 40) if w[i, j] >= 0.2]
+    p = c / (np.minimum(d[:, None], d[None, :]) + 1.0)
+    chance = np.maximum(d[:, None], d[None, :]) / 300
+    w = np.maximum((p - chance) / (1.0 - chance), 0.0)
+    expected = [(i, j) for i in range(40) for j in range(i + 1, 40) if w[i, j] >= 0.05]
     cooc = cooccurrence(activations_from_topk(indices, 40, values))
-    edges = thresholded_edges(cooc, GraphConfig(threshold=0.2, block_rows=7))
+    edges = thresholded_edges(cooc, GraphConfig(threshold=0.05, block_rows=7))
     assert list(zip(edges.source.tolist(), edges.target.tolist(), strict=True)) == expected
     np.testing.assert_allclose(edges.weight, [w[i, j] for i, j in expected])
     assert edges.num_edges == len(expected) > 0
@@ -87,7 +125,13 @@ def _unblocked_edges(cooc: Cooccurrence, config: GraphConfig) -> list[tuple[int,
     c = cooc.counts().tocoo()
     upper = c.col > c.row
     rows, cols = c.row[upper].astype(np.int64), c.col[upper].astype(np.int64)
-    w = normalise(c.data[upper], cooc.densities[rows], cooc.densities[cols], config.smoothing)
+    w = normalise(
+        c.data[upper],
+        cooc.densities[rows],
+        cooc.densities[cols],
+        num_docs=cooc.num_docs,
+        smoothing=config.smoothing,
+    )
     keep = w >= config.threshold
     return sorted(zip(rows[keep].tolist(), cols[keep].tolist(), w[keep].tolist(), strict=True))
 

@@ -26,10 +26,11 @@ NUM_LATENTS = 17
 def _cooc() -> Cooccurrence:
     docs: list[set[int]] = [{P} for _ in range(10)] + [{T} for _ in range(10)]
     docs += [{P, c} for c in (P1, P2, P3, P4) for _ in range(4)]
-    docs += [{P, Q} for _ in range(5)]
+    docs += [{P, Q} for _ in range(8)]
     docs += [{Q, c} for c in (Q1, Q2, Q3, Q4) for _ in range(4)]
     docs += [{T, c} for c in (T1, T2, T3, T4, T5) for _ in range(4)]
     docs += [{P1, P2}, {Q1, Q2}, {P3, T1}]
+    docs += [set() for _ in range(200)]  # nothing fires: the chance level stays low, as in a corpus
     rows = [r for r, doc in enumerate(docs) for _ in doc]
     cols = [f for doc in docs for f in sorted(doc)]
     return cooccurrence(sp.csr_array((np.ones(len(rows)), (rows, cols)), shape=(len(docs), NUM_LATENTS)))

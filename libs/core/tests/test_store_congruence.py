@@ -803,6 +803,9 @@ def make_families(seed: int = 17) -> Families:
                 threshold=0.1,
                 created_unix=1_700_000_000 + i,
                 extra={"seed": seed},
+                member_counts=tuple(int(c) for c in rng.integers(0, 1000, size=len(children) + 1)),
+                documents=1000,
+                direction_norm=float(rng.uniform(1.0, 3.0)),
             )
         )
     vectors = rng.standard_normal((len(records), FAMILY_DIM)).astype(np.float32) * 3.0

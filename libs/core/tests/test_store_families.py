@@ -86,6 +86,31 @@ def test_a_family_comes_back_with_every_field_it_was_put_with(families: FamilySt
     assert (full.members, full.size, full.depth) == ((10, 11, 12, 13, 14), 4, 2)
 
 
+def test_member_densities_and_the_direction_norm_come_back_exactly(families: FamilyStore) -> None:
+    built = family(
+        10, (11, 12, 13), member_counts=(40, 7, 3, 0), documents=80, direction_norm=1.8125, label="lensing"
+    )
+    families.replace_all(SAE, [(built, direction(1))])
+
+    back = families.get(SAE, "f10-p0")
+
+    assert back == built
+    assert [back.density(f) for f in back.members] == [0.5, 7 / 80, 3 / 80, 0.0]
+    with pytest.raises(ValueError, match="not a member"):
+        back.density(99)
+
+
+def test_a_payload_written_before_the_member_counts_existed_reads_as_unknown() -> None:
+    payload = family(1, (2, 3, 4)).to_payload()
+    for key in ("member_counts", "documents", "direction_norm"):
+        del payload[key]
+
+    record = FamilyRecord.from_payload(payload)
+
+    assert (record.member_counts, record.documents, record.direction_norm) == ((), 0, 0.0)
+    assert record.density(2) == 0.0
+
+
 def test_a_core_family_becomes_a_record_with_its_build_metadata() -> None:
     core = Family("f5-p0", 5, (6, 7, 8), ((5, 6), (5, 7), (7, 8)), 0, None, 0.25)
     record = FamilyRecord.of(SAE, core, label="lensing", corpus="astro", threshold=0.1, created_unix=7)
@@ -295,6 +320,11 @@ def test_a_family_id_that_is_not_a_string_is_refused(families: FamilyStore, fami
         ({"threshold": float("inf")}, "threshold must be a finite number"),
         ({"nested_in": "f1-p0"}, "cannot be nested in itself"),
         ({"pass_index": -1}, "pass_index"),
+        ({"member_counts": (5, 1, 1), "documents": 10}, "member_counts has 3 entries for 4 members"),
+        ({"member_counts": (5, 1, 1, 11), "documents": 10}, "fires on more documents than the 10"),
+        ({"member_counts": (5, 1, -1, 1), "documents": 10}, "not a count"),
+        ({"direction_norm": float("nan")}, "direction_norm must be a finite number"),
+        ({"direction_norm": -1.0}, "direction_norm must be a finite number >= 0"),
     ],
 )
 def test_a_malformed_family_cannot_be_made(fields: dict[str, Any], says: str) -> None:

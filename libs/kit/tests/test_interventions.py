@@ -43,6 +43,16 @@ def test_features_families_and_phrases_arrive_with_their_mode_and_their_position
     ]
 
 
+@pytest.mark.parametrize("mode", [common_pb2.STEER_MODE_ADDITIVE, CLAMP])
+def test_per_member_arrives_on_a_family_target_in_either_mode(mode: common_pb2.SteerMode.ValueType) -> None:
+    message = common_pb2.Intervention(family_id="fam-1", weight=0.5, mode=mode, per_member=True)
+
+    [family] = interventions_from_proto([message])
+
+    assert isinstance(family, FamilyIntervention)
+    assert family.per_member
+
+
 def test_a_phrase_of_the_longest_length_allowed_is_taken_as_sent() -> None:
     phrase = "x" * MAX_PHRASE_CHARS
 
@@ -101,6 +111,16 @@ def test_a_family_member_goes_on_the_wire_as_a_plain_feature() -> None:
             "interventions[1] has steer mode 9, which is unknown",
             id="unknown mode",
         ),
+        pytest.param(
+            common_pb2.Intervention(feature=3, weight=1.0, per_member=True),
+            "interventions[1] sets per_member, which is for a family target only",
+            id="per_member on a feature",
+        ),
+        pytest.param(
+            common_pb2.Intervention(phrase="dark matter", weight=1.0, per_member=True),
+            "interventions[1] sets per_member, which is for a family target only",
+            id="per_member on a phrase",
+        ),
     ],
 )
 def test_a_message_the_wire_got_wrong_is_refused_by_its_position(
@@ -113,7 +133,7 @@ def test_a_message_the_wire_got_wrong_is_refused_by_its_position(
 def test_a_request_naming_too_many_targets_is_refused_before_conversion() -> None:
     messages = [common_pb2.Intervention(family_id=f"f{i}") for i in range(MAX_INTERVENTIONS + 1)]
 
-    with pytest.raises(InterventionError, match="257 interventions; the limit is 256"):
+    with pytest.raises(InterventionError, match="257 interventions; the limit is 256 in one request"):
         interventions_from_proto(messages)
 
 

@@ -1,5 +1,5 @@
 """Helpers of the labelling tests: the four services in one server on loopback, as the embedded
-mode hosts them, and small readers of LabelFeatures streams."""
+mode hosts them, and small readers of LabelFeatures and LabelFamilies streams."""
 
 from __future__ import annotations
 
@@ -32,6 +32,11 @@ class LabellingStack:
         request = labelling_pb2.LabelFeaturesRequest(**({"corpus": CORPUS} | fields))
         return [message async for message in self.stub.LabelFeatures(request)]
 
+    async def name_families(self, **fields: Any) -> list[labelling_pb2.LabelFamiliesResponse]:
+        """Run one LabelFamilies job to its end; all its messages."""
+        request = labelling_pb2.LabelFamiliesRequest(**fields)
+        return [message async for message in self.stub.LabelFamilies(request)]
+
 
 @asynccontextmanager
 async def serve_labelling(
@@ -49,3 +54,8 @@ async def serve_labelling(
 def labels_of(messages: Sequence[labelling_pb2.LabelFeaturesResponse]) -> list[labelling_pb2.FeatureLabel]:
     """The labels a job streamed, in the order they finished."""
     return [m.label for m in messages if m.HasField("label")]
+
+
+def family_names_of(messages: Sequence[labelling_pb2.LabelFamiliesResponse]) -> dict[str, str]:
+    """family_id → label of every family a LabelFamilies job reported ("" when it named none)."""
+    return {m.family_id: m.label for m in messages if m.family_id}

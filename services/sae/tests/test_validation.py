@@ -264,9 +264,9 @@ CASES: list[tuple[str, str, Callable[[str], Any], grpc.StatusCode, list[str]]] =
     (
         "steer_too_many",
         "Steer",
-        lambda _: steer(*(feature(i % 256) for i in range(257))),
+        lambda _: steer(*(feature(i % 256) for i in range(16_385))),
         INVALID,
-        ["257 interventions; the limit is 256 features steered in one query"],
+        ["16385 interventions; the limit is 16384 in one request"],
     ),
     ("steer_wrong_dim", "Steer", lambda _: steer(dim=16), INVALID, ["dim 16", "expects 32"]),
     ("steer_no_vector", "Steer", lambda _: sae_pb2.SteerRequest(), INVALID, ["vector is empty"]),

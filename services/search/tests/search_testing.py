@@ -5,7 +5,8 @@ library on wordllama embeddings of real astro-ph abstracts behind the sae servic
 qdrant-edge in a temporary folder behind the search servicer. The backend wrapper below only
 counts the calls that reach the model (to prove when the encoder was not asked). The labelling
 service is a small stand-in on its own loopback server (``serve_labelling``): labels from a dict,
-phrases matched to labels by shared words.
+phrases matched to labels by shared words; so is the family service (``serve_families``): families
+from a dict.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import asyncio
 import itertools
 import math
 import os
+import socket
+import subprocess
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -28,7 +31,7 @@ from typing_extensions import override
 
 from featurelens.corpus import Record, read_corpus
 from featurelens.embedding.backends import EmbeddingBackend, EmbedResult
-from featurelens.kit import GrpcServer, Servicer
+from featurelens.kit import GrpcServer, NotFoundError, Servicer
 from featurelens.sae import SaeConfig, TrainConfig, save_sae, train_sae
 from featurelens.services.encoder.cache import MemoryEmbeddingCache
 from featurelens.services.encoder.servicer import EncoderServicer
@@ -38,8 +41,17 @@ from featurelens.services.search.__main__ import build_servicer
 from featurelens.services.search.families import FamilyExpander
 from featurelens.services.search.servicer import SearchServicer
 from featurelens.services.search.settings import SearchSettings
+from featurelens.steering import FamilyMembers
 from featurelens.store import DocumentStore
-from featurelens.v1 import common_pb2, labelling_pb2, labelling_pb2_grpc, search_pb2, search_pb2_grpc
+from featurelens.v1 import (
+    common_pb2,
+    family_pb2,
+    family_pb2_grpc,
+    labelling_pb2,
+    labelling_pb2_grpc,
+    search_pb2,
+    search_pb2_grpc,
+)
 
 DATA_DIR = Path(
     os.environ.get("FEATURELENS_DATA_DIR", Path(__file__).resolve().parents[4] / "shared" / "data")
@@ -136,6 +148,7 @@ async def serve_stack(
     open_store: Callable[[], DocumentStore] | None = None,
     families: FamilyExpander | None = None,
     labelling_address: str | None = None,
+    family_address: str | None = None,
     also: Sequence[Servicer] = (),
     **settings: Any,
 ) -> AsyncIterator[Stack]:
@@ -143,9 +156,11 @@ async def serve_stack(
 
     ``encoder_address`` / ``sae_address`` (default: this server) point the search service elsewhere;
     ``labelling_address`` (default: this server, which hosts no labelling service, so searches
-    carry no labels and phrases are refused) points it at a labelling service; ``open_store``
-    replaces the edge store of the settings; ``families`` expands family targets; ``also`` are
-    more servicers hosted in the same server (the labelling service's tests add theirs).
+    carry no labels and phrases are refused) points it at a labelling service, ``family_address``
+    (default: this server, which hosts no family service, so family targets are refused) at a
+    family service; ``open_store`` replaces the edge store of the settings; ``families`` replaces
+    the family client; ``also`` are more servicers hosted in the same server (the labelling
+    service's tests add theirs).
     """
     encoder = EncoderServicer({"wordllama": lambda: backend}, MemoryEmbeddingCache(64 * 1024 * 1024))
     sae = SaeServicer(SaeRegistry(models_dir))
@@ -156,7 +171,12 @@ async def serve_stack(
     search = build_servicer(search_settings)
     if open_store is not None:
         search = SearchServicer(
-            open_store, search.dependencies, search_settings, labels=search.labels, phrases=search.phrases
+            open_store,
+            search.dependencies,
+            search_settings,
+            labels=search.labels,
+            families=search.families,
+            phrases=search.phrases,
         )
     if families is not None:
         search.families = families
@@ -167,6 +187,7 @@ async def serve_stack(
     search.dependencies.encoder.address = encoder_address or server.address
     search.dependencies.sae.address = sae_address or server.address
     search.dependencies.labelling.address = labelling_address or server.address
+    search.dependencies.family.address = family_address or server.address
     try:
         await server.wait_ready(timeout=60)
         async with aio.insecure_channel(server.address) as channel:
@@ -202,6 +223,20 @@ def index_corpus(edge: Path, wordllama: EmbeddingBackend, models: Path, records:
             assert responses[-1].indexed == len(records), responses[-1]
 
     asyncio.run(index())
+
+
+def closed_address() -> str:
+    """A loopback address nothing listens on (a service that is down)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+def copy_of(indexed_edge: Path, tmp_path: Path) -> Path:
+    """A private copy of the indexed corpus's folder (its files are sparse: copied as such)."""
+    edge = tmp_path / "qdrant"
+    subprocess.run(["cp", "-a", "--sparse=always", str(indexed_edge), str(edge)], check=True)
+    return edge
 
 
 async def failure_of(call: Awaitable[object]) -> aio.AioRpcError:
@@ -283,6 +318,107 @@ async def serve_labelling(
     servicer = FakeLabelling(labels)
     server = aio.server()
     labelling_pb2_grpc.add_LabellingServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}", servicer
+    finally:
+        await server.stop(0)
+
+
+class TableFamilies:
+    """A family expander in the search process over a table of families (family id → members,
+    direction norm 1, so each member gets the family's weight as sent), for the tests of how
+    search checks what families expand to; explanations name no families. The family service's
+    client is tested against ``serve_families``."""
+
+    def __init__(self, table: Mapping[str, Iterable[int]]) -> None:
+        self.table = {family_id: tuple(features) for family_id, features in table.items()}
+
+    async def members(self, sae_id: str, family_id: str) -> FamilyMembers:
+        if family_id not in self.table:
+            raise NotFoundError(f"family {family_id!r} does not exist")
+        return FamilyMembers(self.table[family_id], 1.0)
+
+    async def families_of(self, sae_id: str, features: Sequence[int]) -> Mapping[int, Sequence[str]]:
+        return {}
+
+
+@dataclass(frozen=True)
+class KnownFamily:
+    """A family as the stand-in family service knows it: its members (parent first) and the length
+    of the sum of their unit decoder directions."""
+
+    features: tuple[int, ...]
+    direction_norm: float
+
+
+class FakeFamilies(family_pb2_grpc.FamilyServiceServicer):
+    """GetFamily and FeatureFamilies over ``families`` (sae_id → family id → family); keeps the
+    requests. An unknown SAE or family is NOT_FOUND; a feature's families are listed smallest
+    first (the most specific), as the family service lists them."""
+
+    def __init__(self, families: Mapping[str, Mapping[str, KnownFamily]]) -> None:
+        self.families = families
+        self.get_requests: list[family_pb2.GetFamilyRequest] = []
+        self.feature_requests: list[family_pb2.FeatureFamiliesRequest] = []
+
+    @override
+    async def GetFamily(
+        self, request: family_pb2.GetFamilyRequest, context: aio.ServicerContext
+    ) -> family_pb2.GetFamilyResponse:
+        self.get_requests.append(request)
+        family = self.families.get(request.sae_id, {}).get(request.family_id)
+        if family is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"family {request.family_id!r} does not exist for SAE {request.sae_id!r}",
+            )
+        assert family is not None
+        return family_pb2.GetFamilyResponse(
+            family=family_pb2.Family(
+                family_id=request.family_id,
+                sae_id=request.sae_id,
+                parent_feature=family.features[0],
+                features=family.features,
+                direction_norm=family.direction_norm,
+            ),
+            members=[family_pb2.FamilyMember(feature=feature) for feature in family.features],
+        )
+
+    @override
+    async def FeatureFamilies(
+        self, request: family_pb2.FeatureFamiliesRequest, context: aio.ServicerContext
+    ) -> family_pb2.FeatureFamiliesResponse:
+        self.feature_requests.append(request)
+        return family_pb2.FeatureFamiliesResponse(
+            features=[
+                family_pb2.FeatureFamilyList(
+                    feature=feature, family_ids=self.families_of(request.sae_id, feature)
+                )
+                for feature in request.features
+            ]
+        )
+
+    def families_of(self, sae_id: str, feature: int) -> list[str]:
+        """The ids of the families holding ``feature``, smallest first (ties by id)."""
+        known = self.families.get(sae_id, {})
+        holding = [
+            (len(family.features), family_id)
+            for family_id, family in known.items()
+            if feature in family.features
+        ]
+        return [family_id for _, family_id in sorted(holding)]
+
+
+@asynccontextmanager
+async def serve_families(
+    families: Mapping[str, Mapping[str, KnownFamily]],
+) -> AsyncIterator[tuple[str, FakeFamilies]]:
+    """The stand-in family service on its own server at 127.0.0.1:0: its address and servicer."""
+    servicer = FakeFamilies(families)
+    server = aio.server()
+    family_pb2_grpc.add_FamilyServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:

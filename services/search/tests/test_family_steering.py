@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pytest
 from grpc import StatusCode
-from search_testing import CORPUS, Stack, failure_of
+from search_testing import CORPUS, Stack, TableFamilies, failure_of
 
-from featurelens.kit import NotFoundError
-from featurelens.steering import MAX_INTERVENTIONS
+from featurelens.steering import MAX_INTERVENTIONS, MAX_STEERED_FEATURES
 from featurelens.v1 import common_pb2, sae_pb2, sae_pb2_grpc, search_pb2
 from featurelens.wire.arrays import to_dense_vector
-
-
-class KnownFamilies:
-    """A family expander over a fixed table of families (until the family service exists)."""
-
-    def __init__(self, members: dict[str, Sequence[int]]) -> None:
-        self.members = members
-
-    async def features(self, sae_id: str, family_id: str) -> Sequence[int]:
-        if family_id not in self.members:
-            raise NotFoundError(f"family {family_id!r} does not exist")
-        return self.members[family_id]
 
 
 def steered(*interventions: common_pb2.Intervention) -> search_pb2.SearchRequest:
@@ -42,7 +27,7 @@ def family(family_id: str, weight: float = 0.2) -> common_pb2.Intervention:
 async def test_a_family_that_repeats_a_named_feature_is_refused_naming_the_feature_and_both_origins(
     stack: Stack,
 ) -> None:
-    stack.search.families = KnownFamilies({"f3": [11, 12, 13]})
+    stack.search.families = TableFamilies({"f3": [11, 12, 13]})
 
     error = await failure_of(stack.stub.Search(steered(feature(12), feature(40), family("f3"))))
 
@@ -56,19 +41,21 @@ async def test_a_family_that_repeats_a_named_feature_is_refused_naming_the_featu
 async def test_a_family_that_makes_a_search_steer_more_than_the_limit_is_refused_by_search(
     stack: Stack,
 ) -> None:
-    stack.search.families = KnownFamilies({"big": range(1, MAX_INTERVENTIONS + 1)})
+    stack.search.families = TableFamilies({"big": range(1, MAX_STEERED_FEATURES + 1)})
 
     error = await failure_of(stack.stub.Search(steered(feature(0), family("big"))))
 
     assert error.code() == StatusCode.INVALID_ARGUMENT
     # Search's sentence about the request as sent, not sae's about the expanded list.
     assert (error.details() or "").startswith(
-        "the interventions steer 257 features once their families are expanded; the limit is 256"
+        "the interventions steer 16385 features once their families are expanded; the limit is 16384"
     )
 
 
-async def test_the_most_features_search_lets_through_are_steered_by_sae(stack: Stack) -> None:
-    stack.search.families = KnownFamilies({"big": range(1, MAX_INTERVENTIONS)})
+async def test_a_family_of_more_features_than_a_request_may_name_is_steered_by_sae(stack: Stack) -> None:
+    # Every latent of the test SAE: 512 features, twice the interventions a request may name.
+    stack.search.families = TableFamilies({"big": range(1, 512)})
+    assert MAX_INTERVENTIONS < 512
 
     response = await stack.stub.Search(steered(feature(0, 0.01), family("big", 0.01)))
 
@@ -77,7 +64,7 @@ async def test_the_most_features_search_lets_through_are_steered_by_sae(stack: S
 
 
 async def test_a_bad_weight_on_a_family_names_the_family_the_user_sent(stack: Stack) -> None:
-    stack.search.families = KnownFamilies({"f3": [11, 12, 13]})
+    stack.search.families = TableFamilies({"f3": [11, 12, 13]})
 
     error = await failure_of(stack.stub.Search(steered(feature(1), family("f3", weight=12.0))))
 
@@ -86,7 +73,7 @@ async def test_a_bad_weight_on_a_family_names_the_family_the_user_sent(stack: St
 
 
 async def test_a_family_member_beyond_the_sae_is_refused_naming_the_family(stack: Stack) -> None:
-    stack.search.families = KnownFamilies({"f3": [11, 900]})
+    stack.search.families = TableFamilies({"f3": [11, 900]})
 
     error = await failure_of(stack.stub.Search(steered(family("f3"))))
 
@@ -104,7 +91,7 @@ BAD_INTERVENTIONS = {
     "feature beyond the SAE": [feature(512)],
     "unknown mode": [common_pb2.Intervention(feature=3, weight=1.0, mode=7)],  # type: ignore[arg-type]
     "no target": [common_pb2.Intervention(weight=1.0)],
-    "too many": [feature(i % 512, 0.01) for i in range(MAX_INTERVENTIONS + 1)],
+    "per_member on a feature": [common_pb2.Intervention(feature=3, weight=1.0, per_member=True)],
 }
 
 

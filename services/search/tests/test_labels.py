@@ -4,9 +4,7 @@ the feature whose label it matches; a labelling service that is down costs the l
 from __future__ import annotations
 
 import logging
-import socket
-import subprocess
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,15 +15,19 @@ from search_testing import (
     CountingBackend,
     FakeLabelling,
     Stack,
+    TableFamilies,
+    closed_address,
+    copy_of,
     failure_of,
     hit_ids,
     serve_labelling,
     serve_stack,
 )
 
-from featurelens.kit import NotFoundError, Peer
+from featurelens.kit import Peer
 from featurelens.kit.embedded import discover_services, service_settings
-from featurelens.services.search.labelling import WARNING_INTERVAL_S, LabellingLabels
+from featurelens.services.search.labelling import LabellingLabels
+from featurelens.services.search.throttled import WARNING_INTERVAL_S
 from featurelens.v1 import common_pb2, search_pb2
 
 CLAMP = common_pb2.STEER_MODE_CLAMP
@@ -35,32 +37,10 @@ HALOS = 42
 LABELS = {feature: f"concept {feature}" for feature in range(0, 512, 2)} | {HALOS: "dark matter halos"}
 
 
-class KnownFamilies:
-    def __init__(self, members: dict[str, Sequence[int]]) -> None:
-        self.members = members
-
-    async def features(self, sae_id: str, family_id: str) -> Sequence[int]:
-        if family_id not in self.members:
-            raise NotFoundError(f"family {family_id!r} does not exist")
-        return self.members[family_id]
-
-
 @dataclass
 class Labelled:
     stack: Stack
     labelling: FakeLabelling
-
-
-def closed_address() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{probe.getsockname()[1]}"
-
-
-def copy_of(indexed_edge: Path, tmp_path: Path) -> Path:
-    edge = tmp_path / "qdrant"
-    subprocess.run(["cp", "-a", "--sparse=always", str(indexed_edge), str(edge)], check=True)
-    return edge
 
 
 @pytest.fixture
@@ -121,7 +101,7 @@ async def test_a_search_without_explanations_or_steering_asks_for_no_labels(labe
 async def test_the_response_lists_each_steered_feature_with_its_label_and_where_it_came_from(
     labelled: Labelled,
 ) -> None:
-    labelled.stack.search.families = KnownFamilies({"f3": [20, 21]})
+    labelled.stack.search.families = TableFamilies({"f3": [20, 21]})
     interventions = [
         feature(10),
         common_pb2.Intervention(family_id="f3", weight=0.5, mode=CLAMP),

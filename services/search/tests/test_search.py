@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 import subprocess
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from search_testing import CORPUS, CountingBackend, Stack, hit_ids, serve_stack
+from search_testing import CORPUS, CountingBackend, Stack, TableFamilies, hit_ids, serve_stack
 
 from featurelens.embedding.backends import EmbeddingBackend
 from featurelens.kit import InvalidArgumentError
@@ -243,13 +242,6 @@ async def test_the_response_reports_the_time_the_server_spent(stack: Stack) -> N
     assert response.took_ms > 0
 
 
-class OneFamily:
-    """A family expander that knows one family: features 3 and 7."""
-
-    async def features(self, sae_id: str, family_id: str) -> Sequence[int]:
-        return [3, 7]
-
-
 async def test_a_family_intervention_steers_like_the_same_weight_on_each_of_its_features(
     backend: CountingBackend, models_dir: Path, indexed_edge: Path, tmp_path: Path
 ) -> None:
@@ -258,7 +250,7 @@ async def test_a_family_intervention_steers_like_the_same_weight_on_each_of_its_
     by_family = [common_pb2.Intervention(family_id="fam-1", weight=0.4)]
     by_features = [common_pb2.Intervention(feature=f, weight=0.4) for f in (3, 7)]
 
-    async with serve_stack(backend, models_dir, edge, families=OneFamily()) as stack:
+    async with serve_stack(backend, models_dir, edge, families=TableFamilies({"fam-1": [3, 7]})) as stack:
         family = await stack.stub.Search(request(interventions=by_family))
         features = await stack.stub.Search(request(interventions=by_features))
 

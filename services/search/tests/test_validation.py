@@ -137,7 +137,7 @@ CASES = [
     pytest.param(
         text_request(interventions=[additive(i, 0.1) for i in range(257)]),
         INVALID,
-        "257 interventions; the limit is 256 features steered in one query",
+        "257 interventions; the limit is 256 in one request",
         id="too many interventions",
     ),
     pytest.param(
@@ -198,9 +198,9 @@ CASES = [
     ),
     pytest.param(
         text_request(interventions=[common_pb2.Intervention(family_id="fam-1", weight=0.5)]),
-        StatusCode.FAILED_PRECONDITION,
-        "families are not available yet",
-        id="family target",
+        StatusCode.UNAVAILABLE,
+        "cannot expand family 'fam-1': the family service at 127.0.0.1:",
+        id="family target where no family service answers",
     ),
     pytest.param(
         text_request(corpus="astro/../x"), INVALID, "corpus name 'astro/../x' is invalid", id="bad corpus"
@@ -224,8 +224,8 @@ CASES = [
     ),
     pytest.param(
         text_request(interventions=[common_pb2.Intervention(family_id="f" * 10_000, weight=0.5)]),
-        StatusCode.FAILED_PRECONDITION,
-        "... (10,000 characters): families are not available yet",
+        StatusCode.UNAVAILABLE,
+        "... (10,000 characters): the family service at 127.0.0.1:",
         id="huge family id",
     ),
     pytest.param(

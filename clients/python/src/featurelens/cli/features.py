@@ -1,4 +1,5 @@
-"""``featurelens features``: find, show and list labelled features through the labelling service."""
+"""``featurelens features``: find, show and list labelled features through the labelling service, and
+a feature's neighbours through the family service."""
 
 from __future__ import annotations
 
@@ -9,18 +10,22 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from featurelens.cli.console import DEFAULT_ADDRESS, AddressOption, console, reporting_errors
+from featurelens.cli.console import DEFAULT_ADDRESS, AddressOption, console, fail, reporting_errors
 from featurelens.cli.feature_views import labels_table, number, quoted
 from featurelens.client import ActivatedDocument, FeatureLabel, FeaturelensClient
+from featurelens.client.types import NeighbourKind
 
 features_app = typer.Typer(
     name="features",
-    help="Find labelled features by meaning, show one feature's label and scores, list an SAE's labels.",
+    help="Find labelled features by meaning, show one feature's label and scores, list an SAE's labels, "
+    "show a feature's neighbours.",
     no_args_is_help=True,
 )
 
 #: Top documents shown by `features show --corpus`.
 SHOWN_DOCUMENTS = 5
+
+_KINDS: dict[str, NeighbourKind] = {"cooccurrence": "cooccurrence", "decoder": "decoder"}
 
 
 def _say(text: str) -> None:
@@ -141,3 +146,39 @@ def list_labels(
     console.print(labels_table(labels[:limit], title=f"labels of {sae_id}, best first"))
     if len(labels) > limit:
         _say(f"showing the first {limit:,}; --limit shows more")
+
+
+@features_app.command("neighbours")
+def neighbours(
+    feature: Annotated[int, typer.Argument(min=0, help="The latent id.")],
+    sae_id: Annotated[
+        str | None, typer.Option("--sae", help="The SAE of the feature; default: the server's.")
+    ] = None,
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            help="cooccurrence: features that fire on the same documents (normalised co-occurrence "
+            "over the corpus the families were built from); decoder: features whose decoder "
+            "directions are closest (cosine).",
+        ),
+    ] = "cooccurrence",
+    top_k: Annotated[int, typer.Option("--top-k", min=1, max=1000, help="Neighbours to show.")] = 10,
+    address: AddressOption = DEFAULT_ADDRESS,
+) -> None:
+    """Show the features most related to one feature, by co-occurrence or by decoder cosine."""
+    if kind not in _KINDS:
+        raise fail(f"--kind must be cooccurrence or decoder; got {kind!r}.", 2)
+    with reporting_errors(address), FeaturelensClient(address) as client:
+        found = client.families.feature_neighbours(feature, sae_id, kind=_KINDS[kind], top_k=top_k)
+    if not found:
+        _say(f"feature {feature} has no neighbours by {kind}")
+        return
+    score = "co-occurrence" if kind == "cooccurrence" else "cosine"
+    table = Table(title=f"neighbours of feature {feature} by {score}", title_justify="left")
+    table.add_column("feature", justify="right")
+    table.add_column("label", overflow="fold")
+    table.add_column(score, justify="right", no_wrap=True)
+    for neighbour in found:
+        table.add_row(str(neighbour.feature), neighbour.label or "(unlabelled)", number(neighbour.score, 3))
+    console.print(table)

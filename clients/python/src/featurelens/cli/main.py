@@ -5,9 +5,11 @@ from __future__ import annotations
 import typer
 
 from featurelens.cli.embed import embed
+from featurelens.cli.families import families_app
 from featurelens.cli.features import features_app
 from featurelens.cli.label import label
 from featurelens.cli.sae import sae_app
+from featurelens.cli.sae_match import match
 from featurelens.cli.search import search
 from featurelens.cli.status import health, models
 from featurelens.cli.up import up
@@ -25,8 +27,11 @@ app.command()(health)
 app.command()(models)
 app.command()(search)
 app.command()(label)
+# `sae match` calls the family service, unlike the local training commands of sae.py.
+sae_app.command("match")(match)
 app.add_typer(sae_app, name="sae")
 app.add_typer(features_app, name="features")
+app.add_typer(families_app, name="families")
 
 
 if __name__ == "__main__":

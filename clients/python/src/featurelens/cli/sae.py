@@ -13,6 +13,9 @@ the same sae_id (same config, recipe and data) is replaced. The first SAE of a m
 becomes its default (the ``default`` file: what the service serves to a request naming no SAE); a
 later one only with ``--make-default``, so training never changes the default silently.
 
+``featurelens sae match A B`` (in ``sae_match.py``) is the one command of the group that calls a
+server: the family service matches the features of two served SAEs.
+
 Training settings left out take featurelens-core's defaults (``SaeConfig`` / ``TrainConfig``),
 the same ones a Train call gets for a field it does not set; ``--help`` shows them.
 """
@@ -40,7 +43,8 @@ if TYPE_CHECKING:
 
 sae_app = typer.Typer(
     name="sae",
-    help="Train, evaluate and sweep top-k sparse autoencoders locally on stored embeddings.",
+    help="Train, evaluate and sweep top-k sparse autoencoders locally on stored embeddings; "
+    "match the features of two served SAEs.",
     no_args_is_help=True,
 )
 

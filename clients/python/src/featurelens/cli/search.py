@@ -8,8 +8,14 @@ import typer
 
 from featurelens.cli.console import DEFAULT_ADDRESS, AddressOption, console, fail, reporting_errors
 from featurelens.cli.feature_views import number, quoted
-from featurelens.cli.steering import CLAMP_HELP, STEER_HELP, SteerSpecError, parse_interventions
-from featurelens.client import FeaturelensClient, Hit, SearchResult, SteeredFeature
+from featurelens.cli.steering import (
+    CLAMP_HELP,
+    PER_MEMBER_HELP,
+    STEER_HELP,
+    SteerSpecError,
+    parse_interventions,
+)
+from featurelens.client import FeatureContribution, FeaturelensClient, Hit, SearchResult, SteeredFeature
 from featurelens.client.types import SearchMode
 
 #: Shared features shown per hit with --explain.
@@ -35,8 +41,13 @@ def search(
     top_k: Annotated[int, typer.Option("--top-k", min=1, max=1000, help="Hits to show.")] = 10,
     steer: Annotated[list[str] | None, typer.Option("--steer", help=STEER_HELP)] = None,
     clamp: Annotated[list[str] | None, typer.Option("--clamp", help=CLAMP_HELP)] = None,
+    per_member: Annotated[bool, typer.Option("--per-member", help=PER_MEMBER_HELP)] = False,
     explain: Annotated[
-        bool, typer.Option("--explain", help="Show the labelled features each hit shares with the query.")
+        bool,
+        typer.Option(
+            "--explain",
+            help="Show the labelled features each hit shares with the query, and their families.",
+        ),
     ] = False,
     rank_changes: Annotated[
         bool,
@@ -50,7 +61,7 @@ def search(
     if mode not in _MODES:
         raise fail(f"--mode must be dense, sparse or hybrid; got {mode!r}.", 2)
     try:
-        interventions = parse_interventions(steer or [], clamp or [])
+        interventions = parse_interventions(steer or [], clamp or [], per_member=per_member)
     except SteerSpecError as error:
         raise fail(str(error), 2) from error
     with reporting_errors(address), FeaturelensClient(address) as client:
@@ -109,9 +120,15 @@ def _hit_line(hit: Hit, rank_changes: bool) -> str:
 def _explanation(hit: Hit) -> str:
     if not hit.explanation:
         return "shares no feature with the query"
-    shared = [
-        f"feature {c.feature} {quoted(c.label)} ({c.contribution:.2f})"
-        for c in hit.explanation[:SHOWN_CONTRIBUTIONS]
-    ]
+    shared = [_contribution(c) for c in hit.explanation[:SHOWN_CONTRIBUTIONS]]
     more = len(hit.explanation) - SHOWN_CONTRIBUTIONS
     return "shared: " + ", ".join(shared) + (f" and {more} more" if more > 0 else "")
+
+
+def _contribution(contribution: FeatureContribution) -> str:
+    """One shared feature, its share of the score and, when it has any, its families."""
+    families = f"; families {', '.join(contribution.family_ids)}" if contribution.family_ids else ""
+    return (
+        f"feature {contribution.feature} {quoted(contribution.label)} "
+        f"({contribution.contribution:.2f}{families})"
+    )

@@ -7,6 +7,8 @@ with FeaturelensClient("127.0.0.1:50051") as client:
     print(embeddings.model_id, embeddings.vectors.shape)
     for match in client.labelling.search_features("sae-a", "dark matter halos", top_k=3):
         print(match.label.feature, match.label.label, match.score)
+    family = client.families.get_family("f2370-p0", sae_id="sae-a")
+    print(family.label, [member.label for member in family.members])
 """
 
 from featurelens.client.client import SERVICE_NAMES, AsyncFeaturelensClient, FeaturelensClient, HealthStatus
@@ -37,13 +39,21 @@ from featurelens.client.types import (
     ActivatedDocument,
     ActivationBatch,
     CorpusInfo,
+    CrossSaeMatch,
     Decoded,
     DecoderDirections,
     Document,
     Embeddings,
+    Family,
+    FamilyBuildProgress,
+    FamilyBuildResult,
+    FamilyMember,
+    FamilyStatistics,
     FeatureContribution,
+    FeatureFamilies,
     FeatureLabel,
     FeatureMatch,
+    FeatureNeighbour,
     Filter,
     Hit,
     IndexProgress,
@@ -80,15 +90,23 @@ __all__ = [
     "Backoff",
     "CallCancelledError",
     "CorpusInfo",
+    "CrossSaeMatch",
     "DeadlineExceededError",
     "Decoded",
     "DecoderDirections",
     "Document",
     "Embeddings",
     "FailedPreconditionError",
+    "Family",
+    "FamilyBuildProgress",
+    "FamilyBuildResult",
+    "FamilyMember",
+    "FamilyStatistics",
     "FeatureContribution",
+    "FeatureFamilies",
     "FeatureLabel",
     "FeatureMatch",
+    "FeatureNeighbour",
     "FeaturelensClient",
     "FeaturelensError",
     "Filter",

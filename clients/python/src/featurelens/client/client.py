@@ -9,6 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from featurelens.client.encoder import AsyncEncoderClient, EncoderClient
 from featurelens.client.errors import NotFoundError
+from featurelens.client.families import AsyncFamiliesClient, FamiliesClient
 from featurelens.client.labelling import AsyncLabellingClient, LabellingClient
 from featurelens.client.options import DEFAULT_TIMEOUT_S, NOT_GIVEN, CallOptions, NotGiven
 from featurelens.client.retries import DEFAULT_MAX_RETRIES, Backoff, rpc_path
@@ -60,6 +61,7 @@ class _Addresses:
         sae: str | None,
         search: str | None,
         labelling: str | None,
+        family: str | None,
     ) -> None:
         self.default = address
         self.by_service = {
@@ -68,6 +70,7 @@ class _Addresses:
             SERVICE_NAMES["sae"]: sae or address,
             SERVICE_NAMES["search"]: search or address,
             SERVICE_NAMES["labelling"]: labelling or address,
+            SERVICE_NAMES["family"]: family or address,
         }
 
     def of(self, service: str) -> str:
@@ -78,7 +81,8 @@ class FeaturelensClient:
     """A blocking client of the featurelens services.
 
     By default every service is called at ``address`` (the embedded ``featurelens up`` mode);
-    give ``encoder_address`` & co. when services run on their own ports (docker compose).
+    give ``encoder_address`` & co. when services run on their own ports (docker compose; the family
+    service's default port is 50055).
     ``timeout_s`` bounds each unary call, retries included (None for no bound); a call's own
     ``timeout=`` overrides it, and streams are bound only by their own ``timeout=``. Calls that
     change nothing on the server are retried up to ``max_retries`` times when the server cannot
@@ -94,13 +98,16 @@ class FeaturelensClient:
         sae_address: str | None = None,
         search_address: str | None = None,
         labelling_address: str | None = None,
+        family_address: str | None = None,
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
         max_retries: int = DEFAULT_MAX_RETRIES,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         backoff: Backoff | None = None,
     ) -> None:
         options = CallOptions(timeout_s, max_retries, backoff or Backoff())
-        addresses = _Addresses(address, encoder_address, sae_address, search_address, labelling_address)
+        addresses = _Addresses(
+            address, encoder_address, sae_address, search_address, labelling_address, family_address
+        )
         transports = {
             target: SyncTransport.open(target, options=options, max_message_bytes=max_message_bytes)
             for target in dict.fromkeys(addresses.by_service.values())
@@ -121,6 +128,8 @@ class FeaturelensClient:
         """The search service: indexing and (steered) search."""
         self.labelling = LabellingClient(self._transport("labelling"))
         """The labelling service: scored feature labels, features found by meaning."""
+        self.families = FamiliesClient(self._transport("family"))
+        """The family service: feature families, feature neighbours, matching across SAEs."""
 
     def _transport(self, service: str) -> SyncTransport:
         return self._transports[self._addresses.of(service)]
@@ -193,13 +202,16 @@ class AsyncFeaturelensClient:
         sae_address: str | None = None,
         search_address: str | None = None,
         labelling_address: str | None = None,
+        family_address: str | None = None,
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
         max_retries: int = DEFAULT_MAX_RETRIES,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         backoff: Backoff | None = None,
     ) -> None:
         options = CallOptions(timeout_s, max_retries, backoff or Backoff())
-        addresses = _Addresses(address, encoder_address, sae_address, search_address, labelling_address)
+        addresses = _Addresses(
+            address, encoder_address, sae_address, search_address, labelling_address, family_address
+        )
         transports = {
             target: AsyncTransport.open(target, options=options, max_message_bytes=max_message_bytes)
             for target in dict.fromkeys(addresses.by_service.values())
@@ -220,6 +232,8 @@ class AsyncFeaturelensClient:
         """The search service: indexing and (steered) search."""
         self.labelling = AsyncLabellingClient(self._transport("labelling"))
         """The labelling service: scored feature labels, features found by meaning."""
+        self.families = AsyncFamiliesClient(self._transport("family"))
+        """The family service: feature families, feature neighbours, matching across SAEs."""
 
     def _transport(self, service: str) -> AsyncTransport:
         return self._transports[self._addresses.of(service)]

@@ -12,14 +12,22 @@ from featurelens.client.types import (
     ActivatedDocument,
     ActivationBatch,
     CorpusInfo,
+    CrossSaeMatch,
     Decoded,
     DecoderDirections,
     Document,
     DocumentLike,
     Embeddings,
+    Family,
+    FamilyBuildProgress,
+    FamilyBuildResult,
+    FamilyMember,
+    FamilyStatistics,
     FeatureContribution,
+    FeatureFamilies,
     FeatureLabel,
     FeatureMatch,
+    FeatureNeighbour,
     Filter,
     Fusion,
     Hit,
@@ -28,6 +36,7 @@ from featurelens.client.types import (
     LabelProgress,
     Latents,
     ModelInfo,
+    NeighbourKind,
     Progress,
     SaeConfig,
     SaeInfo,
@@ -40,7 +49,7 @@ from featurelens.client.types import (
     SteerMode,
     TrainProgress,
 )
-from featurelens.v1 import common_pb2, encoder_pb2, labelling_pb2, sae_pb2, search_pb2
+from featurelens.v1 import common_pb2, encoder_pb2, family_pb2, labelling_pb2, sae_pb2, search_pb2
 from featurelens.wire import arrays
 
 SparseInput = SparseVector | tuple[npt.ArrayLike, npt.ArrayLike]
@@ -58,6 +67,10 @@ _SEARCH_MODES = {
     "hybrid": search_pb2.SEARCH_MODE_HYBRID,
 }
 _FUSIONS = {"rrf": search_pb2.FUSION_RRF, "dbsf": search_pb2.FUSION_DBSF}
+_NEIGHBOUR_KINDS: dict[str, family_pb2.NeighbourKind.ValueType] = {
+    "cooccurrence": family_pb2.NEIGHBOUR_KIND_COOCCURRENCE,
+    "decoder": family_pb2.NEIGHBOUR_KIND_DECODER,
+}
 
 
 # -- shared ---------------------------------------------------------------------------------------
@@ -98,7 +111,11 @@ def progress(message: common_pb2.Progress) -> Progress:
 
 
 def intervention_message(intervention: Intervention) -> common_pb2.Intervention:
-    message = common_pb2.Intervention(weight=intervention.weight, mode=_STEER_MODES[intervention.mode])
+    message = common_pb2.Intervention(
+        weight=intervention.weight,
+        mode=_STEER_MODES[intervention.mode],
+        per_member=intervention.per_member,
+    )
     if intervention.feature is not None:
         message.feature = intervention.feature
     elif intervention.phrase is not None:
@@ -454,6 +471,7 @@ def hit(message: search_pb2.Hit) -> Hit:
                 document_activation=c.document_activation,
                 contribution=c.contribution,
                 label=c.label,
+                family_ids=tuple(c.family_ids),
             )
             for c in message.explanation
         ),
@@ -691,3 +709,147 @@ def score_label_request(
         domain=domain or "",
         llm_base_url=llm_base_url or "",
     )
+
+
+# -- families -------------------------------------------------------------------------------------
+
+
+def build_families_request(
+    corpus: str,
+    *,
+    sae_id: str | None,
+    threshold: float | None,
+    min_children: int | None,
+    interpreter_model: str | None,
+    budget_usd: float | None,
+    domain: str | None,
+) -> family_pb2.BuildFamiliesRequest:
+    if threshold is not None and not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold is a normalised co-occurrence in (0, 1], not {threshold!r}")
+    if min_children is not None and (isinstance(min_children, bool) or min_children < 1):
+        raise ValueError(f"min_children must be a whole number of 1 or more, not {min_children!r}")
+    return family_pb2.BuildFamiliesRequest(
+        corpus=corpus,
+        sae_id=sae_id or "",
+        threshold=threshold or 0.0,
+        min_family_size=min_children or 0,
+        interpreter_model=interpreter_model or "",
+        budget_usd=budget_usd or 0.0,
+        domain=domain or "",
+    )
+
+
+def family_statistics(message: family_pb2.FamilyStatistics) -> FamilyStatistics:
+    return FamilyStatistics(
+        families=message.families,
+        mean_children=message.mean_children,
+        median_children=message.median_children,
+        parent_child=message.parent_child,
+        child_child=message.child_child,
+        block_score=message.block_score,
+        block_control=message.block_control,
+        features_in_families=message.features_in_families,
+    )
+
+
+def family_build_progress(response: family_pb2.BuildFamiliesResponse) -> FamilyBuildProgress:
+    """A progress message; the final one (the one with statistics) carries the result."""
+    result = None
+    if response.HasField("statistics"):
+        result = FamilyBuildResult(
+            families_built=response.families_built,
+            statistics=family_statistics(response.statistics),
+            llm_calls=response.llm_calls,
+            cost_usd=response.cost_usd,
+        )
+    return FamilyBuildProgress(progress=progress(response.progress), result=result)
+
+
+def family_member(message: family_pb2.FamilyMember) -> FamilyMember:
+    return FamilyMember(
+        feature=message.feature,
+        parent=message.parent if message.HasField("parent") else None,
+        density=message.density,
+        label=message.label,
+        label_score=message.label_score,
+    )
+
+
+def family(message: family_pb2.Family, members: Iterable[family_pb2.FamilyMember] = ()) -> Family:
+    if len(message.edge_parents) != len(message.edge_children):
+        raise ValueError(
+            f"family {message.family_id} has {len(message.edge_parents)} edge parents but "
+            f"{len(message.edge_children)} edge children"
+        )
+    return Family(
+        family_id=message.family_id,
+        sae_id=message.sae_id,
+        parent_feature=message.parent_feature,
+        features=tuple(message.features),
+        edges=tuple(zip(message.edge_parents, message.edge_children, strict=True)),
+        label=message.label,
+        depth=message.depth,
+        root_density=message.root_density,
+        nested_in=message.nested_in or None,
+        corpus=message.corpus,
+        direction_norm=message.direction_norm,
+        members=tuple(family_member(m) for m in members),
+    )
+
+
+def families(response: family_pb2.ListFamiliesResponse) -> list[Family]:
+    return [family(f) for f in response.families]
+
+
+def family_id(value: str) -> str:
+    """A family id, refusing an empty one (which the server would read as "none")."""
+    if not isinstance(value, str):
+        raise TypeError(f"family_id is a {type(value).__name__}, not a str like 'f2370-p0'")
+    if not value.strip():
+        raise ValueError("family_id is empty; family ids look like 'f2370-p0'")
+    return value.strip()
+
+
+def feature_neighbours_request(
+    feature: int, *, sae_id: str | None, kind: NeighbourKind, top_k: int
+) -> family_pb2.FeatureNeighboursRequest:
+    if kind not in _NEIGHBOUR_KINDS:
+        raise ValueError(f"kind must be one of {sorted(_NEIGHBOUR_KINDS)}, got {kind!r}")
+    return family_pb2.FeatureNeighboursRequest(
+        sae_id=sae_id or "", feature=feature_id(feature), kind=_NEIGHBOUR_KINDS[kind], top_k=top_k
+    )
+
+
+def feature_neighbour(message: family_pb2.FeatureNeighbour) -> FeatureNeighbour:
+    return FeatureNeighbour(feature=message.feature, score=message.score, label=message.label)
+
+
+def feature_neighbours(response: family_pb2.FeatureNeighboursResponse) -> list[FeatureNeighbour]:
+    return [feature_neighbour(n) for n in response.neighbours]
+
+
+def match_features_request(
+    source_sae_id: str, target_sae_id: str, *, features: Iterable[int] | None, top_k: int
+) -> family_pb2.MatchFeaturesRequest:
+    return family_pb2.MatchFeaturesRequest(
+        source_sae_id=source_sae_id,
+        target_sae_id=target_sae_id,
+        features=feature_ids(features) if features is not None else [],
+        top_k=top_k,
+    )
+
+
+def cross_sae_matches(response: family_pb2.MatchFeaturesResponse) -> list[CrossSaeMatch]:
+    return [
+        CrossSaeMatch(source_feature=m.source_feature, targets=tuple(feature_neighbour(t) for t in m.targets))
+        for m in response.matches
+    ]
+
+
+def feature_families(response: family_pb2.FeatureFamiliesResponse) -> list[FeatureFamilies]:
+    return [
+        FeatureFamilies(
+            feature=f.feature, family_ids=tuple(f.family_ids), family_labels=tuple(f.family_labels)
+        )
+        for f in response.features
+    ]

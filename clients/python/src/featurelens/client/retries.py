@@ -64,6 +64,7 @@ RETRIED_RPCS: frozenset[str] = frozenset(
         "/featurelens.v1.FamilyService/GetFamily",
         "/featurelens.v1.FamilyService/FeatureNeighbours",
         "/featurelens.v1.FamilyService/MatchFeatures",
+        "/featurelens.v1.FamilyService/FeatureFamilies",
     }
 )
 """RPCs that change nothing on the server: safe to send again."""
@@ -75,6 +76,7 @@ NOT_RETRIED_RPCS: dict[str, str] = {
     "/featurelens.v1.SearchService/IndexDocuments": "its documents are consumed as they are sent",
     "/featurelens.v1.SearchService/DeleteDocuments": "a second attempt would report 0 deleted",
     "/featurelens.v1.LabellingService/LabelFeatures": "it stores labels as it goes",
+    "/featurelens.v1.LabellingService/LabelFamilies": "a long job that spends its LLM budget as it goes",
     "/featurelens.v1.FamilyService/BuildFamilies": "it stores families as it goes",
 }
 """RPCs tried once, and why."""

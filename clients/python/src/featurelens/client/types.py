@@ -66,7 +66,13 @@ class Intervention:
     feature whose label is closest in meaning; ``SearchResult.steered`` says which one it used.
     Families and phrases are for search only (the sae service's ``steer`` takes features).
 
-    ``Intervention(feature=2370, weight=5.0)``, ``Intervention(family_id="f-12", weight=-2.0)``,
+    A family is steered, by default, as one direction: the normalised sum of its members' decoder
+    directions, moved by ``weight`` (each member by ``weight / |sum|``). ``per_member=True`` steers
+    every member by the full ``weight`` instead (additive mode; a clamp sets every member to
+    ``weight`` either way). Only a family target may ask for it.
+
+    ``Intervention(feature=2370, weight=5.0)``, ``Intervention(family_id="f2370-p0", weight=-2.0)``,
+    ``Intervention(family_id="f2370-p0", weight=3.0, per_member=True)``,
     ``Intervention(phrase="dark matter halos", weight=4.0)``.
     """
 
@@ -75,11 +81,14 @@ class Intervention:
     family_id: str | None = None
     mode: SteerMode = "additive"
     phrase: str | None = None
+    per_member: bool = False
 
     def __post_init__(self) -> None:
         targets = [self.feature, self.family_id, self.phrase]
         if sum(target is not None for target in targets) != 1:
             raise ValueError("an intervention targets exactly one of feature, family_id or phrase")
+        if self.per_member and self.family_id is None:
+            raise ValueError("per_member=True steers each member of a family; give family_id as the target")
         if self.phrase is not None and not self.phrase.strip():
             raise ValueError("an intervention's phrase must have some text, e.g. 'dark matter halos'")
         if self.mode not in ("additive", "clamp"):
@@ -290,6 +299,9 @@ class FeatureContribution:
     contribution: float
     label: str
     """The feature's label, empty when unlabelled."""
+    family_ids: tuple[str, ...] = ()
+    """The families of the SAE the feature belongs to (as parent or child), most specific first;
+    empty when it is in none or no families are built."""
 
 
 @dataclass(frozen=True)
@@ -482,3 +494,139 @@ class FeatureMatch:
     """Cosine between the query and the label, in [-1, 1] (1 for a substring match)."""
     substring_match: bool
     """True when the label contains the query as a substring."""
+
+
+# -- families -------------------------------------------------------------------------------------
+
+NeighbourKind = Literal["cooccurrence", "decoder"]
+"""How two features are related: co-occurring over the corpus, or similar decoder directions."""
+
+
+@dataclass(frozen=True)
+class FamilyMember:
+    """One feature of a family, where it sits in the family's tree, and its label."""
+
+    feature: int
+    """Latent id."""
+    parent: int | None
+    """The member's parent in the tree; None for the family's parent feature."""
+    density: float
+    """Fraction of the corpus's documents on which the feature fires, in [0, 1]."""
+    label: str
+    """The feature's label, empty when unlabelled."""
+    label_score: float
+    """The label's score (embedding AUROC), 0 when unlabelled."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """A family of features: a parent feature (dense, general) and the tree of features under it.
+
+    ``list_families`` leaves ``members`` empty; ``get_family`` fills it.
+    """
+
+    family_id: str
+    """Unique within the SAE and stable across rebuilds: "f<parent>-p<pass>", e.g. "f2370-p0"."""
+    sae_id: str
+    parent_feature: int
+    """The root of the tree."""
+    features: tuple[int, ...]
+    """Every member's latent id, the parent included."""
+    edges: tuple[tuple[int, int], ...]
+    """The tree's edges as (parent, child) pairs."""
+    label: str
+    """The family's label, written from its members' labels; empty before labelling."""
+    depth: int
+    """Depth of the tree below the parent (1: the parent and its children only)."""
+    root_density: float
+    """Fraction of the corpus's documents on which the parent fires, in [0, 1]."""
+    nested_in: str | None
+    """The family this one is nested in; None for a top-level family."""
+    corpus: str
+    """The corpus whose activations the family was built from."""
+    direction_norm: float
+    """Length of the sum of the members' unit decoder directions: steering the family by weight
+    w steers each member by w / direction_norm."""
+    members: tuple[FamilyMember, ...] = ()
+    """Every member with its density and label, the parent first, then depth first (children by
+    feature id); empty in a listing."""
+
+    @property
+    def children(self) -> int:
+        """Number of members below the parent."""
+        return max(len(self.features) - 1, 0)
+
+
+@dataclass(frozen=True)
+class FamilyStatistics:
+    """The paper's statistics of a set of families (O'Neill et al. 2024, section 5)."""
+
+    families: int
+    mean_children: float
+    median_children: float
+    parent_child: float
+    """Mean normalised co-occurrence of a parent with each of its children."""
+    child_child: float
+    """Mean normalised co-occurrence of two children of one parent."""
+    block_score: float
+    """Share of the members' co-occurrence inside their family blocks."""
+    block_control: float
+    """The same share with the family labels randomly permuted (the control)."""
+    features_in_families: int
+    """Features in at least one family."""
+
+
+@dataclass(frozen=True)
+class FamilyBuildResult:
+    """What a finished ``build_families`` job built and spent."""
+
+    families_built: int
+    statistics: FamilyStatistics
+    llm_calls: int
+    """LLM calls made for the family labels (0 with the offline labeller)."""
+    cost_usd: float
+    """US dollars the family labels cost."""
+
+
+@dataclass(frozen=True)
+class FamilyBuildProgress:
+    """One message of a ``build_families`` job; the last one carries ``result``."""
+
+    progress: Progress
+    result: FamilyBuildResult | None = None
+    """What was built, on the final message only."""
+
+
+@dataclass(frozen=True)
+class FeatureNeighbour:
+    """A feature related to another, and how strongly."""
+
+    feature: int
+    score: float
+    """Normalised co-occurrence in [0, 1], or decoder cosine in [-1, 1], depending on the kind."""
+    label: str
+    """The neighbour's label, empty when unlabelled."""
+
+
+@dataclass(frozen=True)
+class CrossSaeMatch:
+    """A feature of one SAE and its most similar features in another, by decoder cosine."""
+
+    source_feature: int
+    targets: tuple[FeatureNeighbour, ...]
+    """Best first; each ``score`` is a decoder cosine and ``label`` the target feature's label."""
+
+    @property
+    def max_cosine(self) -> float | None:
+        """The cosine of the best match; None when there is none."""
+        return self.targets[0].score if self.targets else None
+
+
+@dataclass(frozen=True)
+class FeatureFamilies:
+    """The families one feature belongs to (as parent or child), most specific first."""
+
+    feature: int
+    family_ids: tuple[str, ...]
+    family_labels: tuple[str, ...]
+    """``family_labels[i]`` is the label of ``family_ids[i]``, empty when unlabelled."""

@@ -184,8 +184,8 @@ class Intervention(_message.Message):
     """One steering intervention on a feature or on a whole feature family.
 
     Every service that takes interventions checks them by the same rule:
-    - at most 256 features are steered in one query, counted after family expansion (so a
-      request names at most 256 interventions);
+    - a search request names at most 256 interventions, and at most 16,384 features are steered
+      in one query, counted after family expansion;
     - an additive weight lies in [-10, 10] and a clamp value in [0, 10]; both are finite;
     - each feature is steered at most once, whether named directly or as a family member:
       a feature steered twice is refused (INVALID_ARGUMENT) with a sentence that names the
@@ -200,6 +200,7 @@ class Intervention(_message.Message):
     PHRASE_FIELD_NUMBER: _builtins.int
     WEIGHT_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
+    PER_MEMBER_FIELD_NUMBER: _builtins.int
     feature: _builtins.int
     """A latent id of the SAE in use."""
     family_id: _builtins.str
@@ -215,6 +216,12 @@ class Intervention(_message.Message):
     """
     mode: Global___SteerMode.ValueType
     """How the intervention is applied; unspecified means additive."""
+    per_member: _builtins.bool
+    """Only for a family target in additive mode. False (the default): the family is one direction,
+    the normalised sum of its members' decoder directions, moved by weight (each member is steered
+    by weight / |sum|). True: every member is steered by the full weight. A clamp sets every member
+    to weight either way. INVALID_ARGUMENT on a feature or phrase target.
+    """
     def __init__(
         self,
         *,
@@ -223,10 +230,11 @@ class Intervention(_message.Message):
         phrase: _builtins.str = ...,
         weight: _builtins.float = ...,
         mode: Global___SteerMode.ValueType = ...,
+        per_member: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["family_id", b"family_id", "feature", b"feature", "phrase", b"phrase", "target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["family_id", b"family_id", "feature", b"feature", "mode", b"mode", "phrase", b"phrase", "target", b"target", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["family_id", b"family_id", "feature", b"feature", "mode", b"mode", "per_member", b"per_member", "phrase", b"phrase", "target", b"target", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["feature", "family_id", "phrase"]  # noqa: Y015
     _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015

@@ -25,41 +25,51 @@ _sym_db = _symbol_database.Default()
 from featurelens.v1 import common_pb2 as featurelens_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x61turelens/v1/family.proto\x12\x0e\x66\x65\x61turelens.v1\x1a\x1b\x66\x65\x61turelens/v1/common.proto\"\xa0\x01\n\x06\x46\x61mily\x12\x11\n\tfamily_id\x18\x01 \x01(\t\x12\x0e\n\x06sae_id\x18\x02 \x01(\t\x12\x16\n\x0eparent_feature\x18\x03 \x01(\r\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x03(\r\x12\x14\n\x0c\x65\x64ge_parents\x18\x05 \x03(\r\x12\x15\n\redge_children\x18\x06 \x03(\r\x12\r\n\x05label\x18\x07 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x08 \x01(\r\"b\n\x14\x42uildFamiliesRequest\x12\x0e\n\x06\x63orpus\x18\x01 \x01(\t\x12\x0e\n\x06sae_id\x18\x02 \x01(\t\x12\x11\n\tthreshold\x18\x03 \x01(\x02\x12\x17\n\x0fmin_family_size\x18\x04 \x01(\r\"[\n\x15\x42uildFamiliesResponse\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x18.featurelens.v1.Progress\x12\x16\n\x0e\x66\x61milies_built\x18\x02 \x01(\r\"L\n\x13ListFamiliesRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"Y\n\x14ListFamiliesResponse\x12(\n\x08\x66\x61milies\x18\x01 \x03(\x0b\x32\x16.featurelens.v1.Family\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x10GetFamilyRequest\x12\x11\n\tfamily_id\x18\x01 \x01(\t\";\n\x11GetFamilyResponse\x12&\n\x06\x66\x61mily\x18\x01 \x01(\x0b\x32\x16.featurelens.v1.Family\"w\n\x18\x46\x65\x61tureNeighboursRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x02 \x01(\r\x12+\n\x04kind\x18\x03 \x01(\x0e\x32\x1d.featurelens.v1.NeighbourKind\x12\r\n\x05top_k\x18\x04 \x01(\r\"A\n\x10\x46\x65\x61tureNeighbour\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\r\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05label\x18\x03 \x01(\t\"Q\n\x19\x46\x65\x61tureNeighboursResponse\x12\x34\n\nneighbours\x18\x01 \x03(\x0b\x32 .featurelens.v1.FeatureNeighbour\"e\n\x14MatchFeaturesRequest\x12\x15\n\rsource_sae_id\x18\x01 \x01(\t\x12\x15\n\rtarget_sae_id\x18\x02 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x03(\r\x12\r\n\x05top_k\x18\x04 \x01(\r\"Y\n\x0c\x46\x65\x61tureMatch\x12\x16\n\x0esource_feature\x18\x01 \x01(\r\x12\x31\n\x07targets\x18\x02 \x03(\x0b\x32 .featurelens.v1.FeatureNeighbour\"F\n\x15MatchFeaturesResponse\x12-\n\x07matches\x18\x01 \x03(\x0b\x32\x1c.featurelens.v1.FeatureMatch*l\n\rNeighbourKind\x12\x1e\n\x1aNEIGHBOUR_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1bNEIGHBOUR_KIND_COOCCURRENCE\x10\x01\x12\x1a\n\x16NEIGHBOUR_KIND_DECODER\x10\x02\x32\xe4\x03\n\rFamilyService\x12^\n\rBuildFamilies\x12$.featurelens.v1.BuildFamiliesRequest\x1a%.featurelens.v1.BuildFamiliesResponse0\x01\x12Y\n\x0cListFamilies\x12#.featurelens.v1.ListFamiliesRequest\x1a$.featurelens.v1.ListFamiliesResponse\x12P\n\tGetFamily\x12 .featurelens.v1.GetFamilyRequest\x1a!.featurelens.v1.GetFamilyResponse\x12h\n\x11\x46\x65\x61tureNeighbours\x12(.featurelens.v1.FeatureNeighboursRequest\x1a).featurelens.v1.FeatureNeighboursResponse\x12\\\n\rMatchFeatures\x12$.featurelens.v1.MatchFeaturesRequest\x1a%.featurelens.v1.MatchFeaturesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x61turelens/v1/family.proto\x12\x0e\x66\x65\x61turelens.v1\x1a\x1b\x66\x65\x61turelens/v1/common.proto\"\xf1\x01\n\x06\x46\x61mily\x12\x11\n\tfamily_id\x18\x01 \x01(\t\x12\x0e\n\x06sae_id\x18\x02 \x01(\t\x12\x16\n\x0eparent_feature\x18\x03 \x01(\r\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x03(\r\x12\x14\n\x0c\x65\x64ge_parents\x18\x05 \x03(\r\x12\x15\n\redge_children\x18\x06 \x03(\r\x12\r\n\x05label\x18\x07 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x08 \x01(\r\x12\x14\n\x0croot_density\x18\t \x01(\x02\x12\x11\n\tnested_in\x18\n \x01(\t\x12\x0e\n\x06\x63orpus\x18\x0b \x01(\t\x12\x16\n\x0e\x64irection_norm\x18\x0c \x01(\x02\"t\n\x0c\x46\x61milyMember\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\r\x12\x13\n\x06parent\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x0f\n\x07\x64\x65nsity\x18\x03 \x01(\x02\x12\r\n\x05label\x18\x04 \x01(\t\x12\x13\n\x0blabel_score\x18\x05 \x01(\x02\x42\t\n\x07_parent\"\xa1\x01\n\x14\x42uildFamiliesRequest\x12\x0e\n\x06\x63orpus\x18\x01 \x01(\t\x12\x0e\n\x06sae_id\x18\x02 \x01(\t\x12\x11\n\tthreshold\x18\x03 \x01(\x02\x12\x17\n\x0fmin_family_size\x18\x04 \x01(\r\x12\x19\n\x11interpreter_model\x18\x05 \x01(\t\x12\x12\n\nbudget_usd\x18\x06 \x01(\x01\x12\x0e\n\x06\x64omain\x18\x07 \x01(\t\"\xc9\x01\n\x10\x46\x61milyStatistics\x12\x10\n\x08\x66\x61milies\x18\x01 \x01(\r\x12\x15\n\rmean_children\x18\x02 \x01(\x02\x12\x17\n\x0fmedian_children\x18\x03 \x01(\x02\x12\x14\n\x0cparent_child\x18\x04 \x01(\x02\x12\x13\n\x0b\x63hild_child\x18\x05 \x01(\x02\x12\x13\n\x0b\x62lock_score\x18\x06 \x01(\x02\x12\x15\n\rblock_control\x18\x07 \x01(\x02\x12\x1c\n\x14\x66\x65\x61tures_in_families\x18\x08 \x01(\r\"\xb6\x01\n\x15\x42uildFamiliesResponse\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x18.featurelens.v1.Progress\x12\x16\n\x0e\x66\x61milies_built\x18\x02 \x01(\r\x12\x34\n\nstatistics\x18\x03 \x01(\x0b\x32 .featurelens.v1.FamilyStatistics\x12\x11\n\tllm_calls\x18\x04 \x01(\x04\x12\x10\n\x08\x63ost_usd\x18\x05 \x01(\x01\"L\n\x13ListFamiliesRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"Y\n\x14ListFamiliesResponse\x12(\n\x08\x66\x61milies\x18\x01 \x03(\x0b\x32\x16.featurelens.v1.Family\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x10GetFamilyRequest\x12\x11\n\tfamily_id\x18\x01 \x01(\t\x12\x0e\n\x06sae_id\x18\x02 \x01(\t\"j\n\x11GetFamilyResponse\x12&\n\x06\x66\x61mily\x18\x01 \x01(\x0b\x32\x16.featurelens.v1.Family\x12-\n\x07members\x18\x02 \x03(\x0b\x32\x1c.featurelens.v1.FamilyMember\"w\n\x18\x46\x65\x61tureNeighboursRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x02 \x01(\r\x12+\n\x04kind\x18\x03 \x01(\x0e\x32\x1d.featurelens.v1.NeighbourKind\x12\r\n\x05top_k\x18\x04 \x01(\r\"A\n\x10\x46\x65\x61tureNeighbour\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\r\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05label\x18\x03 \x01(\t\"Q\n\x19\x46\x65\x61tureNeighboursResponse\x12\x34\n\nneighbours\x18\x01 \x03(\x0b\x32 .featurelens.v1.FeatureNeighbour\"e\n\x14MatchFeaturesRequest\x12\x15\n\rsource_sae_id\x18\x01 \x01(\t\x12\x15\n\rtarget_sae_id\x18\x02 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x03(\r\x12\r\n\x05top_k\x18\x04 \x01(\r\"Y\n\x0c\x46\x65\x61tureMatch\x12\x16\n\x0esource_feature\x18\x01 \x01(\r\x12\x31\n\x07targets\x18\x02 \x03(\x0b\x32 .featurelens.v1.FeatureNeighbour\"F\n\x15MatchFeaturesResponse\x12-\n\x07matches\x18\x01 \x03(\x0b\x32\x1c.featurelens.v1.FeatureMatch\":\n\x16\x46\x65\x61tureFamiliesRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\r\"O\n\x11\x46\x65\x61tureFamilyList\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\r\x12\x12\n\nfamily_ids\x18\x02 \x03(\t\x12\x15\n\rfamily_labels\x18\x03 \x03(\t\"N\n\x17\x46\x65\x61tureFamiliesResponse\x12\x33\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32!.featurelens.v1.FeatureFamilyList*l\n\rNeighbourKind\x12\x1e\n\x1aNEIGHBOUR_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1bNEIGHBOUR_KIND_COOCCURRENCE\x10\x01\x12\x1a\n\x16NEIGHBOUR_KIND_DECODER\x10\x02\x32\xc8\x04\n\rFamilyService\x12^\n\rBuildFamilies\x12$.featurelens.v1.BuildFamiliesRequest\x1a%.featurelens.v1.BuildFamiliesResponse0\x01\x12Y\n\x0cListFamilies\x12#.featurelens.v1.ListFamiliesRequest\x1a$.featurelens.v1.ListFamiliesResponse\x12P\n\tGetFamily\x12 .featurelens.v1.GetFamilyRequest\x1a!.featurelens.v1.GetFamilyResponse\x12h\n\x11\x46\x65\x61tureNeighbours\x12(.featurelens.v1.FeatureNeighboursRequest\x1a).featurelens.v1.FeatureNeighboursResponse\x12\\\n\rMatchFeatures\x12$.featurelens.v1.MatchFeaturesRequest\x1a%.featurelens.v1.MatchFeaturesResponse\x12\x62\n\x0f\x46\x65\x61tureFamilies\x12&.featurelens.v1.FeatureFamiliesRequest\x1a\'.featurelens.v1.FeatureFamiliesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'featurelens.v1.family_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NEIGHBOURKIND']._serialized_start=1238
-  _globals['_NEIGHBOURKIND']._serialized_end=1346
+  _globals['_NEIGHBOURKIND']._serialized_start=2081
+  _globals['_NEIGHBOURKIND']._serialized_end=2189
   _globals['_FAMILY']._serialized_start=77
-  _globals['_FAMILY']._serialized_end=237
-  _globals['_BUILDFAMILIESREQUEST']._serialized_start=239
-  _globals['_BUILDFAMILIESREQUEST']._serialized_end=337
-  _globals['_BUILDFAMILIESRESPONSE']._serialized_start=339
-  _globals['_BUILDFAMILIESRESPONSE']._serialized_end=430
-  _globals['_LISTFAMILIESREQUEST']._serialized_start=432
-  _globals['_LISTFAMILIESREQUEST']._serialized_end=508
-  _globals['_LISTFAMILIESRESPONSE']._serialized_start=510
-  _globals['_LISTFAMILIESRESPONSE']._serialized_end=599
-  _globals['_GETFAMILYREQUEST']._serialized_start=601
-  _globals['_GETFAMILYREQUEST']._serialized_end=638
-  _globals['_GETFAMILYRESPONSE']._serialized_start=640
-  _globals['_GETFAMILYRESPONSE']._serialized_end=699
-  _globals['_FEATURENEIGHBOURSREQUEST']._serialized_start=701
-  _globals['_FEATURENEIGHBOURSREQUEST']._serialized_end=820
-  _globals['_FEATURENEIGHBOUR']._serialized_start=822
-  _globals['_FEATURENEIGHBOUR']._serialized_end=887
-  _globals['_FEATURENEIGHBOURSRESPONSE']._serialized_start=889
-  _globals['_FEATURENEIGHBOURSRESPONSE']._serialized_end=970
-  _globals['_MATCHFEATURESREQUEST']._serialized_start=972
-  _globals['_MATCHFEATURESREQUEST']._serialized_end=1073
-  _globals['_FEATUREMATCH']._serialized_start=1075
-  _globals['_FEATUREMATCH']._serialized_end=1164
-  _globals['_MATCHFEATURESRESPONSE']._serialized_start=1166
-  _globals['_MATCHFEATURESRESPONSE']._serialized_end=1236
-  _globals['_FAMILYSERVICE']._serialized_start=1349
-  _globals['_FAMILYSERVICE']._serialized_end=1833
+  _globals['_FAMILY']._serialized_end=318
+  _globals['_FAMILYMEMBER']._serialized_start=320
+  _globals['_FAMILYMEMBER']._serialized_end=436
+  _globals['_BUILDFAMILIESREQUEST']._serialized_start=439
+  _globals['_BUILDFAMILIESREQUEST']._serialized_end=600
+  _globals['_FAMILYSTATISTICS']._serialized_start=603
+  _globals['_FAMILYSTATISTICS']._serialized_end=804
+  _globals['_BUILDFAMILIESRESPONSE']._serialized_start=807
+  _globals['_BUILDFAMILIESRESPONSE']._serialized_end=989
+  _globals['_LISTFAMILIESREQUEST']._serialized_start=991
+  _globals['_LISTFAMILIESREQUEST']._serialized_end=1067
+  _globals['_LISTFAMILIESRESPONSE']._serialized_start=1069
+  _globals['_LISTFAMILIESRESPONSE']._serialized_end=1158
+  _globals['_GETFAMILYREQUEST']._serialized_start=1160
+  _globals['_GETFAMILYREQUEST']._serialized_end=1213
+  _globals['_GETFAMILYRESPONSE']._serialized_start=1215
+  _globals['_GETFAMILYRESPONSE']._serialized_end=1321
+  _globals['_FEATURENEIGHBOURSREQUEST']._serialized_start=1323
+  _globals['_FEATURENEIGHBOURSREQUEST']._serialized_end=1442
+  _globals['_FEATURENEIGHBOUR']._serialized_start=1444
+  _globals['_FEATURENEIGHBOUR']._serialized_end=1509
+  _globals['_FEATURENEIGHBOURSRESPONSE']._serialized_start=1511
+  _globals['_FEATURENEIGHBOURSRESPONSE']._serialized_end=1592
+  _globals['_MATCHFEATURESREQUEST']._serialized_start=1594
+  _globals['_MATCHFEATURESREQUEST']._serialized_end=1695
+  _globals['_FEATUREMATCH']._serialized_start=1697
+  _globals['_FEATUREMATCH']._serialized_end=1786
+  _globals['_MATCHFEATURESRESPONSE']._serialized_start=1788
+  _globals['_MATCHFEATURESRESPONSE']._serialized_end=1858
+  _globals['_FEATUREFAMILIESREQUEST']._serialized_start=1860
+  _globals['_FEATUREFAMILIESREQUEST']._serialized_end=1918
+  _globals['_FEATUREFAMILYLIST']._serialized_start=1920
+  _globals['_FEATUREFAMILYLIST']._serialized_end=1999
+  _globals['_FEATUREFAMILIESRESPONSE']._serialized_start=2001
+  _globals['_FEATUREFAMILIESRESPONSE']._serialized_end=2079
+  _globals['_FAMILYSERVICE']._serialized_start=2192
+  _globals['_FAMILYSERVICE']._serialized_end=2776
 # @@protoc_insertion_point(module_scope)

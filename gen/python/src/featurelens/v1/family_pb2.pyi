@@ -56,8 +56,14 @@ class Family(_message.Message):
     EDGE_CHILDREN_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
     DEPTH_FIELD_NUMBER: _builtins.int
+    ROOT_DENSITY_FIELD_NUMBER: _builtins.int
+    NESTED_IN_FIELD_NUMBER: _builtins.int
+    CORPUS_FIELD_NUMBER: _builtins.int
+    DIRECTION_NORM_FIELD_NUMBER: _builtins.int
     family_id: _builtins.str
-    """Stable id: derived from the SAE id and the parent feature."""
+    """Unique within the SAE and stable across rebuilds from the same activations: "f<root>-p<pass>",
+    the parent feature and the (0-based) pass of the extraction that found it.
+    """
     sae_id: _builtins.str
     parent_feature: _builtins.int
     """The root feature of the family."""
@@ -65,6 +71,16 @@ class Family(_message.Message):
     """Family label, written from its members' labels; empty before labelling."""
     depth: _builtins.int
     """Depth of the tree below the parent (1 = parent with children only)."""
+    root_density: _builtins.float
+    """Fraction of the corpus's documents on which the parent fires."""
+    nested_in: _builtins.str
+    """The family this one is nested in; empty for a top-level family."""
+    corpus: _builtins.str
+    """The corpus whose activations the family was built from."""
+    direction_norm: _builtins.float
+    """Length of the sum of the members' unit decoder directions: steering the family by weight w
+    steers each member by w / direction_norm.
+    """
     @_builtins.property
     def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """All member features, parent included."""
@@ -86,14 +102,56 @@ class Family(_message.Message):
         edge_children: _abc.Iterable[_builtins.int] | None = ...,
         label: _builtins.str = ...,
         depth: _builtins.int = ...,
+        root_density: _builtins.float = ...,
+        nested_in: _builtins.str = ...,
+        corpus: _builtins.str = ...,
+        direction_norm: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["depth", b"depth", "edge_children", b"edge_children", "edge_parents", b"edge_parents", "family_id", b"family_id", "features", b"features", "label", b"label", "parent_feature", b"parent_feature", "sae_id", b"sae_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["corpus", b"corpus", "depth", b"depth", "direction_norm", b"direction_norm", "edge_children", b"edge_children", "edge_parents", b"edge_parents", "family_id", b"family_id", "features", b"features", "label", b"label", "nested_in", b"nested_in", "parent_feature", b"parent_feature", "root_density", b"root_density", "sae_id", b"sae_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Family: _TypeAlias = Family  # noqa: Y015
+
+@_typing.final
+class FamilyMember(_message.Message):
+    """One member of a family, as GetFamily returns it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEATURE_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
+    DENSITY_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    LABEL_SCORE_FIELD_NUMBER: _builtins.int
+    feature: _builtins.int
+    parent: _builtins.int
+    """The member's parent in the family's tree; unset for the family's parent feature."""
+    density: _builtins.float
+    """Fraction of the corpus's documents on which the feature fires."""
+    label: _builtins.str
+    """The feature's label and its score (embedding AUROC), when labelled; empty and 0 otherwise."""
+    label_score: _builtins.float
+    def __init__(
+        self,
+        *,
+        feature: _builtins.int = ...,
+        parent: _builtins.int | None = ...,
+        density: _builtins.float = ...,
+        label: _builtins.str = ...,
+        label_score: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_parent", b"_parent", "parent", b"parent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parent", b"_parent", "density", b"density", "feature", b"feature", "label", b"label", "label_score", b"label_score", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__parent: _TypeAlias = _typing.Literal["parent"]  # noqa: Y015
+    _WhichOneofArgType__parent: _TypeAlias = _typing.Literal["_parent", b"_parent"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__parent) -> _WhichOneofReturnType__parent | None: ...
+
+Global___FamilyMember: _TypeAlias = FamilyMember  # noqa: Y015
 
 @_typing.final
 class BuildFamiliesRequest(_message.Message):
@@ -103,12 +161,23 @@ class BuildFamiliesRequest(_message.Message):
     SAE_ID_FIELD_NUMBER: _builtins.int
     THRESHOLD_FIELD_NUMBER: _builtins.int
     MIN_FAMILY_SIZE_FIELD_NUMBER: _builtins.int
+    INTERPRETER_MODEL_FIELD_NUMBER: _builtins.int
+    BUDGET_USD_FIELD_NUMBER: _builtins.int
+    DOMAIN_FIELD_NUMBER: _builtins.int
     corpus: _builtins.str
     sae_id: _builtins.str
     threshold: _builtins.float
     """Minimum normalised co-occurrence for an edge, in [0, 1]; 0 means the default 0.1."""
     min_family_size: _builtins.int
-    """Families with fewer members are dropped; 0 means 3."""
+    """Families with fewer children are dropped; 0 means 4 (the paper keeps families with more than 3)."""
+    interpreter_model: _builtins.str
+    """Model that writes the family labels, through the labelling service; empty means its default
+    (the offline labeller, from the members' labels, when no LLM is configured).
+    """
+    budget_usd: _builtins.float
+    """Most US dollars the family labels may spend on LLM calls; 0 means the labelling server's default."""
+    domain: _builtins.str
+    """What the corpus is, told to the LLM; empty means "documents"."""
     def __init__(
         self,
         *,
@@ -116,14 +185,64 @@ class BuildFamiliesRequest(_message.Message):
         sae_id: _builtins.str = ...,
         threshold: _builtins.float = ...,
         min_family_size: _builtins.int = ...,
+        interpreter_model: _builtins.str = ...,
+        budget_usd: _builtins.float = ...,
+        domain: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["corpus", b"corpus", "min_family_size", b"min_family_size", "sae_id", b"sae_id", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_usd", b"budget_usd", "corpus", b"corpus", "domain", b"domain", "interpreter_model", b"interpreter_model", "min_family_size", b"min_family_size", "sae_id", b"sae_id", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BuildFamiliesRequest: _TypeAlias = BuildFamiliesRequest  # noqa: Y015
+
+@_typing.final
+class FamilyStatistics(_message.Message):
+    """The paper's statistics of a set of families (O'Neill et al. 2024, section 5)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAMILIES_FIELD_NUMBER: _builtins.int
+    MEAN_CHILDREN_FIELD_NUMBER: _builtins.int
+    MEDIAN_CHILDREN_FIELD_NUMBER: _builtins.int
+    PARENT_CHILD_FIELD_NUMBER: _builtins.int
+    CHILD_CHILD_FIELD_NUMBER: _builtins.int
+    BLOCK_SCORE_FIELD_NUMBER: _builtins.int
+    BLOCK_CONTROL_FIELD_NUMBER: _builtins.int
+    FEATURES_IN_FAMILIES_FIELD_NUMBER: _builtins.int
+    families: _builtins.int
+    mean_children: _builtins.float
+    median_children: _builtins.float
+    parent_child: _builtins.float
+    """Mean normalised co-occurrence of a parent with each child, and of two siblings."""
+    child_child: _builtins.float
+    block_score: _builtins.float
+    """Share of the members' co-occurrence inside their family blocks, and the same share with the
+    block labels randomly permuted (mean over permutations).
+    """
+    block_control: _builtins.float
+    features_in_families: _builtins.int
+    """Features in at least one family."""
+    def __init__(
+        self,
+        *,
+        families: _builtins.int = ...,
+        mean_children: _builtins.float = ...,
+        median_children: _builtins.float = ...,
+        parent_child: _builtins.float = ...,
+        child_child: _builtins.float = ...,
+        block_score: _builtins.float = ...,
+        block_control: _builtins.float = ...,
+        features_in_families: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_control", b"block_control", "block_score", b"block_score", "child_child", b"child_child", "families", b"families", "features_in_families", b"features_in_families", "mean_children", b"mean_children", "median_children", b"median_children", "parent_child", b"parent_child"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FamilyStatistics: _TypeAlias = FamilyStatistics  # noqa: Y015
 
 @_typing.final
 class BuildFamiliesResponse(_message.Message):
@@ -131,19 +250,32 @@ class BuildFamiliesResponse(_message.Message):
 
     PROGRESS_FIELD_NUMBER: _builtins.int
     FAMILIES_BUILT_FIELD_NUMBER: _builtins.int
+    STATISTICS_FIELD_NUMBER: _builtins.int
+    LLM_CALLS_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
     families_built: _builtins.int
     """Set on the final message: number of families built."""
+    llm_calls: _builtins.int
+    """LLM use of the family labels, on the final message."""
+    cost_usd: _builtins.float
     @_builtins.property
     def progress(self) -> _common_pb2.Progress: ...
+    @_builtins.property
+    def statistics(self) -> Global___FamilyStatistics:
+        """Set on the final message."""
+
     def __init__(
         self,
         *,
         progress: _common_pb2.Progress | None = ...,
         families_built: _builtins.int = ...,
+        statistics: Global___FamilyStatistics | None = ...,
+        llm_calls: _builtins.int = ...,
+        cost_usd: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress", "statistics", b"statistics"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["families_built", b"families_built", "progress", b"progress"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "families_built", b"families_built", "llm_calls", b"llm_calls", "progress", b"progress", "statistics", b"statistics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -203,15 +335,19 @@ class GetFamilyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     FAMILY_ID_FIELD_NUMBER: _builtins.int
+    SAE_ID_FIELD_NUMBER: _builtins.int
     family_id: _builtins.str
+    sae_id: _builtins.str
+    """Empty means the default SAE."""
     def __init__(
         self,
         *,
         family_id: _builtins.str = ...,
+        sae_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["family_id", b"family_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["family_id", b"family_id", "sae_id", b"sae_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -222,16 +358,22 @@ class GetFamilyResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     FAMILY_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def family(self) -> Global___Family: ...
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___FamilyMember]:
+        """Every member, the parent first, then in tree order (depth first, children by feature id)."""
+
     def __init__(
         self,
         *,
         family: Global___Family | None = ...,
+        members: _abc.Iterable[Global___FamilyMember] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["family", b"family"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["family", b"family"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["family", b"family", "members", b"members"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -391,3 +533,80 @@ class MatchFeaturesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MatchFeaturesResponse: _TypeAlias = MatchFeaturesResponse  # noqa: Y015
+
+@_typing.final
+class FeatureFamiliesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAE_ID_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
+    sae_id: _builtins.str
+    """Empty means the default SAE."""
+    @_builtins.property
+    def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """At most 1,000 latent ids."""
+
+    def __init__(
+        self,
+        *,
+        sae_id: _builtins.str = ...,
+        features: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["features", b"features", "sae_id", b"sae_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeatureFamiliesRequest: _TypeAlias = FeatureFamiliesRequest  # noqa: Y015
+
+@_typing.final
+class FeatureFamilyList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEATURE_FIELD_NUMBER: _builtins.int
+    FAMILY_IDS_FIELD_NUMBER: _builtins.int
+    FAMILY_LABELS_FIELD_NUMBER: _builtins.int
+    feature: _builtins.int
+    @_builtins.property
+    def family_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The families it belongs to, most specific (fewest children) first; empty when none."""
+
+    @_builtins.property
+    def family_labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        feature: _builtins.int = ...,
+        family_ids: _abc.Iterable[_builtins.str] | None = ...,
+        family_labels: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["family_ids", b"family_ids", "family_labels", b"family_labels", "feature", b"feature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeatureFamilyList: _TypeAlias = FeatureFamilyList  # noqa: Y015
+
+@_typing.final
+class FeatureFamiliesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEATURES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def features(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureFamilyList]:
+        """One entry per requested feature, in the request's order."""
+
+    def __init__(
+        self,
+        *,
+        features: _abc.Iterable[Global___FeatureFamilyList] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["features", b"features"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeatureFamiliesResponse: _TypeAlias = FeatureFamiliesResponse  # noqa: Y015

@@ -60,6 +60,11 @@ class FamilyServiceStub:
                 request_serializer=featurelens_dot_v1_dot_family__pb2.MatchFeaturesRequest.SerializeToString,
                 response_deserializer=featurelens_dot_v1_dot_family__pb2.MatchFeaturesResponse.FromString,
                 _registered_method=True)
+        self.FeatureFamilies = channel.unary_unary(
+                '/featurelens.v1.FamilyService/FeatureFamilies',
+                request_serializer=featurelens_dot_v1_dot_family__pb2.FeatureFamiliesRequest.SerializeToString,
+                response_deserializer=featurelens_dot_v1_dot_family__pb2.FeatureFamiliesResponse.FromString,
+                _registered_method=True)
 
 
 class FamilyServiceServicer:
@@ -101,6 +106,13 @@ class FamilyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FeatureFamilies(self, request, context):
+        """Returns the families each of some features belongs to (as root or child).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FamilyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +140,11 @@ def add_FamilyServiceServicer_to_server(servicer, server):
                     servicer.MatchFeatures,
                     request_deserializer=featurelens_dot_v1_dot_family__pb2.MatchFeaturesRequest.FromString,
                     response_serializer=featurelens_dot_v1_dot_family__pb2.MatchFeaturesResponse.SerializeToString,
+            ),
+            'FeatureFamilies': grpc.unary_unary_rpc_method_handler(
+                    servicer.FeatureFamilies,
+                    request_deserializer=featurelens_dot_v1_dot_family__pb2.FeatureFamiliesRequest.FromString,
+                    response_serializer=featurelens_dot_v1_dot_family__pb2.FeatureFamiliesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +283,33 @@ class FamilyService:
             '/featurelens.v1.FamilyService/MatchFeatures',
             featurelens_dot_v1_dot_family__pb2.MatchFeaturesRequest.SerializeToString,
             featurelens_dot_v1_dot_family__pb2.MatchFeaturesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FeatureFamilies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/featurelens.v1.FamilyService/FeatureFamilies',
+            featurelens_dot_v1_dot_family__pb2.FeatureFamiliesRequest.SerializeToString,
+            featurelens_dot_v1_dot_family__pb2.FeatureFamiliesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,8 @@ class FamilyServiceStub:
     """Returns features related to one feature, by co-occurrence or by decoder similarity."""
     MatchFeatures: _grpc.UnaryUnaryMultiCallable[_family_pb2.MatchFeaturesRequest, _family_pb2.MatchFeaturesResponse]
     """Matches features of one SAE to the most similar features of another (e.g. across sizes)."""
+    FeatureFamilies: _grpc.UnaryUnaryMultiCallable[_family_pb2.FeatureFamiliesRequest, _family_pb2.FeatureFamiliesResponse]
+    """Returns the families each of some features belongs to (as root or child)."""
 
 @_typing.type_check_only
 class FamilyServiceAsyncStub(FamilyServiceStub):
@@ -59,6 +61,8 @@ class FamilyServiceAsyncStub(FamilyServiceStub):
     """Returns features related to one feature, by co-occurrence or by decoder similarity."""
     MatchFeatures: _aio.UnaryUnaryMultiCallable[_family_pb2.MatchFeaturesRequest, _family_pb2.MatchFeaturesResponse]  # type: ignore[assignment]
     """Matches features of one SAE to the most similar features of another (e.g. across sizes)."""
+    FeatureFamilies: _aio.UnaryUnaryMultiCallable[_family_pb2.FeatureFamiliesRequest, _family_pb2.FeatureFamiliesResponse]  # type: ignore[assignment]
+    """Returns the families each of some features belongs to (as root or child)."""
 
 class FamilyServiceServicer(metaclass=_abc_1.ABCMeta):
     """Feature families: co-occurrence graphs of features, trees of parents and children, matching across SAEs."""
@@ -102,5 +106,13 @@ class FamilyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_family_pb2.MatchFeaturesResponse, _abc.Awaitable[_family_pb2.MatchFeaturesResponse]]:
         """Matches features of one SAE to the most similar features of another (e.g. across sizes)."""
+
+    @_abc_1.abstractmethod
+    def FeatureFamilies(
+        self,
+        request: _family_pb2.FeatureFamiliesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_family_pb2.FeatureFamiliesResponse, _abc.Awaitable[_family_pb2.FeatureFamiliesResponse]]:
+        """Returns the families each of some features belongs to (as root or child)."""
 
 def add_FamilyServiceServicer_to_server(servicer: FamilyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -550,3 +550,117 @@ class ScoreLabelResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ScoreLabelResponse: _TypeAlias = ScoreLabelResponse  # noqa: Y015
+
+@_typing.final
+class FamilyToLabel(_message.Message):
+    """A group of features to name: a family's parent feature and its other members."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAMILY_ID_FIELD_NUMBER: _builtins.int
+    PARENT_FEATURE_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
+    family_id: _builtins.str
+    parent_feature: _builtins.int
+    @_builtins.property
+    def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The other members (the children), at most 10,000."""
+
+    def __init__(
+        self,
+        *,
+        family_id: _builtins.str = ...,
+        parent_feature: _builtins.int = ...,
+        features: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["family_id", b"family_id", "features", b"features", "parent_feature", b"parent_feature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FamilyToLabel: _TypeAlias = FamilyToLabel  # noqa: Y015
+
+@_typing.final
+class LabelFamiliesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAE_ID_FIELD_NUMBER: _builtins.int
+    FAMILIES_FIELD_NUMBER: _builtins.int
+    INTERPRETER_MODEL_FIELD_NUMBER: _builtins.int
+    LLM_BASE_URL_FIELD_NUMBER: _builtins.int
+    BUDGET_USD_FIELD_NUMBER: _builtins.int
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    sae_id: _builtins.str
+    interpreter_model: _builtins.str
+    """Interpreter model; empty means the server's default (the offline labeller in the embedded mode)."""
+    llm_base_url: _builtins.str
+    """As in LabelFeaturesRequest."""
+    budget_usd: _builtins.float
+    domain: _builtins.str
+    @_builtins.property
+    def families(self) -> _containers.RepeatedCompositeFieldContainer[Global___FamilyToLabel]:
+        """At most 10,000 families, each id once."""
+
+    def __init__(
+        self,
+        *,
+        sae_id: _builtins.str = ...,
+        families: _abc.Iterable[Global___FamilyToLabel] | None = ...,
+        interpreter_model: _builtins.str = ...,
+        llm_base_url: _builtins.str = ...,
+        budget_usd: _builtins.float = ...,
+        domain: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_usd", b"budget_usd", "domain", b"domain", "families", b"families", "interpreter_model", b"interpreter_model", "llm_base_url", b"llm_base_url", "sae_id", b"sae_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LabelFamiliesRequest: _TypeAlias = LabelFamiliesRequest  # noqa: Y015
+
+@_typing.final
+class LabelFamiliesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    FAMILY_ID_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    INTERPRETER_MODEL_FIELD_NUMBER: _builtins.int
+    LLM_CALLS_FIELD_NUMBER: _builtins.int
+    CACHE_HITS_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    BUDGET_EXHAUSTED_FIELD_NUMBER: _builtins.int
+    family_id: _builtins.str
+    """The family just named, if this message reports one."""
+    label: _builtins.str
+    interpreter_model: _builtins.str
+    """Model that wrote the label ("offline" when written from the members' labels without an LLM)."""
+    llm_calls: _builtins.int
+    """Running totals, as in LabelFeaturesResponse."""
+    cache_hits: _builtins.int
+    cost_usd: _builtins.float
+    budget_exhausted: _builtins.bool
+    """True on the last message when the job stopped because the budget would have been passed."""
+    @_builtins.property
+    def progress(self) -> _common_pb2.Progress: ...
+    def __init__(
+        self,
+        *,
+        progress: _common_pb2.Progress | None = ...,
+        family_id: _builtins.str = ...,
+        label: _builtins.str = ...,
+        interpreter_model: _builtins.str = ...,
+        llm_calls: _builtins.int = ...,
+        cache_hits: _builtins.int = ...,
+        cost_usd: _builtins.float = ...,
+        budget_exhausted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_exhausted", b"budget_exhausted", "cache_hits", b"cache_hits", "cost_usd", b"cost_usd", "family_id", b"family_id", "interpreter_model", b"interpreter_model", "label", b"label", "llm_calls", b"llm_calls", "progress", b"progress"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LabelFamiliesResponse: _TypeAlias = LabelFamiliesResponse  # noqa: Y015

@@ -65,6 +65,11 @@ class LabellingServiceStub:
                 request_serializer=featurelens_dot_v1_dot_labelling__pb2.ScoreLabelRequest.SerializeToString,
                 response_deserializer=featurelens_dot_v1_dot_labelling__pb2.ScoreLabelResponse.FromString,
                 _registered_method=True)
+        self.LabelFamilies = channel.unary_stream(
+                '/featurelens.v1.LabellingService/LabelFamilies',
+                request_serializer=featurelens_dot_v1_dot_labelling__pb2.LabelFamiliesRequest.SerializeToString,
+                response_deserializer=featurelens_dot_v1_dot_labelling__pb2.LabelFamiliesResponse.FromString,
+                _registered_method=True)
 
 
 class LabellingServiceServicer:
@@ -113,6 +118,14 @@ class LabellingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LabelFamilies(self, request, context):
+        """Names groups of features (feature families) from their members' stored labels: through the LLM
+        when a model is configured or named, else offline; streams each family's label.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LabellingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +158,11 @@ def add_LabellingServiceServicer_to_server(servicer, server):
                     servicer.ScoreLabel,
                     request_deserializer=featurelens_dot_v1_dot_labelling__pb2.ScoreLabelRequest.FromString,
                     response_serializer=featurelens_dot_v1_dot_labelling__pb2.ScoreLabelResponse.SerializeToString,
+            ),
+            'LabelFamilies': grpc.unary_stream_rpc_method_handler(
+                    servicer.LabelFamilies,
+                    request_deserializer=featurelens_dot_v1_dot_labelling__pb2.LabelFamiliesRequest.FromString,
+                    response_serializer=featurelens_dot_v1_dot_labelling__pb2.LabelFamiliesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +328,33 @@ class LabellingService:
             '/featurelens.v1.LabellingService/ScoreLabel',
             featurelens_dot_v1_dot_labelling__pb2.ScoreLabelRequest.SerializeToString,
             featurelens_dot_v1_dot_labelling__pb2.ScoreLabelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LabelFamilies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/featurelens.v1.LabellingService/LabelFamilies',
+            featurelens_dot_v1_dot_labelling__pb2.LabelFamiliesRequest.SerializeToString,
+            featurelens_dot_v1_dot_labelling__pb2.LabelFamiliesResponse.FromString,
             options,
             channel_credentials,
             insecure,

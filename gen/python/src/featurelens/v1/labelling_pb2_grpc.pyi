@@ -45,6 +45,10 @@ class LabellingServiceStub:
     """Finds features whose labels are closest in meaning to a text."""
     ScoreLabel: _grpc.UnaryUnaryMultiCallable[_labelling_pb2.ScoreLabelRequest, _labelling_pb2.ScoreLabelResponse]
     """Scores a caller-written label for a feature without storing it."""
+    LabelFamilies: _grpc.UnaryStreamMultiCallable[_labelling_pb2.LabelFamiliesRequest, _labelling_pb2.LabelFamiliesResponse]
+    """Names groups of features (feature families) from their members' stored labels: through the LLM
+    when a model is configured or named, else offline; streams each family's label.
+    """
 
 @_typing.type_check_only
 class LabellingServiceAsyncStub(LabellingServiceStub):
@@ -63,6 +67,10 @@ class LabellingServiceAsyncStub(LabellingServiceStub):
     """Finds features whose labels are closest in meaning to a text."""
     ScoreLabel: _aio.UnaryUnaryMultiCallable[_labelling_pb2.ScoreLabelRequest, _labelling_pb2.ScoreLabelResponse]  # type: ignore[assignment]
     """Scores a caller-written label for a feature without storing it."""
+    LabelFamilies: _aio.UnaryStreamMultiCallable[_labelling_pb2.LabelFamiliesRequest, _labelling_pb2.LabelFamiliesResponse]  # type: ignore[assignment]
+    """Names groups of features (feature families) from their members' stored labels: through the LLM
+    when a model is configured or named, else offline; streams each family's label.
+    """
 
 class LabellingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Automated interpretability: labels every feature with an LLM and scores the label."""
@@ -114,5 +122,15 @@ class LabellingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_labelling_pb2.ScoreLabelResponse, _abc.Awaitable[_labelling_pb2.ScoreLabelResponse]]:
         """Scores a caller-written label for a feature without storing it."""
+
+    @_abc_1.abstractmethod
+    def LabelFamilies(
+        self,
+        request: _labelling_pb2.LabelFamiliesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_labelling_pb2.LabelFamiliesResponse], _abc.AsyncIterator[_labelling_pb2.LabelFamiliesResponse]]:
+        """Names groups of features (feature families) from their members' stored labels: through the LLM
+        when a model is configured or named, else offline; streams each family's label.
+        """
 
 def add_LabellingServiceServicer_to_server(servicer: LabellingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

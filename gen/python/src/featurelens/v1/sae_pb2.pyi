@@ -300,7 +300,7 @@ class SteerRequest(_message.Message):
     @_builtins.property
     def interventions(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Intervention]:
         """Interventions by feature id; family targets are resolved by the search service, not here.
-        At most 256, each feature once, weights within the bounds stated on Intervention.
+        At most 16,384, each feature once, weights within the bounds stated on Intervention.
         """
 
     def __init__(

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from featurelens.v1 import common_pb2 as featurelens_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x61turelens/v1/search.proto\x12\x0e\x66\x65\x61turelens.v1\x1a\x1b\x66\x65\x61turelens/v1/common.proto\"\xac\x01\n\nIndexSetup\x12\x0e\n\x06\x63orpus\x18\x01 \x01(\t\x12\x17\n\x0f\x65mbedding_model\x18\x02 \x01(\t\x12\x0f\n\x07sae_ids\x18\x03 \x03(\t\x12\x13\n\x0b\x63orpus_path\x18\x04 \x01(\t\x12\x12\n\nbatch_size\x18\x05 \x01(\r\x12\r\n\x05limit\x18\x06 \x01(\x04\x12\x13\n\x0bsparse_only\x18\x07 \x01(\x08\x12\x17\n\x0f\x65mbeddings_path\x18\x08 \x01(\t\"<\n\rDocumentBatch\x12+\n\tdocuments\x18\x01 \x03(\x0b\x32\x18.featurelens.v1.Document\"\x83\x01\n\x15IndexDocumentsRequest\x12+\n\x05setup\x18\x01 \x01(\x0b\x32\x1a.featurelens.v1.IndexSetupH\x00\x12\x32\n\tdocuments\x18\x02 \x01(\x0b\x32\x1d.featurelens.v1.DocumentBatchH\x00\x42\t\n\x07message\"\xa5\x01\n\x16IndexDocumentsResponse\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x18.featurelens.v1.Progress\x12\x0f\n\x07indexed\x18\x02 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x04\x12\x12\n\nfailed_ids\x18\x04 \x03(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\x05 \x01(\t\x12\x12\n\nduplicates\x18\x06 \x01(\x04\"|\n\x06\x46ilter\x12\x12\n\ncategories\x18\x01 \x03(\t\x12\x11\n\tdate_from\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61te_to\x18\x03 \x01(\t\x12\x1a\n\x12\x66\x65\x61tures_must_fire\x18\x04 \x03(\r\x12\x1e\n\x16\x66\x65\x61tures_must_not_fire\x18\x05 \x03(\r\"\xb1\x03\n\rSearchRequest\x12\x0e\n\x06\x63orpus\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12-\n\x06vector\x18\x03 \x01(\x0b\x32\x1b.featurelens.v1.DenseVectorH\x00\x12(\n\x04mode\x18\x04 \x01(\x0e\x32\x1a.featurelens.v1.SearchMode\x12\x0e\n\x06sae_id\x18\x05 \x01(\t\x12&\n\x06\x66usion\x18\x06 \x01(\x0e\x32\x16.featurelens.v1.Fusion\x12\x14\n\x0c\x64\x65nse_weight\x18\x07 \x01(\x02\x12\x15\n\rsparse_weight\x18\x08 \x01(\x02\x12&\n\x06\x66ilter\x18\t \x01(\x0b\x32\x16.featurelens.v1.Filter\x12\r\n\x05top_k\x18\n \x01(\r\x12\x0e\n\x06offset\x18\x0b \x01(\r\x12\x0f\n\x07\x65xplain\x18\x0c \x01(\x08\x12\x33\n\rinterventions\x18\r \x03(\x0b\x32\x1c.featurelens.v1.Intervention\x12\x19\n\x11with_rank_changes\x18\x0e \x01(\x08\x12\x11\n\twith_text\x18\x0f \x01(\x08\x42\x07\n\x05query\"\x82\x01\n\x13\x46\x65\x61tureContribution\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\r\x12\x18\n\x10query_activation\x18\x02 \x01(\x02\x12\x1b\n\x13\x64ocument_activation\x18\x03 \x01(\x02\x12\x14\n\x0c\x63ontribution\x18\x04 \x01(\x02\x12\r\n\x05label\x18\x05 \x01(\t\"\x9d\x01\n\x03Hit\x12*\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x18.featurelens.v1.Document\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0c\n\x04rank\x18\x03 \x01(\r\x12\x13\n\x0brank_before\x18\x04 \x01(\r\x12\x38\n\x0b\x65xplanation\x18\x05 \x03(\x0b\x32#.featurelens.v1.FeatureContribution\"\xc1\x01\n\x0eSearchResponse\x12!\n\x04hits\x18\x01 \x03(\x0b\x32\x13.featurelens.v1.Hit\x12\x14\n\x0csteer_cosine\x18\x02 \x01(\x02\x12$\n\x07\x64ropped\x18\x03 \x03(\x0b\x32\x13.featurelens.v1.Hit\x12\x0e\n\x06sae_id\x18\x04 \x01(\t\x12\x0f\n\x07took_ms\x18\x05 \x01(\x01\x12/\n\x07steered\x18\x06 \x03(\x0b\x32\x1e.featurelens.v1.SteeredFeature\"\xb7\x01\n\x0eSteeredFeature\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\r\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x02\x12\'\n\x04mode\x18\x04 \x01(\x0e\x32\x19.featurelens.v1.SteerMode\x12\x14\n\x0cintervention\x18\x05 \x01(\r\x12\x11\n\tfamily_id\x18\x06 \x01(\t\x12\x0e\n\x06phrase\x18\x07 \x01(\t\x12\x13\n\x0bmatch_score\x18\x08 \x01(\x02\"|\n\x13TopDocumentsRequest\x12\x0e\n\x06\x63orpus\x18\x01 \x01(\t\x12\x0e\n\x06sae_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x03 \x01(\r\x12\t\n\x01n\x18\x04 \x01(\r\x12\x11\n\twith_text\x18\x05 \x01(\x08\x12\x16\n\x0ewith_embedding\x18\x06 \x01(\x08\"\x83\x01\n\x11\x41\x63tivatedDocument\x12*\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x18.featurelens.v1.Document\x12\x12\n\nactivation\x18\x02 \x01(\x02\x12.\n\tembedding\x18\x03 \x01(\x0b\x32\x1b.featurelens.v1.DenseVector\"L\n\x14TopDocumentsResponse\x12\x34\n\tdocuments\x18\x01 \x03(\x0b\x32!.featurelens.v1.ActivatedDocument\"\xc8\x01\n\x16SampleDocumentsRequest\x12\x0e\n\x06\x63orpus\x18\x01 \x01(\t\x12\x0e\n\x06sae_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x03 \x01(\r\x12\t\n\x01n\x18\x04 \x01(\r\x12\x0e\n\x06\x66iring\x18\x05 \x01(\x08\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x12\x11\n\twith_text\x18\x07 \x01(\x08\x12\x16\n\x0ewith_embedding\x18\x08 \x01(\x08\x12)\n\x04near\x18\t \x01(\x0b\x32\x1b.featurelens.v1.DenseVector\"O\n\x17SampleDocumentsResponse\x12\x34\n\tdocuments\x18\x01 \x03(\x0b\x32!.featurelens.v1.ActivatedDocument\"N\n\x18\x45xportActivationsRequest\x12\x0e\n\x06\x63orpus\x18\x01 \x01(\t\x12\x0e\n\x06sae_id\x18\x02 \x01(\t\x12\x12\n\nbatch_size\x18\x03 \x01(\r\"[\n\x19\x45xportActivationsResponse\x12\x0f\n\x07\x64oc_ids\x18\x01 \x03(\t\x12-\n\x07latents\x18\x02 \x03(\x0b\x32\x1c.featurelens.v1.SparseVector\"\x14\n\x12ListCorporaRequest\"f\n\nCorpusInfo\x12\x0e\n\x06\x63orpus\x18\x01 \x01(\t\x12\x11\n\tdocuments\x18\x02 \x01(\x04\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\x12\x17\n\x0f\x65mbedding_model\x18\x04 \x01(\t\x12\x0f\n\x07sae_ids\x18\x05 \x03(\t\"B\n\x13ListCorporaResponse\x12+\n\x07\x63orpora\x18\x01 \x03(\x0b\x32\x1a.featurelens.v1.CorpusInfo\"9\n\x16\x44\x65leteDocumentsRequest\x12\x0e\n\x06\x63orpus\x18\x01 \x01(\t\x12\x0f\n\x07\x64oc_ids\x18\x02 \x03(\t\"*\n\x17\x44\x65leteDocumentsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x04*p\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11SEARCH_MODE_DENSE\x10\x01\x12\x16\n\x12SEARCH_MODE_SPARSE\x10\x02\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x03*A\n\x06\x46usion\x12\x16\n\x12\x46USION_UNSPECIFIED\x10\x00\x12\x0e\n\nFUSION_RRF\x10\x01\x12\x0f\n\x0b\x46USION_DBSF\x10\x02\x32\xa4\x05\n\rSearchService\x12\x63\n\x0eIndexDocuments\x12%.featurelens.v1.IndexDocumentsRequest\x1a&.featurelens.v1.IndexDocumentsResponse(\x01\x30\x01\x12G\n\x06Search\x12\x1d.featurelens.v1.SearchRequest\x1a\x1e.featurelens.v1.SearchResponse\x12Y\n\x0cTopDocuments\x12#.featurelens.v1.TopDocumentsRequest\x1a$.featurelens.v1.TopDocumentsResponse\x12\x62\n\x0fSampleDocuments\x12&.featurelens.v1.SampleDocumentsRequest\x1a\'.featurelens.v1.SampleDocumentsResponse\x12j\n\x11\x45xportActivations\x12(.featurelens.v1.ExportActivationsRequest\x1a).featurelens.v1.ExportActivationsResponse0\x01\x12V\n\x0bListCorpora\x12\".featurelens.v1.ListCorporaRequest\x1a#.featurelens.v1.ListCorporaResponse\x12\x62\n\x0f\x44\x65leteDocuments\x12&.featurelens.v1.DeleteDocumentsRequest\x1a\'.featurelens.v1.DeleteDocumentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x61turelens/v1/search.proto\x12\x0e\x66\x65\x61turelens.v1\x1a\x1b\x66\x65\x61turelens/v1/common.proto\"\xac\x01\n\nIndexSetup\x12\x0e\n\x06\x63orpus\x18\x01 \x01(\t\x12\x17\n\x0f\x65mbedding_model\x18\x02 \x01(\t\x12\x0f\n\x07sae_ids\x18\x03 \x03(\t\x12\x13\n\x0b\x63orpus_path\x18\x04 \x01(\t\x12\x12\n\nbatch_size\x18\x05 \x01(\r\x12\r\n\x05limit\x18\x06 \x01(\x04\x12\x13\n\x0bsparse_only\x18\x07 \x01(\x08\x12\x17\n\x0f\x65mbeddings_path\x18\x08 \x01(\t\"<\n\rDocumentBatch\x12+\n\tdocuments\x18\x01 \x03(\x0b\x32\x18.featurelens.v1.Document\"\x83\x01\n\x15IndexDocumentsRequest\x12+\n\x05setup\x18\x01 \x01(\x0b\x32\x1a.featurelens.v1.IndexSetupH\x00\x12\x32\n\tdocuments\x18\x02 \x01(\x0b\x32\x1d.featurelens.v1.DocumentBatchH\x00\x42\t\n\x07message\"\xa5\x01\n\x16IndexDocumentsResponse\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x18.featurelens.v1.Progress\x12\x0f\n\x07indexed\x18\x02 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x04\x12\x12\n\nfailed_ids\x18\x04 \x03(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\x05 \x01(\t\x12\x12\n\nduplicates\x18\x06 \x01(\x04\"|\n\x06\x46ilter\x12\x12\n\ncategories\x18\x01 \x03(\t\x12\x11\n\tdate_from\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61te_to\x18\x03 \x01(\t\x12\x1a\n\x12\x66\x65\x61tures_must_fire\x18\x04 \x03(\r\x12\x1e\n\x16\x66\x65\x61tures_must_not_fire\x18\x05 \x03(\r\"\xb1\x03\n\rSearchRequest\x12\x0e\n\x06\x63orpus\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12-\n\x06vector\x18\x03 \x01(\x0b\x32\x1b.featurelens.v1.DenseVectorH\x00\x12(\n\x04mode\x18\x04 \x01(\x0e\x32\x1a.featurelens.v1.SearchMode\x12\x0e\n\x06sae_id\x18\x05 \x01(\t\x12&\n\x06\x66usion\x18\x06 \x01(\x0e\x32\x16.featurelens.v1.Fusion\x12\x14\n\x0c\x64\x65nse_weight\x18\x07 \x01(\x02\x12\x15\n\rsparse_weight\x18\x08 \x01(\x02\x12&\n\x06\x66ilter\x18\t \x01(\x0b\x32\x16.featurelens.v1.Filter\x12\r\n\x05top_k\x18\n \x01(\r\x12\x0e\n\x06offset\x18\x0b \x01(\r\x12\x0f\n\x07\x65xplain\x18\x0c \x01(\x08\x12\x33\n\rinterventions\x18\r \x03(\x0b\x32\x1c.featurelens.v1.Intervention\x12\x19\n\x11with_rank_changes\x18\x0e \x01(\x08\x12\x11\n\twith_text\x18\x0f \x01(\x08\x42\x07\n\x05query\"\x96\x01\n\x13\x46\x65\x61tureContribution\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\r\x12\x18\n\x10query_activation\x18\x02 \x01(\x02\x12\x1b\n\x13\x64ocument_activation\x18\x03 \x01(\x02\x12\x14\n\x0c\x63ontribution\x18\x04 \x01(\x02\x12\r\n\x05label\x18\x05 \x01(\t\x12\x12\n\nfamily_ids\x18\x06 \x03(\t\"\x9d\x01\n\x03Hit\x12*\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x18.featurelens.v1.Document\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0c\n\x04rank\x18\x03 \x01(\r\x12\x13\n\x0brank_before\x18\x04 \x01(\r\x12\x38\n\x0b\x65xplanation\x18\x05 \x03(\x0b\x32#.featurelens.v1.FeatureContribution\"\xc1\x01\n\x0eSearchResponse\x12!\n\x04hits\x18\x01 \x03(\x0b\x32\x13.featurelens.v1.Hit\x12\x14\n\x0csteer_cosine\x18\x02 \x01(\x02\x12$\n\x07\x64ropped\x18\x03 \x03(\x0b\x32\x13.featurelens.v1.Hit\x12\x0e\n\x06sae_id\x18\x04 \x01(\t\x12\x0f\n\x07took_ms\x18\x05 \x01(\x01\x12/\n\x07steered\x18\x06 \x03(\x0b\x32\x1e.featurelens.v1.SteeredFeature\"\xb7\x01\n\x0eSteeredFeature\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\r\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x02\x12\'\n\x04mode\x18\x04 \x01(\x0e\x32\x19.featurelens.v1.SteerMode\x12\x14\n\x0cintervention\x18\x05 \x01(\r\x12\x11\n\tfamily_id\x18\x06 \x01(\t\x12\x0e\n\x06phrase\x18\x07 \x01(\t\x12\x13\n\x0bmatch_score\x18\x08 \x01(\x02\"|\n\x13TopDocumentsRequest\x12\x0e\n\x06\x63orpus\x18\x01 \x01(\t\x12\x0e\n\x06sae_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x03 \x01(\r\x12\t\n\x01n\x18\x04 \x01(\r\x12\x11\n\twith_text\x18\x05 \x01(\x08\x12\x16\n\x0ewith_embedding\x18\x06 \x01(\x08\"\x83\x01\n\x11\x41\x63tivatedDocument\x12*\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x18.featurelens.v1.Document\x12\x12\n\nactivation\x18\x02 \x01(\x02\x12.\n\tembedding\x18\x03 \x01(\x0b\x32\x1b.featurelens.v1.DenseVector\"L\n\x14TopDocumentsResponse\x12\x34\n\tdocuments\x18\x01 \x03(\x0b\x32!.featurelens.v1.ActivatedDocument\"\xc8\x01\n\x16SampleDocumentsRequest\x12\x0e\n\x06\x63orpus\x18\x01 \x01(\t\x12\x0e\n\x06sae_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x03 \x01(\r\x12\t\n\x01n\x18\x04 \x01(\r\x12\x0e\n\x06\x66iring\x18\x05 \x01(\x08\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x12\x11\n\twith_text\x18\x07 \x01(\x08\x12\x16\n\x0ewith_embedding\x18\x08 \x01(\x08\x12)\n\x04near\x18\t \x01(\x0b\x32\x1b.featurelens.v1.DenseVector\"O\n\x17SampleDocumentsResponse\x12\x34\n\tdocuments\x18\x01 \x03(\x0b\x32!.featurelens.v1.ActivatedDocument\"N\n\x18\x45xportActivationsRequest\x12\x0e\n\x06\x63orpus\x18\x01 \x01(\t\x12\x0e\n\x06sae_id\x18\x02 \x01(\t\x12\x12\n\nbatch_size\x18\x03 \x01(\r\"[\n\x19\x45xportActivationsResponse\x12\x0f\n\x07\x64oc_ids\x18\x01 \x03(\t\x12-\n\x07latents\x18\x02 \x03(\x0b\x32\x1c.featurelens.v1.SparseVector\"\x14\n\x12ListCorporaRequest\"f\n\nCorpusInfo\x12\x0e\n\x06\x63orpus\x18\x01 \x01(\t\x12\x11\n\tdocuments\x18\x02 \x01(\x04\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\x12\x17\n\x0f\x65mbedding_model\x18\x04 \x01(\t\x12\x0f\n\x07sae_ids\x18\x05 \x03(\t\"B\n\x13ListCorporaResponse\x12+\n\x07\x63orpora\x18\x01 \x03(\x0b\x32\x1a.featurelens.v1.CorpusInfo\"9\n\x16\x44\x65leteDocumentsRequest\x12\x0e\n\x06\x63orpus\x18\x01 \x01(\t\x12\x0f\n\x07\x64oc_ids\x18\x02 \x03(\t\"*\n\x17\x44\x65leteDocumentsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x04*p\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11SEARCH_MODE_DENSE\x10\x01\x12\x16\n\x12SEARCH_MODE_SPARSE\x10\x02\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x03*A\n\x06\x46usion\x12\x16\n\x12\x46USION_UNSPECIFIED\x10\x00\x12\x0e\n\nFUSION_RRF\x10\x01\x12\x0f\n\x0b\x46USION_DBSF\x10\x02\x32\xa4\x05\n\rSearchService\x12\x63\n\x0eIndexDocuments\x12%.featurelens.v1.IndexDocumentsRequest\x1a&.featurelens.v1.IndexDocumentsResponse(\x01\x30\x01\x12G\n\x06Search\x12\x1d.featurelens.v1.SearchRequest\x1a\x1e.featurelens.v1.SearchResponse\x12Y\n\x0cTopDocuments\x12#.featurelens.v1.TopDocumentsRequest\x1a$.featurelens.v1.TopDocumentsResponse\x12\x62\n\x0fSampleDocuments\x12&.featurelens.v1.SampleDocumentsRequest\x1a\'.featurelens.v1.SampleDocumentsResponse\x12j\n\x11\x45xportActivations\x12(.featurelens.v1.ExportActivationsRequest\x1a).featurelens.v1.ExportActivationsResponse0\x01\x12V\n\x0bListCorpora\x12\".featurelens.v1.ListCorporaRequest\x1a#.featurelens.v1.ListCorporaResponse\x12\x62\n\x0f\x44\x65leteDocuments\x12&.featurelens.v1.DeleteDocumentsRequest\x1a\'.featurelens.v1.DeleteDocumentsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'featurelens.v1.search_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SEARCHMODE']._serialized_start=2944
-  _globals['_SEARCHMODE']._serialized_end=3056
-  _globals['_FUSION']._serialized_start=3058
-  _globals['_FUSION']._serialized_end=3123
+  _globals['_SEARCHMODE']._serialized_start=2964
+  _globals['_SEARCHMODE']._serialized_end=3076
+  _globals['_FUSION']._serialized_start=3078
+  _globals['_FUSION']._serialized_end=3143
   _globals['_INDEXSETUP']._serialized_start=77
   _globals['_INDEXSETUP']._serialized_end=249
   _globals['_DOCUMENTBATCH']._serialized_start=251
@@ -49,37 +49,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEARCHREQUEST']._serialized_start=742
   _globals['_SEARCHREQUEST']._serialized_end=1175
   _globals['_FEATURECONTRIBUTION']._serialized_start=1178
-  _globals['_FEATURECONTRIBUTION']._serialized_end=1308
-  _globals['_HIT']._serialized_start=1311
-  _globals['_HIT']._serialized_end=1468
-  _globals['_SEARCHRESPONSE']._serialized_start=1471
-  _globals['_SEARCHRESPONSE']._serialized_end=1664
-  _globals['_STEEREDFEATURE']._serialized_start=1667
-  _globals['_STEEREDFEATURE']._serialized_end=1850
-  _globals['_TOPDOCUMENTSREQUEST']._serialized_start=1852
-  _globals['_TOPDOCUMENTSREQUEST']._serialized_end=1976
-  _globals['_ACTIVATEDDOCUMENT']._serialized_start=1979
-  _globals['_ACTIVATEDDOCUMENT']._serialized_end=2110
-  _globals['_TOPDOCUMENTSRESPONSE']._serialized_start=2112
-  _globals['_TOPDOCUMENTSRESPONSE']._serialized_end=2188
-  _globals['_SAMPLEDOCUMENTSREQUEST']._serialized_start=2191
-  _globals['_SAMPLEDOCUMENTSREQUEST']._serialized_end=2391
-  _globals['_SAMPLEDOCUMENTSRESPONSE']._serialized_start=2393
-  _globals['_SAMPLEDOCUMENTSRESPONSE']._serialized_end=2472
-  _globals['_EXPORTACTIVATIONSREQUEST']._serialized_start=2474
-  _globals['_EXPORTACTIVATIONSREQUEST']._serialized_end=2552
-  _globals['_EXPORTACTIVATIONSRESPONSE']._serialized_start=2554
-  _globals['_EXPORTACTIVATIONSRESPONSE']._serialized_end=2645
-  _globals['_LISTCORPORAREQUEST']._serialized_start=2647
-  _globals['_LISTCORPORAREQUEST']._serialized_end=2667
-  _globals['_CORPUSINFO']._serialized_start=2669
-  _globals['_CORPUSINFO']._serialized_end=2771
-  _globals['_LISTCORPORARESPONSE']._serialized_start=2773
-  _globals['_LISTCORPORARESPONSE']._serialized_end=2839
-  _globals['_DELETEDOCUMENTSREQUEST']._serialized_start=2841
-  _globals['_DELETEDOCUMENTSREQUEST']._serialized_end=2898
-  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_start=2900
-  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_end=2942
-  _globals['_SEARCHSERVICE']._serialized_start=3126
-  _globals['_SEARCHSERVICE']._serialized_end=3802
+  _globals['_FEATURECONTRIBUTION']._serialized_end=1328
+  _globals['_HIT']._serialized_start=1331
+  _globals['_HIT']._serialized_end=1488
+  _globals['_SEARCHRESPONSE']._serialized_start=1491
+  _globals['_SEARCHRESPONSE']._serialized_end=1684
+  _globals['_STEEREDFEATURE']._serialized_start=1687
+  _globals['_STEEREDFEATURE']._serialized_end=1870
+  _globals['_TOPDOCUMENTSREQUEST']._serialized_start=1872
+  _globals['_TOPDOCUMENTSREQUEST']._serialized_end=1996
+  _globals['_ACTIVATEDDOCUMENT']._serialized_start=1999
+  _globals['_ACTIVATEDDOCUMENT']._serialized_end=2130
+  _globals['_TOPDOCUMENTSRESPONSE']._serialized_start=2132
+  _globals['_TOPDOCUMENTSRESPONSE']._serialized_end=2208
+  _globals['_SAMPLEDOCUMENTSREQUEST']._serialized_start=2211
+  _globals['_SAMPLEDOCUMENTSREQUEST']._serialized_end=2411
+  _globals['_SAMPLEDOCUMENTSRESPONSE']._serialized_start=2413
+  _globals['_SAMPLEDOCUMENTSRESPONSE']._serialized_end=2492
+  _globals['_EXPORTACTIVATIONSREQUEST']._serialized_start=2494
+  _globals['_EXPORTACTIVATIONSREQUEST']._serialized_end=2572
+  _globals['_EXPORTACTIVATIONSRESPONSE']._serialized_start=2574
+  _globals['_EXPORTACTIVATIONSRESPONSE']._serialized_end=2665
+  _globals['_LISTCORPORAREQUEST']._serialized_start=2667
+  _globals['_LISTCORPORAREQUEST']._serialized_end=2687
+  _globals['_CORPUSINFO']._serialized_start=2689
+  _globals['_CORPUSINFO']._serialized_end=2791
+  _globals['_LISTCORPORARESPONSE']._serialized_start=2793
+  _globals['_LISTCORPORARESPONSE']._serialized_end=2859
+  _globals['_DELETEDOCUMENTSREQUEST']._serialized_start=2861
+  _globals['_DELETEDOCUMENTSREQUEST']._serialized_end=2918
+  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_start=2920
+  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_end=2962
+  _globals['_SEARCHSERVICE']._serialized_start=3146
+  _globals['_SEARCHSERVICE']._serialized_end=3822
 # @@protoc_insertion_point(module_scope)

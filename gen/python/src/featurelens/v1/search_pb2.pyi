@@ -322,7 +322,8 @@ class SearchRequest(_message.Message):
     def interventions(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Intervention]:
         """Steering interventions; applied to the query through the SAE before searching. Families are
         expanded to their member features first, and the expanded list is checked as a whole: at
-        most 256 features, each steered once (see Intervention).
+        most 256 interventions, at most 16,384 features once expanded, each steered once (see
+        Intervention).
         """
 
     def __init__(
@@ -365,6 +366,7 @@ class FeatureContribution(_message.Message):
     DOCUMENT_ACTIVATION_FIELD_NUMBER: _builtins.int
     CONTRIBUTION_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
+    FAMILY_IDS_FIELD_NUMBER: _builtins.int
     feature: _builtins.int
     query_activation: _builtins.float
     """The feature's activation on the query."""
@@ -374,6 +376,12 @@ class FeatureContribution(_message.Message):
     """query_activation * document_activation: its share of the sparse dot product."""
     label: _builtins.str
     """The feature's label, when labelled."""
+    @_builtins.property
+    def family_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The families of the SAE the feature belongs to (as root or child), most specific first;
+        empty when it belongs to none or no families are built.
+        """
+
     def __init__(
         self,
         *,
@@ -382,10 +390,11 @@ class FeatureContribution(_message.Message):
         document_activation: _builtins.float = ...,
         contribution: _builtins.float = ...,
         label: _builtins.str = ...,
+        family_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contribution", b"contribution", "document_activation", b"document_activation", "feature", b"feature", "label", b"label", "query_activation", b"query_activation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contribution", b"contribution", "document_activation", b"document_activation", "family_ids", b"family_ids", "feature", b"feature", "label", b"label", "query_activation", b"query_activation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

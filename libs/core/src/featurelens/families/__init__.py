@@ -18,11 +18,12 @@ from featurelens.families.cooccurrence import (
     thresholded_edges,
 )
 from featurelens.families.dedup import deduplicate, jaccard
+from featurelens.families.directions import family_directions
 from featurelens.families.extract import ExtractionConfig, extract_families, families_in_forest
 from featurelens.families.family import Family, family_id
 from featurelens.families.forest import orient, spanning_forest
 from featurelens.families.matching import FeatureMatch, cosine_histogram, match_features, splitting_map
-from featurelens.families.neighbours import Neighbours, cooccurrence_neighbours, decoder_neighbours
+from featurelens.families.neighbours import Neighbours, cooccurrence_neighbours, decoder_neighbours, unit_rows
 from featurelens.families.stats import FamilyStats, family_stats
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "deduplicate",
     "extract_families",
     "families_in_forest",
+    "family_directions",
     "family_id",
     "family_stats",
     "jaccard",
@@ -52,4 +54,5 @@ __all__ = [
     "spanning_forest",
     "splitting_map",
     "thresholded_edges",
+    "unit_rows",
 ]

@@ -8,17 +8,25 @@ at a time, so memory follows one block's co-occurring pairs and the edges that s
 
 **Normalisation** (one formula, symmetric by construction)::
 
-    w_ij = C_ij / (min(c_i, c_j) + smoothing)        c_j = C_jj, smoothing = 1 by default
+    p_ij = C_ij / (min(c_i, c_j) + smoothing)          c_j = C_jj, smoothing = 1 by default
+    q_ij = max(c_i, c_j) / N                            N documents
+    w_ij = max(0, (p_ij - q_ij) / (1 - q_ij))
 
-It is the fraction of the *sparser* feature's documents on which the denser one also fires —
+p_ij is the fraction of the *sparser* feature's documents on which the denser one also fires —
 "how often does the general feature fire when the specific one does". That is the quantity a
 parent–child edge is made of: a child that fires almost only with its parent scores near 1 however
-dense the parent is. The paper's C_ij / (c_i + 1) is asymmetric and networkx kept whichever
-direction it wrote last; our w_ij is the paper's value in the direction that carries the
-hierarchy. A cosine normalisation C_ij / sqrt(c_i c_j) was rejected because it shrinks exactly
-those pairs by sqrt(c_child / c_parent) and favours equal-density siblings. The paper's +1
-(``smoothing``) stays, so a feature that fired once, next to a dense one, cannot score 1.
-One threshold (``GraphConfig.threshold``) is used for every pass, where the paper used two.
+dense the parent is. But a feature that fires on 15% of the documents also fires on about 15% of
+*any* other feature's documents by chance, so p_ij alone links every dense feature to thousands of
+unrelated ones at a threshold of 0.1, and the spanning forest turns them into star "families" of
+thousands of unrelated children. w_ij subtracts that chance level q_ij (what p_ij would be if the
+two fired independently) and rescales so that a child that always fires with its parent still
+scores 1: 0 means "no more often than chance", 1 "always together". For sparse features q_ij is
+tiny and w_ij ≈ p_ij. The paper's C_ij / (c_i + 1) is asymmetric, networkx kept whichever
+direction it wrote last, and it has no chance correction either. A cosine normalisation
+C_ij / sqrt(c_i c_j) was rejected because it shrinks exactly the parent–child pairs by
+sqrt(c_child / c_parent) and favours equal-density siblings. The paper's +1 (``smoothing``) stays,
+so a feature that fired once, next to a dense one, cannot score 1. One threshold
+(``GraphConfig.threshold``) is used for every pass, where the paper used two.
 """
 
 from __future__ import annotations
@@ -197,12 +205,30 @@ def normalise(
     counts: npt.ArrayLike,
     density_i: npt.ArrayLike,
     density_j: npt.ArrayLike,
+    *,
+    num_docs: int | None,
     smoothing: float = 1.0,
 ) -> npt.NDArray[np.float64]:
-    """w_ij = C_ij / (min(c_i, c_j) + smoothing), elementwise; 0 where the denominator is 0."""
+    """w_ij of the module docstring, elementwise; 0 where it is undefined.
+
+    ``num_docs`` (N) is required so that no caller forgets the chance correction; ``None`` gives
+    the uncorrected p_ij = C_ij / (min(c_i, c_j) + smoothing), for comparisons only.
+    """
     c = np.asarray(counts, dtype=np.float64)
-    denominator = np.minimum(np.asarray(density_i), np.asarray(density_j)).astype(np.float64) + smoothing
-    return np.divide(c, denominator, out=np.zeros(np.broadcast(c, denominator).shape), where=denominator > 0)
+    d_i = np.asarray(density_i, dtype=np.float64)
+    d_j = np.asarray(density_j, dtype=np.float64)
+    denominator = np.minimum(d_i, d_j) + smoothing
+    shape = np.broadcast(c, denominator).shape
+    p = np.divide(c, denominator, out=np.zeros(shape), where=denominator > 0)
+    if num_docs is None:
+        return p
+    if num_docs < 1:
+        raise ValueError(f"num_docs must be >= 1, got {num_docs!r}")
+    chance = np.broadcast_to(np.maximum(d_i, d_j) / num_docs, shape)
+    spread = 1.0 - chance
+    # A feature that fires on every document says nothing about any other: weight 0.
+    corrected = np.divide(p - chance, spread, out=np.zeros(shape), where=spread > 0)
+    return np.maximum(corrected, 0.0)
 
 
 def thresholded_edges(cooc: Cooccurrence, config: GraphConfig | None = None) -> GraphEdges:
@@ -230,7 +256,9 @@ def thresholded_edges(cooc: Cooccurrence, config: GraphConfig | None = None) -> 
         upper = cols > rows
         rows, cols, data = rows[upper], cols[upper], block.data[upper]
         del block, upper
-        w = normalise(data, densities[rows], densities[cols], config.smoothing)
+        w = normalise(
+            data, densities[rows], densities[cols], num_docs=cooc.num_docs, smoothing=config.smoothing
+        )
         keep = w >= config.threshold
         rows, cols, w = rows[keep], cols[keep], w[keep]
         order = np.lexsort((cols, rows))

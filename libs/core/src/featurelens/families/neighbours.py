@@ -38,14 +38,18 @@ def _best(indices: npt.NDArray[np.int64], scores: npt.NDArray[np.float64], n: in
 def cooccurrence_neighbours(
     cooc: Cooccurrence, feature: int, n: int = 10, *, smoothing: float = 1.0
 ) -> Neighbours:
-    """The features that co-occur most with ``feature`` (normalised; only those that co-occur)."""
+    """The features that co-occur most with ``feature``, by the normalised w_ij; only those that
+    co-occur with it more often than chance (w_ij > 0)."""
     _check_feature(feature, cooc.num_latents, n)
     row = cooc.counts([feature]).tocoo()
     cols = row.col.astype(np.int64)
     others = cols != feature
     cols, counts = cols[others], row.data[others]
-    scores = normalise(counts, cooc.densities[feature], cooc.densities[cols], smoothing)
-    return _best(cols, scores, n)
+    scores = normalise(
+        counts, cooc.densities[feature], cooc.densities[cols], num_docs=cooc.num_docs, smoothing=smoothing
+    )
+    above_chance = scores > 0
+    return _best(cols[above_chance], scores[above_chance], n)
 
 
 def unit_rows(decoder: npt.ArrayLike) -> npt.NDArray[np.float32]:

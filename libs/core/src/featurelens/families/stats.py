@@ -72,7 +72,7 @@ def _weights(
     """The dense normalised co-occurrence among ``features`` (a small set), zero diagonal."""
     sub = cooc.among(features)
     c = cooc.densities[features]
-    w = normalise(sub, c[:, None], c[None, :], smoothing)
+    w = normalise(sub, c[:, None], c[None, :], num_docs=cooc.num_docs, smoothing=smoothing)
     np.fill_diagonal(w, 0.0)
     return w
 
@@ -134,19 +134,44 @@ def _block_scores(
         return float("nan"), float("nan"), float("nan")
     features = np.array(sorted(block_of), dtype=np.int64)
     labels = np.array([block_of[int(f)] for f in features], dtype=np.int64)
-    # Sparse: the members of all families can number thousands, and most pairs never co-occur.
-    pairs = sp.coo_array(cooc.among_sparse(features))
-    off_diagonal = pairs.row != pairs.col
-    rows, cols = pairs.row[off_diagonal], pairs.col[off_diagonal]
-    c = cooc.densities[features]
-    w = normalise(pairs.data[off_diagonal], c[rows], c[cols], smoothing)
-    total = float(w.sum())
+    rows, cols, w = _pairs_above_chance(cooc, features, smoothing)
+    total = float(w.sum(dtype=np.float64))
     if total == 0:
         return float("nan"), float("nan"), float("nan")
 
     def score(lab: npt.NDArray[np.int64]) -> float:
-        return float(w[lab[rows] == lab[cols]].sum()) / total
+        return float(w[lab[rows] == lab[cols]].sum(dtype=np.float64)) / total
 
     rng = np.random.default_rng(seed)
     control = np.array([score(rng.permutation(labels)) for _ in range(permutations)])
     return score(labels), float(control.mean()), float(control.std())
+
+
+def _pairs_above_chance(
+    cooc: Cooccurrence, features: npt.NDArray[np.int64], smoothing: float, block_rows: int = 512
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+    """The pairs i < j (positions in ``features``) with a positive weight w_ij, and the weights.
+
+    The members of all families number thousands and co-occur in tens of millions of pairs, most
+    of them no more often than chance (w_ij = 0, nothing to score). So, as in
+    ``thresholded_edges``, the block of C among them is made a block of rows at a time, upper
+    triangle only, and only the positive weights are kept: memory follows one block's pairs.
+    """
+    left = cooc.by_latent[features]  # (features, documents) CSR
+    by_column = sp.csc_array(left.T)  # (documents, features): cheap column slices
+    densities = cooc.densities[features]
+    kept_rows, kept_cols, kept_w = [], [], []
+    for start in range(0, len(features), block_rows):
+        stop = min(start + block_rows, len(features))
+        block = sp.coo_array(left[start:stop] @ by_column[:, start:])
+        rows = block.row.astype(np.int64) + start
+        cols = block.col.astype(np.int64) + start
+        upper = cols > rows
+        rows, cols, counts = rows[upper], cols[upper], block.data[upper]
+        del block, upper
+        w = normalise(counts, densities[rows], densities[cols], num_docs=cooc.num_docs, smoothing=smoothing)
+        positive = w > 0
+        kept_rows.append(rows[positive].astype(np.int32))
+        kept_cols.append(cols[positive].astype(np.int32))
+        kept_w.append(w[positive].astype(np.float32))
+    return np.concatenate(kept_rows), np.concatenate(kept_cols), np.concatenate(kept_w)

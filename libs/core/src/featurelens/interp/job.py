@@ -9,6 +9,9 @@ and yields a ``JobEvent`` per feature as it finishes, in finishing order:
 - BUDGET once, when a call would have passed the budget: no new feature starts, the features in
   flight finish (or stop at the budget themselves and are left unlabelled), then the job ends.
 
+The items are ints: feature ids for a labelling job, the families' positions in the request for
+the family naming job (``label_one`` then returns that job's own result).
+
 An exception that ``is_fatal`` accepts (the endpoint or a peer service is down, say) ends the
 job by propagating; closing the iterator (the caller cancelled) cancels the features in flight.
 """
@@ -21,11 +24,16 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Generic, TypeVar
 
 from featurelens.interp.budget import BudgetExhausted
 from featurelens.interp.labelling import LabelOutcome
 
 logger = logging.getLogger(__name__)
+
+#: What labelling one item gives: a ``LabelOutcome`` for a feature; the family job's own result
+#: for a family (its items are the families' positions in the request).
+T = TypeVar("T")
 
 LabelOne = Callable[[int], Awaitable[LabelOutcome]]
 
@@ -37,12 +45,12 @@ class EventKind(StrEnum):
 
 
 @dataclass(frozen=True)
-class JobEvent:
+class JobEvent(Generic[T]):
     """One feature's end (or the budget stop, with ``feature`` -1)."""
 
     kind: EventKind
     feature: int
-    outcome: LabelOutcome | None = None
+    outcome: T | None = None
     reason: str = ""
 
 
@@ -52,15 +60,15 @@ def _never_fatal(error: BaseException) -> bool:
 
 async def run_job(
     features: Sequence[int],
-    label_one: LabelOne,
+    label_one: Callable[[int], Awaitable[T]],
     concurrency: int,
     is_fatal: Callable[[BaseException], bool] = _never_fatal,
-) -> AsyncIterator[JobEvent]:
+) -> AsyncIterator[JobEvent[T]]:
     """Label ``features`` with at most ``concurrency`` in flight; see the module docstring."""
     if concurrency < 1:
         raise ValueError(f"concurrency is {concurrency}; use at least 1")
     pending = list(reversed(features))
-    results: asyncio.Queue[JobEvent | BaseException | None] = asyncio.Queue()
+    results: asyncio.Queue[JobEvent[T] | BaseException | None] = asyncio.Queue()
     stopping = asyncio.Event()
 
     async def worker() -> None:
@@ -80,7 +88,7 @@ async def run_job(
                     stopping.set()
                     await results.put(error)
                     return
-                logger.info("feature %d not labelled: %s", feature, error)
+                logger.info("item %d of the job not labelled: %s", feature, error)
                 await results.put(
                     JobEvent(EventKind.FAILED, feature, reason=str(error) or type(error).__name__)
                 )

@@ -65,18 +65,18 @@ def interpreter_messages(
         )
     firing = "\n".join(
         f"{index}. (activation {_scaled(document.activation, strongest)}) "
-        f"{_one_line(document.text, max_doc_chars)}"
+        f"{one_line(document.text, max_doc_chars)}"
         for index, document in enumerate(examples.train_firing, start=1)
     )
     if examples.train_negatives:
         negatives = "\n".join(
-            f"{index}. {_one_line(document.text, max_doc_chars)}"
+            f"{index}. {one_line(document.text, max_doc_chars)}"
             for index, document in enumerate(examples.train_negatives, start=1)
         )
     else:
         negatives = "(none shown)"
     user = (
-        f"Corpus: {_domain(domain)}\n\n"
+        f"Corpus: {domain_line(domain)}\n\n"
         f"Documents on which the feature fires, with its activation (0-{SCALE_MAX}):\n{firing}\n\n"
         f"Documents on which the feature does not fire:\n{negatives}\n\n"
         f"What do the firing documents share that the others lack? Answer with JSON only: "
@@ -93,18 +93,18 @@ def predictor_messages(
     Only the documents' texts are shown, in the order given (the caller shuffles them).
     """
     _check_max_doc_chars(max_doc_chars)
-    clean_label = _one_line(label, max_doc_chars)
+    clean_label = one_line(label, max_doc_chars)
     if not clean_label:
         raise ValueError("label is empty; the predictor needs a label to predict from")
     if not documents:
         raise ValueError("documents is empty; the predictor needs at least one document to score")
     numbered = "\n".join(
-        f"{index}. {_one_line(document.text, max_doc_chars)}"
+        f"{index}. {one_line(document.text, max_doc_chars)}"
         for index, document in enumerate(documents, start=1)
     )
     count = len(documents)
     user = (
-        f"Corpus: {_domain(domain)}\n"
+        f"Corpus: {domain_line(domain)}\n"
         f"Feature label: {clean_label}\n\n"
         f"Documents ({count}):\n{numbered}\n\n"
         f"Score all {count} documents, ids 1 to {count}. Answer with JSON only: "
@@ -118,7 +118,7 @@ def _scaled(activation: float, strongest: float) -> int:
     return max(1, min(SCALE_MAX, round(SCALE_MAX * activation / strongest)))
 
 
-def _one_line(text: str, max_chars: int) -> str:
+def one_line(text: str, max_chars: int) -> str:
     """The text on one line, cut at a word boundary to at most ``max_chars`` characters (+ "…")."""
     # str.split is ~10x faster than a regex; a long abstract only needs its start flattened.
     head = text[: 4 * max_chars + 1]
@@ -134,7 +134,7 @@ def _one_line(text: str, max_chars: int) -> str:
     return cut.rstrip() + "…"
 
 
-def _domain(domain: str) -> str:
+def domain_line(domain: str) -> str:
     flat = " ".join(domain.split())
     if not flat:
         raise ValueError("domain is empty; say what the corpus is (e.g. 'astrophysics paper abstracts')")

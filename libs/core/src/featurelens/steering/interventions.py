@@ -16,9 +16,14 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-#: Most features steered in one query, counted after family expansion; also the most
-#: interventions (features or families) one request may name.
+#: Most interventions (features, families or phrases) one search request may name.
 MAX_INTERVENTIONS = 256
+#: Most features steered in one query, counted after family expansion, and so the most
+#: interventions one request to the sae service may carry. A family is a subtree of the SAE's
+#: co-occurrence forest, so it can hold thousands of features (the largest seen at 10,240 latents
+#: has about 1,000); steering them costs one gather of that many decoder rows, so the bound is
+#: about wire size, not work.
+MAX_STEERED_FEATURES = 16_384
 #: Largest |weight| of an additive intervention and largest clamp value. Queries are unit-norm
 #: and decoder directions unit-length, so a shift of 10 already drowns the query.
 MAX_STEER_WEIGHT = 10.0
@@ -59,16 +64,48 @@ class Intervention:
     position: int | None = None
     phrase: str | None = None
     match_score: float | None = None
+    #: For a member of a family steered as one direction: the weight the family was asked for
+    #: (``weight`` is that divided by the family's direction norm). None otherwise. Kept so that
+    #: the bound on a family's weight is checked on what the user sent, not on its share.
+    family_weight: float | None = None
 
 
 @dataclass(frozen=True)
 class FamilyIntervention:
-    """Steer every member feature of a family by ``weight``; ``position`` as in ``Intervention``."""
+    """Steer a family of features by ``weight``; ``position`` as in ``Intervention``.
+
+    Additive, the family is one direction (the normalised sum of its members' unit decoder
+    directions) moved by ``weight``, unless ``per_member``: then every member moves by the full
+    ``weight``. A clamp sets every member to ``weight`` either way.
+    """
 
     family_id: str
     weight: float
     mode: SteerMode = SteerMode.ADDITIVE
     position: int | None = None
+    per_member: bool = False
+
+
+@dataclass(frozen=True)
+class FamilyMembers:
+    """What a family expands to: its member latents (parent included) and the length of the sum
+    of their unit decoder directions, which turns one weight for the family into each member's
+    share (a one-member family has norm 1).
+
+    Checked on construction, because the norm divides the weight: it must be finite and > 0,
+    and a family has at least one member.
+    """
+
+    features: tuple[int, ...]
+    direction_norm: float
+
+    def __post_init__(self) -> None:
+        if not self.features:
+            raise ValueError("a family has at least one member feature")
+        if not (math.isfinite(self.direction_norm) and self.direction_norm > 0):
+            raise ValueError(
+                f"a family's direction norm must be a finite number above 0, not {self.direction_norm:g}"
+            )
 
 
 @dataclass(frozen=True)
@@ -127,28 +164,30 @@ class SteerPlan:
         return any(item.mode is SteerMode.CLAMP or item.weight != 0.0 for item in self.interventions)
 
 
-def check_request_size(count: int) -> None:
-    """InterventionError when a request names more interventions than one query may steer.
+def check_request_size(count: int, limit: int = MAX_INTERVENTIONS) -> None:
+    """InterventionError when a request names more than ``limit`` interventions: a search request
+    ``MAX_INTERVENTIONS``, a request of expanded features (to the sae service) ``MAX_STEERED_FEATURES``.
 
     Cheap, so callers run it before converting or expanding anything.
     """
-    if count > MAX_INTERVENTIONS:
-        raise InterventionError(
-            f"{count} interventions; the limit is {MAX_INTERVENTIONS} features steered in one query"
-        )
+    if count > limit:
+        raise InterventionError(f"{count} interventions; the limit is {limit} in one request")
 
 
 def resolve_targets(
     items: Sequence[RequestedIntervention],
-    families: Mapping[str, Sequence[int]] | None = None,
+    families: Mapping[str, FamilyMembers] | None = None,
     phrases: Mapping[str, PhraseMatch] | None = None,
 ) -> list[Intervention]:
     """The interventions with each family replaced by one intervention per member feature and
     each phrase by the feature it matched.
 
-    ``families`` maps every family id in ``items`` to its member latents, ``phrases`` every
-    phrase to its match. Each resolved item keeps the family's id or the phrase (and its match
-    score) and the position of the request's intervention it came from.
+    ``families`` maps every family id in ``items`` to its members, ``phrases`` every phrase to its
+    match. Each resolved item keeps the family's id or the phrase (and its match score) and the
+    position of the request's intervention it came from. A family's members get the family's
+    weight, except in additive mode without ``per_member``: the family is then one direction,
+    the sum of the members' unit directions divided by its norm, so moving it by ``weight``
+    moves each member by ``weight / direction_norm`` (a weight of 0 stays exactly 0).
     """
     families = families or {}
     phrases = phrases or {}
@@ -170,13 +209,21 @@ def resolve_targets(
                 )
             )
         else:
-            for feature in dict.fromkeys(families[item.family_id]):  # a family is a set of features
-                resolved.append(Intervention(feature, item.weight, item.mode, item.family_id, position))
+            members = families[item.family_id]
+            weight, family_weight = item.weight, None
+            if item.mode is SteerMode.ADDITIVE and not item.per_member:
+                weight, family_weight = item.weight / members.direction_norm, item.weight
+            for feature in dict.fromkeys(members.features):  # a family is a set of features
+                resolved.append(
+                    Intervention(
+                        feature, weight, item.mode, item.family_id, position, family_weight=family_weight
+                    )
+                )
     return resolved
 
 
 def expand_families(
-    items: Sequence[RequestedIntervention], members: Mapping[str, Sequence[int]]
+    items: Sequence[RequestedIntervention], members: Mapping[str, FamilyMembers]
 ) -> list[Intervention]:
     """The interventions with each family target replaced by one intervention per member feature
     (``resolve_targets`` with families only: ``items`` must name no phrase)."""
@@ -188,18 +235,18 @@ def check_interventions(
 ) -> SteerPlan:
     """The interventions as a SteerPlan, or InterventionError with a sentence naming the one at fault.
 
-    Refuses more than ``MAX_INTERVENTIONS`` features; weights that are not finite; additive
+    Refuses more than ``MAX_STEERED_FEATURES`` features; weights that are not finite; additive
     weights beyond ±``MAX_STEER_WEIGHT``; clamp values outside [0, ``MAX_STEER_WEIGHT``];
     features at or beyond ``num_latents`` (when given); and a feature steered twice, naming
     where each came from. ``sae_id`` only names the SAE in sentences.
     """
-    if len(items) > MAX_INTERVENTIONS:
+    if len(items) > MAX_STEERED_FEATURES:
         if any(item.family_id is not None for item in items):
             raise InterventionError(
                 f"the interventions steer {len(items)} features once their families are expanded; the "
-                f"limit is {MAX_INTERVENTIONS} features in one query (steer fewer or smaller families)"
+                f"limit is {MAX_STEERED_FEATURES} features in one query (steer fewer or smaller families)"
             )
-        check_request_size(len(items))
+        check_request_size(len(items), MAX_STEERED_FEATURES)
     first_seen: dict[int, Intervention] = {}
     positioned = []
     for index, given in enumerate(items):
@@ -261,7 +308,8 @@ def _check_feature(item: Intervention, num_latents: int | None, sae_id: str) -> 
 
 
 def _check_weight(item: Intervention) -> None:
-    where, target, weight = _where(item), _target(item), item.weight
+    where, target = _where(item), _target(item)
+    weight = item.weight if item.family_weight is None else item.family_weight
     if not math.isfinite(weight):
         raise InterventionError(f"{where}: the weight on {target} is not a finite number")
     if item.mode is SteerMode.CLAMP:
@@ -277,4 +325,12 @@ def _check_weight(item: Intervention) -> None:
     elif abs(weight) > MAX_STEER_WEIGHT:
         raise InterventionError(
             f"{where}: additive weight {weight:g} on {target} is beyond ±{MAX_STEER_WEIGHT:g}"
+        )
+    elif abs(item.weight) > MAX_STEER_WEIGHT:
+        # The family's weight is in bounds, but its members' directions nearly cancel out (norm
+        # below 1), so each member's share is not: sae would refuse it.
+        raise InterventionError(
+            f"{where}: additive weight {weight:g} on {target} steers each of its members by "
+            f"{item.weight:g} (the family's direction norm is {weight / item.weight:.3g}), beyond "
+            f"±{MAX_STEER_WEIGHT:g}; use a smaller weight or set per_member"
         )

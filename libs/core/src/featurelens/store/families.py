@@ -50,7 +50,8 @@ logger = logging.getLogger(__name__)
 #: The ``kind`` in a families collection's metadata (the name is what the store goes by).
 KIND = "feature_families"
 
-#: Bumped when the payload's fields change meaning.
+#: Bumped when the payload's fields change meaning. Fields added later (``member_counts``,
+#: ``documents``, ``direction_norm``) read as unknown from an older payload, so adding them kept 1.
 PAYLOAD_VERSION = 1
 
 # Points per scroll page and per upsert / delete batch.
@@ -104,6 +105,15 @@ class FamilyRecord:
     """When the build ran (seconds since the epoch)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Anything else worth keeping (JSON-ready), e.g. how the label was written."""
+    member_counts: tuple[int, ...] = ()
+    """Documents of the corpus on which each member fires, in ``members`` order (root first);
+    empty when unknown. Counts rather than fractions: integers come back exactly from both store
+    adapters, and ``density`` divides them by ``documents``."""
+    documents: int = 0
+    """Documents the build counted (the denominator of every density); 0 when unknown."""
+    direction_norm: float = 0.0
+    """Length of the sum of the members' unit decoder directions (steering the family by weight w
+    steers each member by w / direction_norm); 0 when unknown."""
 
     def __post_init__(self) -> None:
         what = f"family {self.family_id!r}"
@@ -139,6 +149,20 @@ class FamilyRecord:
         object.__setattr__(self, "created_unix", int(self.created_unix))
         if not isinstance(self.label, str) or not isinstance(self.corpus, str):
             raise ValueError(f"{what}: label and corpus must be strings")
+        documents = _count(self.documents, what, "documents")
+        counts = tuple(_count(c, what, "a member count") for c in self.member_counts)
+        if counts and len(counts) != len(children) + 1:
+            raise ValueError(
+                f"{what}: member_counts has {len(counts)} entries for {len(children) + 1} members"
+            )
+        if counts and max(counts) > documents:
+            raise ValueError(f"{what}: a member fires on more documents than the {documents} counted")
+        object.__setattr__(self, "documents", documents)
+        object.__setattr__(self, "member_counts", counts)
+        norm = _number(self.direction_norm, what)
+        if not (math.isfinite(norm) and norm >= 0.0):
+            raise ValueError(f"{what}: direction_norm must be a finite number >= 0, got {norm}")
+        object.__setattr__(self, "direction_norm", norm)
 
     @classmethod
     def of(
@@ -151,6 +175,9 @@ class FamilyRecord:
         threshold: float = 0.0,
         created_unix: int = 0,
         extra: Mapping[str, Any] | None = None,
+        member_counts: Sequence[int] = (),
+        documents: int = 0,
+        direction_norm: float = 0.0,
     ) -> FamilyRecord:
         """The record of a core ``Family`` (or anything with its fields) built for ``sae_id``."""
         return cls(
@@ -167,6 +194,9 @@ class FamilyRecord:
             threshold=float(threshold),
             created_unix=int(created_unix),
             extra=dict(extra or {}),
+            member_counts=tuple(int(c) for c in member_counts),
+            documents=int(documents),
+            direction_norm=float(direction_norm),
         )
 
     @property
@@ -178,6 +208,17 @@ class FamilyRecord:
     def size(self) -> int:
         """Number of children (the paper's family size)."""
         return len(self.children)
+
+    def density(self, feature: int) -> float:
+        """Fraction of the corpus's documents on which a member fires (0.0 when the build did not
+        record its counts); ValueError for a feature that is not a member."""
+        try:
+            index = self.members.index(feature)
+        except ValueError:
+            raise ValueError(f"feature {feature} is not a member of family {self.family_id!r}") from None
+        if not self.member_counts or not self.documents:
+            return 0.0
+        return self.member_counts[index] / self.documents
 
     @property
     def depth(self) -> int:
@@ -200,6 +241,9 @@ class FamilyRecord:
             "threshold": float(self.threshold),
             "created_unix": int(self.created_unix),
             "extra": dict(self.extra),
+            "member_counts": list(self.member_counts),
+            "documents": int(self.documents),
+            "direction_norm": float(self.direction_norm),
             "payload_version": PAYLOAD_VERSION,
         }
 
@@ -211,6 +255,7 @@ class FamilyRecord:
         values["children"] = tuple(values.get("children", ()))
         values["edges"] = tuple((int(p), int(c)) for p, c in values.get("edges", ()))
         values["extra"] = dict(values.get("extra") or {})
+        values["member_counts"] = tuple(values.get("member_counts", ()))
         return cls(**values)
 
 
@@ -218,6 +263,12 @@ def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise ValueError(f"{what}: {value!r} is not a number")
     return float(value)
+
+
+def _count(value: Any, what: str, role: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise ValueError(f"{what}: {role} {value!r} is not a count (a non-negative integer)")
+    return int(value)
 
 
 def _latent(value: Any, what: str, role: str) -> int:

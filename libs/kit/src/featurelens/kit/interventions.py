@@ -2,7 +2,8 @@
 
 Written once, so every service reads an intervention the same way: an unspecified mode is
 additive, a message must name a feature, a non-empty family id or a phrase of 1 to
-``MAX_PHRASE_CHARS`` characters, and a request may name at most ``MAX_INTERVENTIONS`` of them.
+``MAX_PHRASE_CHARS`` characters, ``per_member`` is for family targets only, and a request may
+name at most ``MAX_INTERVENTIONS`` of them.
 Refusals are ``InterventionError`` (INVALID_ARGUMENT in the kit's error table), naming the
 intervention by its position in the request.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from featurelens.steering import (
+    MAX_INTERVENTIONS,
     MAX_PHRASE_CHARS,
     FamilyIntervention,
     Intervention,
@@ -34,15 +36,18 @@ _PROTO_MODES = {
 }
 
 
-def interventions_from_proto(messages: Sequence[common_pb2.Intervention]) -> list[RequestedIntervention]:
+def interventions_from_proto(
+    messages: Sequence[common_pb2.Intervention], *, limit: int = MAX_INTERVENTIONS
+) -> list[RequestedIntervention]:
     """The request's interventions, each remembering its position; families and phrases are not
-    resolved here.
+    resolved here. ``limit``: the most messages, ``MAX_INTERVENTIONS`` for what a user names in
+    a search, ``MAX_STEERED_FEATURES`` for the expanded features that search sends to sae.
 
     Checks only what the wire can get wrong (no target, an empty family id, an empty or too long
-    phrase, an unknown mode, too many messages); ``featurelens.steering.check_interventions``
-    checks the rest once the features are known.
+    phrase, an unknown mode, per_member on a feature or phrase, too many messages);
+    ``featurelens.steering.check_interventions`` checks the rest once the features are known.
     """
-    check_request_size(len(messages))
+    check_request_size(len(messages), limit)
     items: list[RequestedIntervention] = []
     for position, message in enumerate(messages):
         where = f"interventions[{position}]"
@@ -53,10 +58,17 @@ def interventions_from_proto(messages: Sequence[common_pb2.Intervention]) -> lis
                 "STEER_MODE_CLAMP"
             )
         target = message.WhichOneof("target")
+        if message.per_member and target != "family_id":
+            raise InterventionError(
+                f"{where} sets per_member, which is for a family target only (it says how a family's "
+                "weight is shared by its members); unset it or name a family"
+            )
         if target == "feature":
             items.append(Intervention(message.feature, message.weight, mode, position=position))
         elif target == "family_id" and message.family_id:
-            items.append(FamilyIntervention(message.family_id, message.weight, mode, position))
+            items.append(
+                FamilyIntervention(message.family_id, message.weight, mode, position, message.per_member)
+            )
         elif target == "family_id":
             raise InterventionError(f"{where} has an empty family_id; name a family or set feature instead")
         elif target == "phrase":

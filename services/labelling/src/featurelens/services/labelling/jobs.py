@@ -22,7 +22,7 @@ from featurelens.interp.job import EventKind, JobEvent, run_job
 from featurelens.interp.labelling import LabelOutcome, LabelSettings, label_feature
 from featurelens.interp.llm import LlmRequestError, LlmUnavailableError
 from featurelens.interp.types import Usage
-from featurelens.kit import ServiceError
+from featurelens.kit import ServiceError, fields
 from featurelens.kit.names import corpus_name
 from featurelens.kit.progress import Stopwatch
 from featurelens.services.labelling import convert, validation
@@ -52,7 +52,7 @@ class Tally:
 FATAL_LLM_STATUSES = frozenset({401, 403, 404})
 
 
-def _is_fatal(error: BaseException) -> bool:
+def is_fatal(error: BaseException) -> bool:
     """A peer service down or refusing, an endpoint that cannot serve, a key or model it refuses:
     every feature would fail the same way, so the job stops with that error."""
     if isinstance(error, ServiceError | LlmUnavailableError):
@@ -77,19 +77,19 @@ class LabelJob:
     ) -> AsyncIterator[labelling_pb2.LabelFeaturesResponse]:
         validation.sae_id(request.sae_id)
         corpus = corpus_name(request.corpus)
-        requested = validation.feature_ids(request.features, validation.MAX_JOB_FEATURES)
+        requested = fields.feature_ids(request.features, validation.MAX_JOB_FEATURES)
         plan = self.labellers.plan(
             request.llm_base_url, request.interpreter_model, request.predictor_model, request.budget_usd
         )
         examples = validation.example_config(
             request.top_documents or plan.default_top_documents, request.scoring_documents
         )
-        domain = validation.domain(request.domain, self.default_domain)
+        domain = fields.domain(request.domain, self.default_domain)
         sae = await self.peers.sae_facts(request.sae_id)
         sae_id = sae.sae_id
         facts = await self.peers.corpus(corpus, sae_id)
         num_latents = sae.num_latents
-        validation.check_latents(requested, num_latents, sae_id)
+        fields.check_latents(requested, num_latents, sae_id)
 
         watch = Stopwatch()
         yield labelling_pb2.LabelFeaturesResponse(
@@ -145,14 +145,14 @@ class LabelJob:
                 settings=settings,
             )
             budget_stop = ""
-            async for event in run_job(features, label_one, self.concurrency, _is_fatal):
+            async for event in run_job(features, label_one, self.concurrency, is_fatal):
                 if event.kind is EventKind.BUDGET:
                     budget_stop = event.reason
                     continue
                 yield await self._report(event, watch, tally, labellers)
             line = (
                 f"labelled {tally.labelled:,}, skipped {tally.skipped:,}, failed {tally.failed:,}; "
-                f"{_spend_line(labellers.spend())}"
+                f"{spend_line(labellers.spend())}"
             )
             if budget_stop:
                 line = f"stopped at the budget ({budget_stop}); " + line
@@ -163,7 +163,7 @@ class LabelJob:
             await labellers.aclose()
 
     async def _report(
-        self, event: JobEvent, watch: Stopwatch, tally: Tally, labellers: Labellers
+        self, event: JobEvent[LabelOutcome], watch: Stopwatch, tally: Tally, labellers: Labellers
     ) -> labelling_pb2.LabelFeaturesResponse:
         if event.kind is EventKind.LABELLED and event.outcome is not None:
             outcome = event.outcome
@@ -219,7 +219,7 @@ async def _label_one(
     )
 
 
-def _spend_line(spend: Usage) -> str:
+def spend_line(spend: Usage) -> str:
     return (
         f"{spend.calls:,} LLM calls, {spend.cache_hits:,} cache hits, {spend.tokens:,} tokens, "
         f"${spend.cost_usd:.4f}"

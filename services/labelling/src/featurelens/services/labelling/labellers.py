@@ -27,7 +27,7 @@ from featurelens.interp.llm_labeller import LlmInterpreter, LlmPredictor
 from featurelens.interp.offline import OFFLINE_EXAMPLES, OfflineInterpreter
 from featurelens.interp.pricing import DEFAULT_PRICES, ModelPrice, PriceTable
 from featurelens.interp.types import Embedder, ExampleDocument, Interpreter, Predictor, Usage
-from featurelens.kit import FailedPreconditionError, InvalidArgumentError, register_secret
+from featurelens.kit import FailedPreconditionError, InvalidArgumentError, fields, register_secret
 from featurelens.services.labelling import validation
 from featurelens.services.labelling.cache import RedisChatCache
 from featurelens.services.labelling.settings import LabellingSettings
@@ -77,6 +77,13 @@ class LabellerPlan:
     def default_top_documents(self) -> int:
         """Firing documents shown when a job names none: the keyphrase labeller reads more."""
         return OFFLINE_EXAMPLES.top_documents if self.offline else validation.DEFAULT_TOP_DOCUMENTS
+
+    def chat_client(self) -> ChatClient | None:
+        """The job's chat client (None offline), for a job that needs only the interpreter model:
+        naming families calls no predictor and reads no documents, so it needs no ``build``."""
+        if not self.endpoint:
+            return None
+        return self.factory.client(self.endpoint, self.budget_usd)
 
     def build(self, embedder: Embedder, background: Sequence[ExampleDocument] = ()) -> Labellers:
         """The labellers; ``background`` (random corpus documents, with embeddings) helps the
@@ -183,8 +190,8 @@ class LabellerFactory:
         self, endpoint: str, interpreter_model: str, predictor_model: str, budget_usd: float
     ) -> LabellerPlan:
         """The job's labellers, checked: INVALID_ARGUMENT / FAILED_PRECONDITION before any work."""
-        interpreter_model = validation.model_name(interpreter_model, "interpreter_model")
-        predictor_model = validation.model_name(predictor_model, "predictor_model")
+        interpreter_model = fields.model_name(interpreter_model, "interpreter_model")
+        predictor_model = fields.model_name(predictor_model, "predictor_model")
         budget = validation.budget(budget_usd, self.budget_usd, self.max_budget_usd)
         chosen = self.rules.choose(endpoint)
         if interpreter_model == OFFLINE or (not chosen and not interpreter_model):

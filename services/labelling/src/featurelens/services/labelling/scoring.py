@@ -5,7 +5,7 @@ from __future__ import annotations
 from featurelens.interp.examples import gather_examples
 from featurelens.interp.labelling import LabelSettings, score_label
 from featurelens.interp.records import LabelRecord
-from featurelens.kit import FailedPreconditionError, NotFoundError
+from featurelens.kit import FailedPreconditionError, NotFoundError, fields
 from featurelens.kit.names import corpus_name
 from featurelens.services.labelling import validation
 from featurelens.services.labelling.dependencies import EncoderEmbedder, Peers, SearchDocuments
@@ -26,10 +26,10 @@ class LabelScorer:
         corpus = corpus_name(request.corpus)
         label = validation.label_text(request.label)
         examples_config = validation.example_config(0, request.scoring_documents)
-        domain = validation.domain(request.domain, self.default_domain)
+        domain = fields.domain(request.domain, self.default_domain)
         plan = self.labellers.plan(request.llm_base_url, "", request.predictor_model, 0.0)
         sae = await self.peers.sae_facts(request.sae_id)
-        validation.check_latents([request.feature], sae.num_latents, sae.sae_id)
+        fields.check_latents([request.feature], sae.num_latents, sae.sae_id)
         facts = await self.peers.corpus(corpus, sae.sae_id)
         counts = await self.peers.firing_counts(corpus, sae.sae_id, sae.num_latents)
         if counts[request.feature] == 0:

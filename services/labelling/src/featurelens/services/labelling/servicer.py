@@ -1,4 +1,4 @@
-"""The LabellingService: checks each request and hands it to the job, the labels or the scorer."""
+"""The LabellingService: checks each request and hands it to a job, the labels or the scorer."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from typing_extensions import override
 
 from featurelens.interp.budget import BudgetExhausted
 from featurelens.interp.llm import LlmRequestError, LlmUnavailableError
-from featurelens.kit import NotFoundError, register_error
+from featurelens.kit import NotFoundError, fields, register_error
 from featurelens.kit.pages import page_offset, page_token, query_fingerprint
 from featurelens.services.labelling import convert, validation
 from featurelens.services.labelling.dependencies import Peers
+from featurelens.services.labelling.family_labels import FamilyLabelJob
 from featurelens.services.labelling.jobs import LabelJob
 from featurelens.services.labelling.labellers import LabellerFactory
 from featurelens.services.labelling.labels import Labels
@@ -89,6 +90,16 @@ class LabellingServicer(labelling_pb2_grpc.LabellingServiceServicer):
             yield response
 
     @override
+    async def LabelFamilies(
+        self, request: labelling_pb2.LabelFamiliesRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[labelling_pb2.LabelFamiliesResponse]:
+        job = FamilyLabelJob(
+            self.peers, self.labels, self.labellers, self.settings.concurrency, self.settings.default_domain
+        )
+        async for response in job.run(request):
+            yield response
+
+    @override
     async def GetLabel(
         self, request: labelling_pb2.GetLabelRequest, context: aio.ServicerContext
     ) -> labelling_pb2.GetLabelResponse:
@@ -107,7 +118,7 @@ class LabellingServicer(labelling_pb2_grpc.LabellingServiceServicer):
         self, request: labelling_pb2.GetLabelsRequest, context: aio.ServicerContext
     ) -> labelling_pb2.GetLabelsResponse:
         sae_id = await self._sae_id(request.sae_id)
-        features = validation.feature_ids(request.features, validation.MAX_GET_FEATURES)
+        features = fields.feature_ids(request.features, validation.MAX_GET_FEATURES)
         found = await self.labels.get(sae_id, features) if features else []
         return labelling_pb2.GetLabelsResponse(labels=[convert.feature_label(r) for r in found])
 

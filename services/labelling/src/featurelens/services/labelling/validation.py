@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from featurelens.interp.examples import ExampleConfig
-from featurelens.interp.labelling import MAX_DOMAIN_CHARS
-from featurelens.kit import FailedPreconditionError, InvalidArgumentError
+from featurelens.kit import FailedPreconditionError, InvalidArgumentError, names
 from featurelens.kit.echo import shown
-from featurelens.store import InvalidQueryError
+from featurelens.kit.fields import feature_ids
 from featurelens.store import schema as store_schema
+from featurelens.v1 import labelling_pb2
 
 DEFAULT_TOP_DOCUMENTS = 10
 MAX_TOP_DOCUMENTS = 50
@@ -28,46 +28,92 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_QUERY_CHARS = 1000
 MAX_LABEL_CHARS = 200
-MAX_MODEL_CHARS = 200
-MAX_SAE_ID_CHARS = 256
 MAX_URL_CHARS = 2048
+#: Most families one LabelFamilies call may name, most features one family may name, most
+#: members all its families may name together, and the longest family id.
+MAX_FAMILIES = 10_000
+MAX_FAMILY_FEATURES = 10_000
+MAX_FAMILY_MEMBERS = 1_000_000
+MAX_FAMILY_ID_CHARS = 256
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def sae_id(value: str) -> str:
-    """An SAE id as sent ("" = the sae service's default SAE, resolved by the servicer); one the
-    label store could not name a collection after is refused here."""
-    if not value:
-        return value
-    if len(value) > MAX_SAE_ID_CHARS or not value.isprintable():
-        raise InvalidArgumentError(f"sae_id {shown(value)} is not an SAE id")
-    try:
-        store_schema.labels_collection(value)
-    except InvalidQueryError:
-        raise InvalidArgumentError(f"sae_id {shown(value)} is not an SAE id (too long)") from None
-    return value
+    """An SAE id as sent ("" = the default SAE); the kit's rule, with the label store's naming."""
+    return names.sae_id(value, store_schema.labels_collection)
 
 
-def feature_ids(values: Sequence[int], limit: int, field: str = "features") -> list[int]:
-    """Latent ids without repeats (a repeat is refused, naming it)."""
-    if len(values) > limit:
-        raise InvalidArgumentError(f"{field} names {len(values):,} latents; the limit is {limit:,} per call")
-    seen: set[int] = set()
-    for value in values:
-        if value in seen:
-            raise InvalidArgumentError(f"{field} names latent {value} twice")
-        seen.add(value)
-    return list(values)
+@dataclass(frozen=True)
+class FamilyRequest:
+    """One family of a LabelFamilies call, checked: its id, parent and children (each once)."""
+
+    family_id: str
+    parent: int
+    children: tuple[int, ...]
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        return (self.parent, *self.children)
 
 
-def check_latents(features: Sequence[int], num_latents: int, sae: str) -> None:
-    """Every id below the SAE's number of latents."""
-    bad = [f for f in features if f >= num_latents]
-    if bad:
+def families(values: Sequence[labelling_pb2.FamilyToLabel]) -> list[FamilyRequest]:
+    """The families of a LabelFamilies call: at least one, each id once, within the limits.
+
+    A family that also lists its parent among its features is taken as meant (the parent is one
+    member, not two): the family service may send the whole member list, and nothing is lost.
+    """
+    if not values:
         raise InvalidArgumentError(
-            f"latent {bad[0]} is out of range: SAE {shown(sae)} has {num_latents} latents "
-            f"(0 to {num_latents - 1})"
+            "families is empty; name at least one family (family_id, parent_feature, features) to label"
         )
+    if len(values) > MAX_FAMILIES:
+        raise InvalidArgumentError(
+            f"families names {len(values):,} families; the limit is {MAX_FAMILIES:,} per call"
+        )
+    checked: list[FamilyRequest] = []
+    first_index: dict[str, int] = {}
+    members = 0
+    for index, value in enumerate(values):
+        family_id = value.family_id
+        if not family_id.strip():
+            raise InvalidArgumentError(f"families[{index}] has an empty family_id; give every family an id")
+        if len(family_id) > MAX_FAMILY_ID_CHARS or not family_id.isprintable():
+            raise InvalidArgumentError(
+                f"family_id {shown(family_id)} of families[{index}] is not an id: "
+                f"use 1 to {MAX_FAMILY_ID_CHARS} printable characters"
+            )
+        if family_id in first_index:
+            raise InvalidArgumentError(
+                f"family_id {shown(family_id)} is named twice (families[{first_index[family_id]}] and "
+                f"families[{index}]); name each family once"
+            )
+        first_index[family_id] = index
+        if len(value.features) > MAX_FAMILY_FEATURES:
+            raise InvalidArgumentError(
+                f"family {shown(family_id)} names {len(value.features):,} features; "
+                f"the limit is {MAX_FAMILY_FEATURES:,} per family"
+            )
+        children = feature_ids(value.features, MAX_FAMILY_FEATURES, f"family {shown(family_id)}")
+        members += len(children) + 1
+        if members > MAX_FAMILY_MEMBERS:
+            raise InvalidArgumentError(
+                f"the families name more than {MAX_FAMILY_MEMBERS:,} members in all; "
+                "split them over several calls"
+            )
+        kept = tuple(child for child in children if child != value.parent_feature)
+        checked.append(FamilyRequest(family_id, value.parent_feature, kept))
+    return checked
+
+
+def check_family_latents(families: Sequence[FamilyRequest], num_latents: int, sae: str) -> None:
+    """Every member of every family below the SAE's number of latents (the sentence names the family)."""
+    for family in families:
+        bad = [f for f in family.members if f >= num_latents]
+        if bad:
+            raise InvalidArgumentError(
+                f"family {shown(family.family_id)}: latent {bad[0]} is out of range: SAE {shown(sae)} has "
+                f"{num_latents} latents (0 to {num_latents - 1})"
+            )
 
 
 def example_config(top_documents: int, scoring_documents: int) -> ExampleConfig:
@@ -82,23 +128,6 @@ def example_config(top_documents: int, scoring_documents: int) -> ExampleConfig:
         return ExampleConfig(top_documents=top, scoring_documents=scoring)
     except ValueError as error:
         raise InvalidArgumentError(str(error)) from None
-
-
-def domain(value: str, default: str) -> str:
-    if not value:
-        return default
-    if len(value) > MAX_DOMAIN_CHARS or not value.isprintable() or not value.strip():
-        raise InvalidArgumentError(
-            f"domain {shown(value)} is not a short description: "
-            f"use 1 to {MAX_DOMAIN_CHARS} printable characters"
-        )
-    return value.strip()
-
-
-def model_name(value: str, field: str) -> str:
-    if len(value) > MAX_MODEL_CHARS or not value.isprintable():
-        raise InvalidArgumentError(f"{field} {shown(value)} is not a model name")
-    return value
 
 
 def budget(value: float, default: float, maximum: float) -> float:

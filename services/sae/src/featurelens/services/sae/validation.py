@@ -26,6 +26,7 @@ from featurelens.sae import SaeConfig, SaeConfigError, TrainConfig
 from featurelens.services.sae.registry import LoadedSae
 from featurelens.services.sae.settings import MAX_NUM_LATENTS, MAX_TRAIN_PARAMETERS
 from featurelens.steering import (
+    MAX_STEERED_FEATURES,
     FamilyIntervention,
     PhraseIntervention,
     SteerPlan,
@@ -94,7 +95,7 @@ def check_feature(feature: int, loaded: LoadedSae) -> None:
 def steer_plan(messages: Sequence[common_pb2.Intervention], loaded: LoadedSae) -> SteerPlan:
     """A Steer request's interventions, checked by the rule search applies too (``featurelens.steering``)."""
     items = []
-    for item in interventions_from_proto(messages):
+    for item in interventions_from_proto(messages, limit=MAX_STEERED_FEATURES):
         if isinstance(item, FamilyIntervention):
             raise InvalidArgumentError(
                 f"interventions[{item.position}] targets family {echo(item.family_id)}; the sae service "

@@ -72,8 +72,9 @@ def document(doc_id: str, payload: Mapping[str, Any]) -> common_pb2.Document:
 
 
 def contributions(
-    items: Iterable[Contribution], labels: Mapping[int, str]
+    items: Iterable[Contribution], labels: Mapping[int, str], families: Mapping[int, Sequence[str]]
 ) -> list[search_pb2.FeatureContribution]:
+    """A hit's explanation: each shared feature with its label and its families, when known."""
     return [
         search_pb2.FeatureContribution(
             feature=item.feature,
@@ -81,6 +82,7 @@ def contributions(
             document_activation=item.document_activation,
             contribution=item.contribution,
             label=labels.get(item.feature, ""),
+            family_ids=families.get(item.feature, ()),
         )
         for item in items
     ]

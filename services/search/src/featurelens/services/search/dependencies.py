@@ -1,5 +1,6 @@
-"""Calls to the encoder and sae services, typed for the search service, and the peer of the
-labelling service (whose calls ``labelling`` makes, with the search service's policy on failures).
+"""Calls to the encoder and sae services, typed for the search service, and the peers of the
+labelling and family services (whose calls ``labelling`` and ``families`` make, with the search
+service's policy on failures).
 
 Each is a kit ``Peer``: a deadline on every call, the request id passed on, and failures as
 service errors that name the service and its address.
@@ -58,12 +59,14 @@ class Steered:
 
 
 class Dependencies:
-    """The encoder and sae services, called through the generated stubs, and the labelling peer."""
+    """The encoder and sae services, called through the generated stubs, and the labelling and
+    family peers."""
 
-    def __init__(self, encoder: Peer, sae: Peer, labelling: Peer) -> None:
+    def __init__(self, encoder: Peer, sae: Peer, labelling: Peer, family: Peer) -> None:
         self.encoder = encoder
         self.sae = sae
         self.labelling = labelling
+        self.family = family
 
     @classmethod
     def at(
@@ -75,11 +78,14 @@ class Dependencies:
         *,
         labelling_address: str,
         labelling_timeout_s: float,
+        family_address: str,
+        family_timeout_s: float,
     ) -> Dependencies:
         return cls(
             Peer("encoder", encoder_address, encoder_timeout_s),
             Peer("sae", sae_address, sae_timeout_s),
             Peer("labelling", labelling_address, labelling_timeout_s),
+            Peer("family", family_address, family_timeout_s),
         )
 
     async def embed(self, texts: Sequence[str], model: str = "") -> Embedded:
@@ -156,3 +162,4 @@ class Dependencies:
         await self.encoder.close()
         await self.sae.close()
         await self.labelling.close()
+        await self.family.close()

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from grpc import aio
 
 from featurelens.kit import FailedPreconditionError, NotFoundError, Peer, ServiceError, UnavailableError
+from featurelens.services.search.throttled import ThrottledWarning
 from featurelens.steering import PhraseMatch, echo
 from featurelens.v1 import labelling_pb2, labelling_pb2_grpc
 
@@ -25,8 +26,6 @@ logger = logging.getLogger(__name__)
 
 #: Most features one GetLabels call may name (stated in labelling.proto).
 MAX_LABELS_PER_CALL = 1000
-#: Seconds between two warnings about the same cause of missing labels.
-WARNING_INTERVAL_S = 60.0
 
 
 class LabellingLabels:
@@ -34,8 +33,9 @@ class LabellingLabels:
 
     def __init__(self, peer: Peer, clock: Callable[[], float] = time.monotonic) -> None:
         self.peer = peer
-        self._clock = clock
-        self._warned_at: dict[str, float] = {}
+        self._warning = ThrottledWarning(
+            logger, "feature labels left out: ", "; searches go on without labels", clock
+        )
 
     async def labels(self, sae_id: str, features: Sequence[int]) -> Mapping[int, str]:
         """The labels of those features that have one; none when the labelling service fails."""
@@ -45,7 +45,7 @@ class LabellingLabels:
             replies = await asyncio.gather(*(self._get(sae_id, batch) for batch in batches))
         except aio.AioRpcError as error:
             code = error.code()
-            self._warn(code.name, "%s answered %s (%s)", self.peer.where, code.name, error.details())
+            self._warning.warn(code.name, "%s answered %s (%s)", self.peer.where, code.name, error.details())
             return {}
         wanted = set(asked)
         return {
@@ -60,14 +60,6 @@ class LabellingLabels:
         stub = labelling_pb2_grpc.LabellingServiceStub(self.peer.channel)
         request = labelling_pb2.GetLabelsRequest(sae_id=sae_id, features=features)
         return await stub.GetLabels(request, timeout=self.peer.timeout_s)
-
-    def _warn(self, cause: str, message: str, *args: object) -> None:
-        now = self._clock()
-        last = self._warned_at.get(cause)
-        if last is not None and now - last < WARNING_INTERVAL_S:
-            return
-        self._warned_at[cause] = now
-        logger.warning("feature labels left out: " + message + "; searches go on without labels", *args)
 
 
 class LabellingPhrases:

@@ -7,8 +7,11 @@ sent to the sae service at all, so its ranking is the unsteered ranking exactly.
 are expanded to their member features first (by a ``FamilyExpander``) and phrase targets
 resolved to the labelled feature they name (by a ``PhraseResolver``), and the resolved list is
 checked by the rule every service shares (``featurelens.steering``), so sae never refuses what
-search sends it with a position the user never sent. The response lists every steered feature
-and where it came from; the labels of steered and explaining features come from one lookup.
+search sends it with a position the user never sent. An additive family is one direction: its
+weight is shared by its members (``resolve_targets``), so a weight of 0 is still no change. The
+response lists every steered feature and where it came from; the labels of steered and
+explaining features come from one lookup, the families of explaining features from another, run
+side by side.
 
 Rank changes compare the steered page with the unsteered ranking read from rank 1 down to
 ``offset + top_k``, but never deeper than the store answers in one query (``RANK_DEPTH``, 10,000
@@ -22,6 +25,7 @@ import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -125,8 +129,11 @@ class Searcher:
         shared = self._explain(query, sae_id, after.sparse, hits)
         explaining = {item.feature for items in shared for item in items}
         wanted = sorted(explaining | {item.feature for item in plan.interventions})
-        labels = await self.labels.labels(sae_id, wanted) if wanted else {}
-        explanations = [convert.contributions(items, labels) for items in shared]
+        labels, families = await asyncio.gather(
+            self.labels.labels(sae_id, wanted) if wanted else _nothing(),
+            self.families.families_of(sae_id, sorted(explaining)) if explaining else _nothing(),
+        )
+        explanations = [convert.contributions(items, labels, families) for items in shared]
         response.steered.extend(convert.steered(plan, labels, matches))
         ranks_before = {p.doc_id: rank for rank, p in enumerate(unsteered or (), start=1)}
         for position, (point, explanation) in enumerate(zip(hits, explanations, strict=True)):
@@ -145,15 +152,16 @@ class Searcher:
     async def _steer_plan(
         self, query: SearchQuery, corpus: Corpus, sae_id: str
     ) -> tuple[SteerPlan, dict[str, PhraseMatch]]:
-        """The interventions with each family replaced by its member features and each phrase by
-        the feature it names, checked as a whole; and the phrases' matches."""
+        """The interventions with each family replaced by its member features (with their share of
+        its weight) and each phrase by the feature it names, checked as a whole; and the phrases'
+        matches."""
         requested = query.interventions
         if not requested:
             return SteerPlan(()), {}
         family_ids = list(dict.fromkeys(i.family_id for i in requested if isinstance(i, FamilyIntervention)))
         phrases = list(dict.fromkeys(i.phrase for i in requested if isinstance(i, PhraseIntervention)))
         found, matched = await asyncio.gather(
-            asyncio.gather(*(self.families.features(sae_id, family) for family in family_ids)),
+            asyncio.gather(*(self.families.members(sae_id, family) for family in family_ids)),
             asyncio.gather(*(self.phrases.match(sae_id, phrase) for phrase in phrases)),
         )
         matches = dict(zip(phrases, matched, strict=True))
@@ -227,6 +235,11 @@ class Searcher:
             return [[] for _ in hits]
         empty = SparseVec([], [])
         return [explain(latents, point.sparse.get(sae_id, empty)) for point in hits]
+
+
+async def _nothing() -> dict[int, Any]:
+    """What a lookup of no features finds (without asking anyone)."""
+    return {}
 
 
 def _query_refused(sae_id: str, error: InvalidArgumentError) -> InvalidArgumentError:

@@ -42,8 +42,9 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     ``open_store`` opens the document store; the server calls ``start()``, which opens it in a
     worker thread, and the service turns SERVING once it is open. ``labels`` names features in
     explanations and steered features, ``phrases`` resolves phrase interventions and
-    ``families`` expands family interventions (the defaults give no labels and refuse phrase
-    and family targets; ``__main__.build_servicer`` wires the labelling service for the first two).
+    ``families`` expands family interventions and names the families of explaining features (the
+    defaults give no labels or families and refuse phrase and family targets;
+    ``__main__.build_servicer`` wires the labelling and family services).
     """
 
     service_names: Sequence[str] = (SERVICE_NAME,)
@@ -78,12 +79,13 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         names = await corpora.run(store.list_collections)
         self._corpora = corpora
         logger.info(
-            "document store open (%s, %d corpora); encoder at %s, sae at %s, labelling at %s",
+            "document store open (%s, %d corpora); encoder at %s, sae at %s, labelling at %s, family at %s",
             type(store).__name__,
             len(names),
             self.dependencies.encoder.address,
             self.dependencies.sae.address,
             self.dependencies.labelling.address,
+            self.dependencies.family.address,
         )
 
     async def close(self) -> None:

@@ -35,6 +35,18 @@ class SearchSettings(StoreSettings):
         "misses it leaves the labels out rather than failing the search).",
     )
 
+    family_address: str = Field(
+        "127.0.0.1:50055",
+        description="host:port of the family service: the members of family interventions and the "
+        "families of explaining features; empty: none (family targets are refused).",
+    )
+    family_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Deadline of each call to the family service, seconds (a lookup for an explanation "
+        "that misses it leaves the families out; a family intervention fails).",
+    )
+
     edge_search_threads: int = Field(
         1,
         ge=0,
