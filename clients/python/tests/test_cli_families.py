@@ -368,3 +368,35 @@ def test_search_explain_shows_the_families_of_each_shared_feature(services_addre
 
     assert result.exit_code == 0, result.output
     assert "shared: feature 7 'galaxies' (1.00; families f7-p1, f3-p0)" in result.stdout
+
+
+def test_a_large_family_steered_is_listed_by_its_first_members_and_a_count() -> None:
+    from featurelens.cli.search import SHOWN_FAMILY_MEMBERS, steered_lines
+    from featurelens.client import SteeredFeature
+
+    family = [SteeredFeature(f, "", 0.1, "additive", 1, family_id="f9-p0") for f in range(9, 29)]
+    alone = SteeredFeature(3, "dark matter", -1.0, "additive", 0)
+
+    lines = steered_lines([alone, *family])
+
+    assert lines[0] == "feature 3 'dark matter', weight -1.00"
+    assert len(lines) == 1 + SHOWN_FAMILY_MEMBERS + 1
+    assert lines[1].startswith("family f9-p0 -> feature 9")
+    assert lines[-1] == f"family f9-p0 -> {20 - SHOWN_FAMILY_MEMBERS} more of its 20 features"
+
+
+def test_cosines_a_rounding_error_past_one_are_counted_in_the_last_bin() -> None:
+    from featurelens.cli.sae_match import max_cosine_histogram
+    from featurelens.client import CrossSaeMatch, FeatureNeighbour
+
+    matches = [
+        CrossSaeMatch(0, (FeatureNeighbour(0, 1.0000001, ""),)),
+        CrossSaeMatch(1, (FeatureNeighbour(1, 1.0, ""),)),
+        CrossSaeMatch(2, (FeatureNeighbour(2, -1.0000001, ""),)),
+    ]
+
+    counts, _edges = max_cosine_histogram(matches)
+
+    assert sum(counts) == 3
+    assert counts[-1] == 2
+    assert counts[0] == 1

@@ -35,7 +35,9 @@ def _say(text: str) -> None:
 def max_cosine_histogram(matches: list[CrossSaeMatch]) -> tuple[list[int], list[float]]:
     """Counts of the best match's cosine in HISTOGRAM_BINS bins over [-1, 1], and the bin edges."""
     best = [m.max_cosine for m in matches if m.max_cosine is not None]
-    counts, edges = np.histogram(np.asarray(best, dtype=np.float64), bins=HISTOGRAM_BINS, range=(-1.0, 1.0))
+    # A cosine comes back a rounding error past ±1 (float32 unit vectors); np.histogram would drop it.
+    clipped = np.clip(np.asarray(best, dtype=np.float64), -1.0, 1.0)
+    counts, edges = np.histogram(clipped, bins=HISTOGRAM_BINS, range=(-1.0, 1.0))
     return [int(c) for c in counts], [round(float(e), 6) for e in edges]
 
 
@@ -138,6 +140,6 @@ def _draw_histogram(counts: list[int], edges: list[float], source: str, target: 
     axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel(f"max decoder cosine to a feature of {target}")
     axes.set_ylabel(f"features of {source}")
-    axes.set_title(f"{source} → {target}: best-match cosines ({sum(counts):,} features)")
+    axes.set_title(f"best-match decoder cosines, {sum(counts):,} features\n{source} → {target}", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, format="png")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 import typer
@@ -89,11 +90,39 @@ def steered_line(steered: SteeredFeature) -> str:
     return f"{target}, {how}"
 
 
+#: Members of one family listed after a search steered by it; the rest are counted.
+SHOWN_FAMILY_MEMBERS = 5
+
+
+def steered_lines(steered: Sequence[SteeredFeature]) -> list[str]:
+    """The steered features as lines: each on its own, except that a family's members after the
+    first ``SHOWN_FAMILY_MEMBERS`` are counted in one line under them (a family can hold hundreds)."""
+    lines: list[str] = []
+    members: dict[str, int] = {}
+    more_line: dict[str, int] = {}  # family id -> index of its "more" line
+    for item in steered:
+        if item.family_id is None:
+            lines.append(steered_line(item))
+            continue
+        members[item.family_id] = members.get(item.family_id, 0) + 1
+        if members[item.family_id] <= SHOWN_FAMILY_MEMBERS:
+            lines.append(steered_line(item))
+        elif item.family_id not in more_line:
+            more_line[item.family_id] = len(lines)
+            lines.append("")
+    for family_id, index in more_line.items():
+        count = members[family_id]
+        lines[index] = (
+            f"family {family_id} -> {count - SHOWN_FAMILY_MEMBERS:,} more of its {count:,} features"
+        )
+    return lines
+
+
 def _print_result(result: SearchResult, *, explain: bool, rank_changes: bool) -> None:
     if result.steered:
         _say(f"steered (cosine to the unsteered query {result.steer_cosine:.3f}):")
-        for steered in result.steered:
-            _say(f"  {steered_line(steered)}")
+        for line in steered_lines(result.steered):
+            _say(f"  {line}")
     if not result.hits:
         _say("no hits")
     for hit in result.hits:
