@@ -9,6 +9,8 @@ import inspect
 import json
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,3 +301,29 @@ def test_a_service_image_installs_exactly_the_repository_packages_its_service_ne
     expected = _local_requirements(service, local) | {by_folder[f"services/{match['name']}"]}
     assert installed == expected
     assert "featurelens-client" not in installed, "a service image must not carry the SDK and CLI"
+
+
+# -- the linters the project pins (requirements/dev.txt), run on the files as they are ----------------
+
+TOOLS = Path(sys.executable).parent
+
+
+def _run_tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(TOOLS / name), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_the_compose_file_is_valid_under_the_compose_specification() -> None:
+    result = _run_tool(
+        "check-jsonschema", "--builtin-schema", "vendor.compose-spec", str(ROOT / "docker-compose.yml")
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_a_dockerfile_passes_hadolint(dockerfile: Path) -> None:
+    result = _run_tool("hadolint", "--no-color", str(dockerfile))
+
+    assert result.returncode == 0, result.stdout + result.stderr
