@@ -1,5 +1,6 @@
 # featurelens: every set-up step a fresh machine needs lives here.
 #   make demo   the whole pipeline on a real corpus (embedded mode)
+#   make eval   the paper's findings measured on the demo's stack (after make demo)
 #   make test   lint, type checks and the test suite
 PYTHON ?= python3
 VENV := .venv
@@ -10,7 +11,7 @@ PYPROJECTS := $(addsuffix /pyproject.toml,$(PROJECTS))
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test lint typecheck pytest protos protos-check demo bench clean
+.PHONY: install test lint typecheck pytest protos protos-check demo eval bench clean
 
 install: $(STAMP)
 
@@ -44,6 +45,10 @@ protos: install
 
 demo: install
 	$(PY) scripts/demo.py $(DEMO_ARGS)
+
+# `featurelens eval all --quick` on the demo's embedded stack and MiniLM store (run `make demo` first).
+eval: install
+	$(PY) scripts/eval.py $(EVAL_ARGS)
 
 bench: install
 	scripts/ensure_redis.sh

@@ -164,6 +164,28 @@ def test_auxk_coef_0_and_val_fraction_0_switch_auxk_and_validation_off(store: Pa
     assert "final_val_nmse" not in info.metrics
 
 
+def test_train_without_latents_sizes_the_run_with_the_core_rule_and_leads_with_the_validation_nmse(
+    store: Path, tmp_path: Path
+) -> None:
+    """600 rows, 540 training rows: the rule's sparsity floor for k=4 (32 * 4 = 128 latents) and its
+    200-epoch cap, cut short here by --max-steps."""
+    args = ["sae", "train", str(store), "--k", "4", "--out", str(tmp_path), "--batch-size", "64"]
+    result = runner.invoke(app, [*args, "--max-steps", "24", "--lr", "1e-2"])
+
+    assert result.exit_code == 0, result.output
+    [checkpoint] = checkpoints(tmp_path)
+    info = read_checkpoint(checkpoint)
+    assert info.sae_config.num_latents == 128
+    assert info.train_config is not None
+    assert info.train_config.epochs == 200
+    assert info.metrics is not None
+    assert info.metrics["best_epoch"] == 2
+    stdout = result.stdout
+    assert stdout.index("val NMSE") < stdout.index("train NMSE")
+    assert f"{info.metrics['final_val_nmse']:.4f}" in stdout
+    assert "epoch 3 of 3 (the best validation NMSE)" in stdout
+
+
 def test_the_help_shows_the_core_defaults() -> None:
     result = runner.invoke(app, ["sae", "train", "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
 
@@ -186,6 +208,26 @@ def test_eval_prints_nmse_dead_dense_and_a_text_histogram(trained: tuple[Path, s
     assert "dense %" in result.stdout
     assert "█" in result.stdout
     assert "latents never fire" in result.stdout
+
+
+def test_eval_on_the_training_embeddings_leads_with_the_held_out_nmse(
+    trained: tuple[Path, str], store: Path
+) -> None:
+    [checkpoint] = checkpoints(trained[0])
+    info = read_checkpoint(checkpoint)
+    assert info.metrics is not None
+
+    shown = runner.invoke(app, ["sae", "eval", str(checkpoint), str(store)])
+    figures = json.loads(runner.invoke(app, ["sae", "eval", str(checkpoint), str(store), "--json"]).stdout)
+
+    assert shown.exit_code == 0, shown.output
+    assert (
+        shown.stdout.index("val NMSE") < shown.stdout.index("train NMSE") < shown.stdout.index("(all rows)")
+    )
+    assert "its 60 held-out rows" in shown.stdout
+    assert figures["val_rows"] == 60
+    assert figures["val_nmse"] == pytest.approx(info.metrics["final_val_nmse"], rel=1e-6)
+    assert figures["train_nmse"] == pytest.approx(info.metrics["final_train_nmse"], rel=1e-6)
 
 
 def test_eval_json_gives_the_same_figures_as_the_library(trained: tuple[Path, str], store: Path) -> None:

@@ -54,6 +54,9 @@ def test_invalid_sae_config_raises_a_sentence_naming_the_field(
         ({"max_steps": 0}, "max_steps must be a positive integer or None"),
         ({"dtype": "int8"}, "dtype must be one of"),
         ({"grad_clip": -1.0}, "grad_clip must be a finite number >= 0"),
+        ({"patience": -1}, "TrainConfig.patience must be a non-negative integer"),
+        ({"patience": 1.5}, "TrainConfig.patience must be a non-negative integer"),
+        ({"patience": True}, "TrainConfig.patience must be a non-negative integer"),
     ],
 )
 def test_invalid_train_config_raises_a_sentence_naming_the_field(

@@ -10,6 +10,7 @@ import pytest
 from grpc import aio
 from sae_testing import Running, make_sae, matrix, save_checkpoint, serve_sae, vectors, write_store
 
+from featurelens.sae import read_checkpoint
 from featurelens.v1 import sae_pb2, sae_pb2_grpc
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -94,6 +95,44 @@ async def test_train_with_make_default_makes_the_new_sae_the_default(
     assert got.sae.sae_id == sae_id
 
 
+async def test_the_messages_lead_with_the_validation_nmse_and_the_result_names_the_kept_epoch(
+    running: Running, train_roots: Path
+) -> None:
+    write_store(train_roots / "corpus")
+
+    messages = await train(running.stub, tiny_request("corpus", max_steps=None, epochs=3))
+
+    epoch_ends = [m for m in messages if m.progress.message.startswith("epoch ")]
+    assert [m.epoch for m in epoch_ends] == [0, 1, 2]
+    assert all(m.progress.message.startswith(f"epoch {m.epoch + 1} done · val nmse ") for m in epoch_ends)
+    assert "(best " in epoch_ends[-1].progress.message
+    steps = [m for m in messages if m.progress.message.startswith("step ")]
+    assert steps
+    assert all(" · val nmse " in m.progress.message for m in steps)
+    final = messages[-1].progress.message
+    assert final.index("val nmse") < final.index("train nmse")
+    assert "kept epoch " in final
+    assert messages[-1].val_nmse == messages[-1].result.metrics.val_nmse > 0
+
+
+async def test_num_latents_0_sizes_the_run_from_the_store_with_the_core_size_rule(
+    running: Running, train_roots: Path
+) -> None:
+    """300 rows of which 270 train: the rule's sparsity floor (32 * k = 128 latents for k=4) and
+    200 epochs, the rule's cap (here only as many steps as max_steps allows)."""
+    write_store(train_roots / "corpus")
+    request = tiny_request("corpus", epochs=None)
+    request.config.num_latents = 0
+
+    messages = await train(running.stub, request)
+
+    result = messages[-1].result
+    assert result.config.num_latents == 128
+    info = read_checkpoint(running.servicer.registry.models_dir / result.sae_id)
+    assert info.train_config is not None
+    assert info.train_config.epochs == 200
+
+
 async def test_cancelling_train_stops_the_worker_and_registers_nothing(
     running: Running, train_roots: Path, models_dir: Path
 ) -> None:
@@ -140,7 +179,7 @@ async def test_a_second_train_while_one_runs_is_refused(running: Running, train_
     [
         ({}, {"num_latents": 64, "k": 65}, ["config.k (65)", "num_latents (64)"]),
         ({}, {"num_latents": 64, "k": 0}, ["config.k must be a positive integer"]),
-        ({}, {"num_latents": 0, "k": 4}, ["config.num_latents must be a positive integer"]),
+        ({}, {"num_latents": 0, "k": 0}, ["config.k must be a positive integer"]),
         ({}, {"num_latents": 2_000_000, "k": 4}, ["2,000,000", "131,072", "MAX_NUM_LATENTS"]),
         # Issue 8: a client could start a training run of 1,000,000 latents.
         (

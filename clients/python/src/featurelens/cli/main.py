@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from featurelens.cli.embed import embed
+from featurelens.cli.eval import eval_app
 from featurelens.cli.families import families_app
 from featurelens.cli.features import features_app
 from featurelens.cli.label import label
@@ -32,6 +33,7 @@ sae_app.command("match")(match)
 app.add_typer(sae_app, name="sae")
 app.add_typer(features_app, name="features")
 app.add_typer(families_app, name="families")
+app.add_typer(eval_app, name="eval")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,13 @@ later one only with ``--make-default``, so training never changes the default si
 server: the family service matches the features of two served SAEs.
 
 Training settings left out take featurelens-core's defaults (``SaeConfig`` / ``TrainConfig``),
-the same ones a Train call gets for a field it does not set; ``--help`` shows them.
+the same ones a Train call gets for a field it does not set; ``--help`` shows them. ``sae train``
+without ``--latents`` sizes the run from the row count with core's ``default_train_size``
+(num_latents, and the epochs unless ``--epochs`` is given), as the sae service does for a Train
+request with num_latents 0, and as the demo does.
+
+NMSE is shown held-out first: the validation NMSE (rows the SAE never trained on) is the figure
+to judge an SAE by; the training NMSE beside it says how far the SAE fits its own rows better.
 """
 
 from __future__ import annotations
@@ -38,7 +44,15 @@ from rich.table import Table
 from featurelens.cli.console import console, err_console, fail
 
 if TYPE_CHECKING:
-    from featurelens.sae import EvalReport, SaeConfig, StepMetrics, TrainConfig, TrainResult
+    from featurelens.sae import (
+        CheckpointInfo,
+        EpochMetrics,
+        EvalReport,
+        SaeConfig,
+        StepMetrics,
+        TrainConfig,
+        TrainResult,
+    )
     from featurelens.sae.sweep import SweepResult, SweepRun
 
 sae_app = typer.Typer(
@@ -131,6 +145,18 @@ DeviceOption = Annotated[
     ),
 ]
 EvalDeviceOption = Annotated[str, typer.Option(help="Torch device: cpu, cuda or cuda:N.")]
+PatienceOption = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        help=_with_default(
+            "Stop after this many epochs without a better validation NMSE (the best epoch's SAE is "
+            "kept either way); 0 runs every epoch.",
+            "TrainConfig",
+            "patience",
+        ),
+    ),
+]
 
 
 # -- inputs -------------------------------------------------------------------------------------------
@@ -206,6 +232,7 @@ def _train_config(
     val_fraction: float | None,
     device: str | None,
     out: Path,
+    patience: int | None = None,
 ) -> TrainConfig:
     """The TrainConfig of `sae train` and `sae sweep` (None: core's default), --device and --out
     checked; exit 2 otherwise."""
@@ -219,6 +246,7 @@ def _train_config(
         seed=seed,
         val_fraction=val_fraction,
         device=device,
+        patience=patience,
     )
     try:
         train_cfg = TrainConfig(**given).validate()
@@ -249,26 +277,35 @@ def _progress() -> Progress:
         TextColumn("[progress.description]{task.description}"),
         BarColumn(bar_width=20),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]} NMSE {task.fields[nmse]} dead {task.fields[dead]}"),
+        TextColumn("val NMSE {task.fields[val]} train NMSE {task.fields[nmse]} dead {task.fields[dead]}"),
         TextColumn("{task.fields[rate]} ETA {task.fields[eta]}"),
         console=err_console,
         transient=False,
     )
 
 
-_EMPTY_FIELDS: dict[str, Any] = {"loss": "-", "nmse": "-", "dead": "-", "rate": "- rows/s", "eta": "-:--"}
+_EMPTY_FIELDS: dict[str, Any] = {"val": "-", "nmse": "-", "dead": "-", "rate": "- rows/s", "eta": "-:--"}
 
 
 def _step_fields(metrics: StepMetrics) -> dict[str, Any]:
     return {
         "completed": metrics.step,
         "total": metrics.total_steps,
-        "loss": f"{metrics.loss:.4f}",
         "nmse": f"{metrics.nmse:.4f}",
         "dead": f"{100 * metrics.dead_fraction:.1f}%",
         "rate": f"{metrics.samples_per_s:,.0f} rows/s",
         "eta": _clock(metrics.eta_s),
     }
+
+
+def _epoch_fields(metrics: EpochMetrics) -> dict[str, Any]:
+    """The validation NMSE of the epoch that ended (best so far in brackets, when it is another)."""
+    if metrics.val_nmse is None:
+        return {}
+    text = f"{metrics.val_nmse:.4f}"
+    if metrics.best_val_nmse is not None and metrics.best_val_nmse < metrics.val_nmse:
+        text += f" (best {metrics.best_val_nmse:.4f})"
+    return {"val": text}
 
 
 def _clock(seconds: float) -> str:
@@ -299,14 +336,31 @@ def _num(value: float | None) -> str:
 @sae_app.command("train")
 def train(
     embeddings: EmbeddingsArgument,
-    latents: Annotated[int, typer.Option("--latents", min=1, help="Number of latents (dictionary size).")],
     k: Annotated[int, typer.Option("--k", min=1, help="Latents kept per input by the top-k activation.")],
     out: Annotated[
         Path, typer.Option("--out", help="Models directory: the checkpoint goes to OUT/<sae_id>/.")
     ],
+    latents: Annotated[
+        int | None,
+        typer.Option(
+            "--latents",
+            min=1,
+            help="Number of latents (dictionary size); default: from the row count, at least 50 "
+            "training rows per latent (featurelens.sae.default_train_size).",
+        ),
+    ] = None,
     batch_size: BatchSizeOption = None,
     lr: LrOption = None,
-    epochs: EpochsOption = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Passes over the training rows (at most: early stopping may end sooner); default "
+            "without --latents: enough to see about 1,000,000 rows, 1 to 200 "
+            "(featurelens.sae.default_train_size); with --latents: TrainConfig's default, 1.",
+        ),
+    ] = None,
+    patience: PatienceOption = None,
     max_steps: MaxStepsOption = None,
     seed: SeedOption = None,
     val_fraction: ValFractionOption = None,
@@ -370,12 +424,26 @@ def train(
         ),
     ] = False,
 ) -> None:
-    """Train a top-k SAE on stored embeddings and write its checkpoint to OUT/<sae_id>/."""
+    """Train a top-k SAE on stored embeddings and write its checkpoint to OUT/<sae_id>/.
+
+    The SAE kept is the one of the epoch with the best validation NMSE.
+    """
     data = _open_embeddings(embeddings)
     try:
-        from featurelens.sae import SaeConfig, SaeConfigError
+        from featurelens.sae import SaeConfig, SaeConfigError, TrainConfig, default_train_size
     except ModuleNotFoundError as error:
         raise fail("`featurelens sae` needs torch and featurelens-core[sae] installed.") from error
+    if latents is None:
+        try:
+            size = default_train_size(
+                len(data.vectors),
+                k=k,
+                val_fraction=TrainConfig.val_fraction if val_fraction is None else val_fraction,
+            )
+        except ValueError as error:
+            raise fail(str(error), code=2) from error
+        latents = size.num_latents
+        epochs = epochs or size.epochs
     try:
         loss = _given(
             k_aux=k_aux,
@@ -387,7 +455,7 @@ def train(
         sae_cfg = SaeConfig(d_in=int(data.vectors.shape[1]), num_latents=latents, k=k, **loss).validate()
     except SaeConfigError as error:
         raise fail(str(error), code=2) from error
-    train_cfg = _train_config(batch_size, lr, epochs, max_steps, seed, val_fraction, device, out)
+    train_cfg = _train_config(batch_size, lr, epochs, max_steps, seed, val_fraction, device, out, patience)
 
     model_name = embedding_model or data.model_id
     result, final_dir, seconds = _train_into(
@@ -420,7 +488,9 @@ def _train_into(
                 sae_cfg,
                 train_cfg,
                 callbacks=TrainCallbacks(
-                    on_step=lambda m: bar.update(task, **_step_fields(m)), step_every=STEP_EVERY
+                    on_step=lambda m: bar.update(task, **_step_fields(m)),
+                    on_epoch_end=lambda m: bar.update(task, **_epoch_fields(m)),
+                    step_every=STEP_EVERY,
                 ),
                 checkpoint_dir=staging,
                 embedding_model=model_name,
@@ -451,8 +521,9 @@ def _print_train_summary(result: TrainResult, path: Path, model_name: str | None
         ("num_latents", str(cfg.num_latents)),
         ("k", str(cfg.k)),
         ("steps", f"{result.steps:,} of {result.batch_size:,} rows"),
-        ("train NMSE", _num(final.nmse if final else None)),
+        ("kept", _kept_text(result)),
         ("val NMSE", _num(result.final_val.nmse if result.final_val else None)),
+        ("train NMSE", _num(final.nmse if final else None)),
         ("dead %", _pct(final.dead_fraction if final else None)),
         ("dense %", _pct(final.dense_fraction if final else None)),
         ("samples/s", f"{result.samples_per_s:,.0f}"),
@@ -461,6 +532,15 @@ def _print_train_summary(result: TrainResult, path: Path, model_name: str | None
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
+
+
+def _kept_text(result: TrainResult) -> str:
+    """Which epoch's weights the checkpoint holds, and why the run ended."""
+    if result.best_epoch is None:
+        return "the last step (no validation split)"
+    epochs_run = result.val_curve[-1][0] + 1 if result.val_curve else 0
+    ending = "; stopped early" if result.stopped_early else ""
+    return f"epoch {result.best_epoch + 1} of {epochs_run} (the best validation NMSE{ending})"
 
 
 # -- eval -----------------------------------------------------------------------------------------------
@@ -476,7 +556,11 @@ def evaluate_command(
     bins: Annotated[int, typer.Option(min=2, max=200, help="Bins of the log10 density histogram.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
 ) -> None:
-    """Reconstruction NMSE, dead and dense fractions and the feature-density histogram of an SAE."""
+    """Reconstruction NMSE, dead and dense fractions and the feature-density histogram of an SAE.
+
+    On the embeddings the SAE was trained on (same fingerprint, no --limit), the NMSE of its
+    held-out validation rows comes first and that of its training rows next.
+    """
     data = _open_embeddings(embeddings)
     try:
         from featurelens.sae import SaeCheckpointError, evaluate, load_sae, read_checkpoint
@@ -504,18 +588,56 @@ def evaluate_command(
         )
     rows = data.vectors if limit is None else data.vectors[:limit]
     report = evaluate(sae, rows, batch_size, num_bins=bins)
+    split = _training_split(info, rows) if limit is None else None
+    held_out = None
+    if split is not None:
+        train_rows, val_rows = split
+        held_out = _HeldOut(
+            val=evaluate(sae, rows[val_rows.numpy()], batch_size),
+            train=evaluate(sae, rows[train_rows.numpy()], batch_size),
+        )
     if as_json:
-        typer.echo(json.dumps(_report_json(info.sae_id, report, sae.num_latents)))
+        typer.echo(json.dumps(_report_json(info.sae_id, report, sae.num_latents, held_out)))
         return
-    _print_report(info.sae_id, report, sae.num_latents)
+    _print_report(info.sae_id, report, sae.num_latents, held_out)
 
 
-def _report_json(sae_id: str, report: EvalReport, num_latents: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _HeldOut:
+    """An SAE's figures on its own validation and training rows."""
+
+    val: EvalReport
+    train: EvalReport
+
+
+def _training_split(info: CheckpointInfo, rows: np.ndarray) -> tuple[Any, Any] | None:
+    """(train rows, validation rows) of the SAE's own training run, when `rows` are the embeddings
+    it was trained on (same fingerprint) and that run held rows out; None otherwise."""
+    from featurelens.sae import data_fingerprint, split_rows
+
+    cfg = info.train_config
+    if cfg is None or not cfg.val_fraction or info.data_fingerprint is None:
+        return None
+    if data_fingerprint(rows) != info.data_fingerprint:
+        return None
+    return split_rows(len(rows), cfg.val_fraction, cfg.seed)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _report_json(
+    sae_id: str, report: EvalReport, num_latents: int, held_out: _HeldOut | None = None
+) -> dict[str, Any]:
     return {
         "sae_id": sae_id,
         "num_rows": report.num_rows,
         "num_latents": num_latents,
-        "nmse": report.nmse if math.isfinite(report.nmse) else None,
+        "val_nmse": _finite_or_none(held_out.val.nmse) if held_out else None,
+        "val_rows": held_out.val.num_rows if held_out else None,
+        "train_nmse": _finite_or_none(held_out.train.nmse) if held_out else None,
+        "nmse": _finite_or_none(report.nmse),
         "dead_fraction": report.dead_fraction,
         "dense_fraction": report.dense_fraction,
         "density_histogram": {
@@ -525,11 +647,18 @@ def _report_json(sae_id: str, report: EvalReport, num_latents: int) -> dict[str,
     }
 
 
-def _print_report(sae_id: str, report: EvalReport, num_latents: int) -> None:
+def _print_report(sae_id: str, report: EvalReport, num_latents: int, held_out: _HeldOut | None) -> None:
     table = Table(title=f"{sae_id} on {report.num_rows:,} rows", show_header=False, title_justify="left")
     table.add_column("field", style="bold")
     table.add_column("value")
-    table.add_row("NMSE", _num(report.nmse))
+    if held_out is not None:
+        table.add_row("val NMSE", f"{_num(held_out.val.nmse)} (its {held_out.val.num_rows:,} held-out rows)")
+        table.add_row(
+            "train NMSE", f"{_num(held_out.train.nmse)} (its {held_out.train.num_rows:,} training rows)"
+        )
+        table.add_row("NMSE", f"{_num(report.nmse)} (all rows)")
+    else:
+        table.add_row("NMSE", _num(report.nmse))
     table.add_row("dead %", f"{_pct(report.dead_fraction)} (never fire on these rows)")
     table.add_row("dense %", f"{_pct(report.dense_fraction)} (fire on more than 10% of the rows)")
     console.print(table)
@@ -570,6 +699,7 @@ def sweep(
     seed: SeedOption = None,
     val_fraction: ValFractionOption = None,
     device: DeviceOption = None,
+    patience: PatienceOption = None,
     save_checkpoints: Annotated[
         bool, typer.Option("--save-checkpoints", help="Keep every run's checkpoint in OUT/runs/<sae_id>/.")
     ] = False,
@@ -588,7 +718,7 @@ def sweep(
         grid = sweep_configs(int(data.vectors.shape[1]), latent_list, k_list)
     except SaeConfigError as error:
         raise fail(str(error), code=2) from error
-    train_cfg = _train_config(batch_size, lr, epochs, max_steps, seed, val_fraction, device, out)
+    train_cfg = _train_config(batch_size, lr, epochs, max_steps, seed, val_fraction, device, out, patience)
 
     with _progress() as bar:
         overall = bar.add_task("sweep", total=len(grid), **_EMPTY_FIELDS)
@@ -604,7 +734,13 @@ def sweep(
             bar.update(run_task[-1], **_step_fields(metrics))
 
         def on_run_end(index: int, run: SweepRun) -> None:
-            bar.update(overall, completed=index + 1, nmse=_num(run.nmse), dead=_pct(run.dead_fraction))
+            bar.update(
+                overall,
+                completed=index + 1,
+                val=_num(run.val_nmse),
+                nmse=_num(run.train_nmse),
+                dead=_pct(run.dead_fraction),
+            )
 
         try:
             result = run_sweep(
@@ -630,15 +766,15 @@ def sweep(
 
 def _print_sweep(result: SweepResult) -> None:
     runs = Table(title=f"{len(result.runs)} SAEs on {result.num_rows:,} rows (d_in {result.d_in})")
-    for column in ("latents", "k", "steps", "train NMSE", "val NMSE", "dead %", "dense %", "FLOPs", "time"):
+    for column in ("latents", "k", "steps", "val NMSE", "train NMSE", "dead %", "dense %", "FLOPs", "time"):
         runs.add_column(column, justify="right", no_wrap=column in ("FLOPs", "time"))
     for run in result.runs:
         runs.add_row(
             str(run.num_latents),
             str(run.k),
             f"{run.steps:,}",
-            _num(run.train_nmse),
             _num(run.val_nmse),
+            _num(run.train_nmse),
             _pct(run.dead_fraction),
             _pct(run.dense_fraction),
             f"{run.flops.dense_equivalent:.2e}",

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 # family) can check them, without paying ~1.5 s for importing torch. Everything else loads on
 # first use (PEP 562), so `from featurelens.sae import train_sae` works as before.
 from featurelens.sae.config import SaeConfig, SaeConfigError, TrainConfig
+from featurelens.sae.sizing import TrainSize, default_train_size
 
 if TYPE_CHECKING:
     from featurelens.sae.analysis import DENSE_THRESHOLD, EvalReport, evaluate
@@ -91,8 +92,10 @@ __all__ = [
     "TrainCallbacks",
     "TrainConfig",
     "TrainResult",
+    "TrainSize",
     "TrainingWorkspace",
     "data_fingerprint",
+    "default_train_size",
     "epoch_permutation",
     "evaluate",
     "load_sae",

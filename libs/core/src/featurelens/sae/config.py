@@ -167,6 +167,11 @@ class TrainConfig:
     checkpoint_every: int = 0
     """With a checkpoint directory, also write a resumable checkpoint every this many steps (0: end only)."""
 
+    patience: int = 5
+    """Early stopping: end the run after this many epochs in a row without a new best validation NMSE
+    (0: run every epoch). Either way, with a validation split the SAE returned and saved is the one
+    of the epoch with the best validation NMSE, not the last: small corpora overfit (see sizing.py)."""
+
     def validate(self) -> TrainConfig:
         """Raise SaeConfigError with a sentence naming the bad field; return self when valid."""
         for name in ("batch_size", "epochs", "median_sample_size"):
@@ -184,7 +189,7 @@ class TrainConfig:
             raise SaeConfigError(
                 f"TrainConfig.max_steps must be a positive integer or None, got {self.max_steps!r}."
             )
-        for name in ("seed", "eval_every", "checkpoint_every"):
+        for name in ("seed", "eval_every", "checkpoint_every", "patience"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise SaeConfigError(f"TrainConfig.{name} must be a non-negative integer, got {value!r}.")

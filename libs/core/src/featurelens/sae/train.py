@@ -4,6 +4,11 @@ Each step: forward (NMSE + AuxK on dead latents) → backward → remove the dec
 component along each decoder direction → clip the global gradient norm → Adam → renormalise the
 decoder directions. Deterministic under TrainConfig.seed on CPU; resumable from a checkpoint;
 cancellable between steps. Side effects (progress, metrics, checkpoints) go through callbacks.
+
+With a validation split, the validation NMSE at each epoch's end decides which weights the run
+returns: those of the best epoch, not the last (on small corpora the training NMSE keeps falling
+long after the held-out NMSE has stopped), and TrainConfig.patience epochs without a new best end
+the run early.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 # Most points of the training curve written to metrics.json (the full curve stays in TrainResult).
 _MAX_CURVE_POINTS = 1000
+# The SAE's parameters, copied when an epoch sets a new best validation NMSE.
+_WEIGHTS = ("W_enc", "b_lat", "W_dec", "b_pre")
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,10 @@ class EpochMetrics:
     """NMSE on the validation rows (None without a validation split)."""
     dead_fraction: float
     """Fraction of latents that have not fired for dead_steps_threshold steps."""
+    best_val_nmse: float | None = None
+    """The best validation NMSE so far, this epoch's included (the weights the run will return)."""
+    best_epoch: int | None = None
+    """The epoch (0-based) of best_val_nmse."""
 
 
 @dataclass
@@ -140,11 +151,27 @@ class TrainResult:
     """Rows per step."""
     checkpoint_path: Path | None = None
     """The last checkpoint written, if any."""
+    best_epoch: int | None = None
+    """The epoch (0-based) whose weights `sae` holds: the best validation NMSE (None without a split)."""
+    best_step: int | None = None
+    """Steps completed at the end of best_epoch."""
+    stopped_early: bool = False
+    """True when TrainConfig.patience epochs without a new best validation NMSE ended the run."""
 
     @property
     def samples_per_s(self) -> float:
         """Training throughput of this call's steps."""
         return self.steps_this_run * self.batch_size / self.train_seconds if self.train_seconds else 0.0
+
+
+@dataclass
+class _Best:
+    """The epoch with the lowest validation NMSE so far, and a copy of its weights."""
+
+    val_nmse: float
+    epoch: int
+    step: int
+    weights: dict[str, Tensor]
 
 
 @dataclass
@@ -155,6 +182,8 @@ class _State:
     steps_since_fired: Tensor
     train_curve: list[tuple[int, float, float]]
     val_curve: list[tuple[int, int, float]]
+    best: _Best | None = None
+    epochs_since_best: int = 0
 
 
 def _optimizer(sae: SparseAutoencoder, cfg: TrainConfig) -> torch.optim.Adam:
@@ -205,6 +234,18 @@ def _metrics_json(
     return metrics
 
 
+def _weights(sae: SparseAutoencoder) -> dict[str, Tensor]:
+    """A copy of the SAE's parameters (on their device)."""
+    return {name: getattr(sae, name).detach().clone() for name in _WEIGHTS}
+
+
+def _load_weights(sae: SparseAutoencoder, weights: dict[str, Tensor]) -> None:
+    """Copy `weights` into the SAE's parameters in place (keeping their layout and the optimiser's hold)."""
+    with torch.no_grad():
+        for name in _WEIGHTS:
+            getattr(sae, name).copy_(weights[name])
+
+
 def train_sae(
     embeddings: EmbeddingsLike,
     sae_cfg: SaeConfig,
@@ -219,11 +260,14 @@ def train_sae(
     """Train a top-k SAE on `embeddings` (n, d_in): numpy array, memmap or tensor.
 
     A validation split (val_fraction of the rows, chosen by seed) is held out; the rest is copied
-    to train_cfg.device once. With checkpoint_dir, a resumable checkpoint is written there every
-    checkpoint_every steps, when cancelled and at the end. resume_from continues a run from such a
-    checkpoint (same SAE config, recipe and data; epochs and max_steps may grow): the result is the
-    same as an uninterrupted run. should_stop is polled before each step; when it returns True the
-    run stops cleanly and the partial result is returned (cancelled=True).
+    to train_cfg.device once. The validation NMSE is measured at each epoch's end; the returned
+    (and saved) SAE has the weights of the epoch with the lowest one, and train_cfg.patience epochs
+    in a row without a new lowest end the run early. With checkpoint_dir, a resumable checkpoint is
+    written there every checkpoint_every steps, when cancelled and at the end. resume_from continues
+    a run from such a checkpoint (same SAE config, recipe and data; epochs, max_steps and patience
+    may change): the result is the same as an uninterrupted run. should_stop is polled before each
+    step; when it returns True the run stops cleanly and the partial result (the last step's
+    weights) is returned with cancelled=True.
     """
     sae_cfg.validate()
     train_cfg.validate()
@@ -284,6 +328,7 @@ def train_sae(
     epoch_nmse_sum, epoch_count = 0.0, 0
     perm: Tensor | None = None
     cancelled = False
+    stopped_early = False
     checkpoint_path: Path | None = None
 
     def dead_fraction() -> float:
@@ -314,7 +359,20 @@ def train_sae(
         state.val_curve.append((epoch, state.step, val))
         return val
 
-    def write_checkpoint(final_train: EvalReport | None = None, final_val: EvalReport | None = None) -> Path:
+    def track_best(epoch: int, val: float) -> bool:
+        """Keep the weights when val is a new best; True when patience says to stop."""
+        if state.best is None or val < state.best.val_nmse:
+            state.best = _Best(val, epoch, state.step, _weights(sae))
+            state.epochs_since_best = 0
+        else:
+            state.epochs_since_best += 1
+        return bool(train_cfg.patience) and state.epochs_since_best >= train_cfg.patience
+
+    def write_checkpoint(
+        final_train: EvalReport | None = None,
+        final_val: EvalReport | None = None,
+        last_weights: dict[str, Tensor] | None = None,
+    ) -> Path:
         assert checkpoint_dir is not None
         metrics = _metrics_json(
             {
@@ -322,7 +380,11 @@ def train_sae(
                 # Every step takes a full batch (steps_per_epoch rounds down), so this is exact.
                 "samples": state.step * batch_size,
                 "total_steps": total_steps,
-                "completed": state.step >= total_steps,
+                "completed": state.step >= total_steps or stopped_early,
+                "stopped_early": stopped_early,
+                "best_epoch": state.best.epoch if state.best is not None else None,
+                "best_step": state.best.step if state.best is not None else None,
+                "best_val_nmse": state.best.val_nmse if state.best is not None else None,
                 "dead_fraction_training": dead_fraction(),
                 "train_curve": _downsample(state.train_curve),
                 "val_curve": [[e, s, v] for e, s, v in state.val_curve],
@@ -337,7 +399,18 @@ def train_sae(
             "train_curve": [list(p) for p in state.train_curve],
             "val_curve": [list(p) for p in state.val_curve],
             "sae_id": sae_id,
+            "epochs_since_best": state.epochs_since_best,
         }
+        if state.best is not None:
+            train_state["best"] = {
+                "val_nmse": state.best.val_nmse,
+                "epoch": state.best.epoch,
+                "step": state.best.step,
+                "weights": {name: t.cpu() for name, t in state.best.weights.items()},
+            }
+        if last_weights is not None:
+            # The saved model holds the best epoch's weights; a resumed run goes on from the last step's.
+            train_state["last_weights"] = {name: t.cpu() for name, t in last_weights.items()}
         path = save_sae(
             sae,
             checkpoint_dir,
@@ -417,10 +490,18 @@ def train_sae(
                     )
                 if end_of_epoch:
                     val = validate(epoch)
+                    if val is not None:
+                        stopped_early = track_best(epoch, val)
                     if callbacks.on_epoch_end is not None:
                         callbacks.on_epoch_end(
                             EpochMetrics(
-                                epoch, state.step, epoch_nmse_sum / max(1, epoch_count), val, dead_fraction()
+                                epoch,
+                                state.step,
+                                epoch_nmse_sum / max(1, epoch_count),
+                                val,
+                                dead_fraction(),
+                                best_val_nmse=state.best.val_nmse if state.best is not None else None,
+                                best_epoch=state.best.epoch if state.best is not None else None,
                             )
                         )
                     epoch_nmse_sum, epoch_count = 0.0, 0
@@ -429,11 +510,28 @@ def train_sae(
                 if periodic_checkpoint:
                     checkpoint_path = write_checkpoint()
                 clock = time.perf_counter()
+            if stopped_early:
+                assert state.best is not None
+                logger.info(
+                    "Stopping %s early after epoch %d: no better validation NMSE than %.4f (epoch %d) "
+                    "for %d epochs",
+                    sae_id, epoch, state.best.val_nmse, state.best.epoch, train_cfg.patience,
+                )  # fmt: skip
+                break
         flush()
         train_seconds += time.perf_counter() - clock
 
     sae.eval()
     final_train = final_val = None
+    # A cancelled run keeps its last weights: it is a partial run to resume, not a result.
+    last_weights = None
+    if not cancelled and state.best is not None and state.best.step != state.step:
+        last_weights = _weights(sae)
+        _load_weights(sae, state.best.weights)
+        logger.info(
+            "Keeping the weights of epoch %d (step %d): validation NMSE %.4f",
+            state.best.epoch, state.best.step, state.best.val_nmse,
+        )  # fmt: skip
     if not cancelled:
         final_train = evaluate(sae, train_x, train_cfg.batch_size)
         final_val = evaluate(sae, val_x, train_cfg.batch_size) if val_x is not None else None
@@ -443,7 +541,7 @@ def train_sae(
             final_train.dead_fraction,
         )  # fmt: skip
     if checkpoint_dir is not None:
-        checkpoint_path = write_checkpoint(final_train, final_val)
+        checkpoint_path = write_checkpoint(final_train, final_val, last_weights)
     return TrainResult(
         sae=sae,
         sae_id=sae_id,
@@ -461,6 +559,9 @@ def train_sae(
         steps_this_run=state.step - start_step,
         batch_size=batch_size,
         checkpoint_path=checkpoint_path,
+        best_epoch=state.best.epoch if state.best is not None else None,
+        best_step=state.best.step if state.best is not None else None,
+        stopped_early=stopped_early,
     )
 
 
@@ -481,7 +582,7 @@ def _resume(
         raise SaeCheckpointError(f"Cannot resume from {path}: it was trained on different embeddings.")
     if info.train_config is None:
         raise SaeCheckpointError(f"Cannot resume from {path}: it records no training config.")
-    mutable = ("epochs", "max_steps", "device", "eval_every", "checkpoint_every", "fast")
+    mutable = ("epochs", "max_steps", "device", "eval_every", "checkpoint_every", "fast", "patience")
     before = {k: v for k, v in info.train_config.to_dict().items() if k not in mutable}
     now = {k: v for k, v in train_cfg.to_dict().items() if k not in mutable}
     if before != now:
@@ -489,6 +590,8 @@ def _resume(
         raise SaeCheckpointError(f"Cannot resume from {path}: the training config differs in {changed}.")
     raw = load_train_state(path)
     sae = load_sae(path, device=device, dtype=dtype)
+    if "last_weights" in raw:
+        _load_weights(sae, raw["last_weights"])
     optimizer = _optimizer(sae, train_cfg)
     optimizer.load_state_dict(raw["optimizer"])
     state = _State(
@@ -496,5 +599,14 @@ def _resume(
         steps_since_fired=raw["steps_since_fired"].to(device),
         train_curve=[(int(s), float(a), float(b)) for s, a, b in raw["train_curve"]],
         val_curve=[(int(e), int(s), float(v)) for e, s, v in raw["val_curve"]],
+        epochs_since_best=int(raw.get("epochs_since_best", 0)),
     )
+    best = raw.get("best")
+    if best is not None:
+        state.best = _Best(
+            val_nmse=float(best["val_nmse"]),
+            epoch=int(best["epoch"]),
+            step=int(best["step"]),
+            weights={name: t.to(device=device, dtype=dtype) for name, t in best["weights"].items()},
+        )
     return sae, optimizer, state

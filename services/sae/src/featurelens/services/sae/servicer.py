@@ -226,9 +226,9 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
         )
         self.training = job
         logger.info(
-            "training on %s (%d rows, dim %d): %d latents, k %d, batch %d, %d epochs",
+            "training on %s (%d rows, dim %d): %d latents, k %d, batch %d, up to %d epochs, patience %d",
             store_path, len(store), store.dim, sae_cfg.num_latents, sae_cfg.k, train_cfg.batch_size,
-            train_cfg.epochs,
+            train_cfg.epochs, train_cfg.patience,
         )  # fmt: skip
         job.start()
         # The library shrinks a batch larger than the training split to the split.
@@ -243,7 +243,8 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
                     total=0,
                     eta_s=-1.0,
                     message=f"reading {len(store):,} rows of dim {store.dim}; training "
-                    f"{sae_cfg.num_latents:,} latents with k={sae_cfg.k}",
+                    f"{sae_cfg.num_latents:,} latents with k={sae_cfg.k} for up to {train_cfg.epochs:,} "
+                    "epochs, keeping the epoch with the best validation NMSE",
                 ),
                 val_nmse=-1.0,
             )
@@ -265,7 +266,14 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
             if job.running:
                 job.cancel()
         is_default = self.registry.default_id() == entry.sae_id
-        val_text = f"{result.final_val.nmse:.4f}" if result.final_val is not None else "n/a"
+        message = f"trained {entry.sae_id} in {result.steps:,} steps"
+        if result.final_val is not None:
+            message += f" · val nmse {result.final_val.nmse:.4f}"
+        if result.final_train is not None:
+            message += f" · train nmse {result.final_train.nmse:.4f}"
+        if result.best_epoch is not None:
+            stopped = ", stopped early" if result.stopped_early else ""
+            message += f" · kept epoch {result.best_epoch + 1}{stopped}"
         yield sae_pb2.TrainResponse(
             progress=common_pb2.Progress(
                 stage="done",
@@ -273,7 +281,7 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
                 total=result.total_steps,
                 rate_per_s=result.samples_per_s / result.batch_size if result.batch_size else 0.0,
                 eta_s=0.0,
-                message=f"trained {entry.sae_id} in {result.steps:,} steps · val nmse {val_text}",
+                message=message,
             ),
             epoch=max(0, train_cfg.epochs - 1) if last is None else last.epoch,
             loss=last.loss if last is not None else 0.0,

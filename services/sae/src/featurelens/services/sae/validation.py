@@ -5,7 +5,11 @@ default and every rule, so a Train call, ``featurelens sae train`` and a noteboo
 setting means (``auxk_coef=0`` switches AuxK off everywhere, ``val_fraction=0`` trains without a
 validation split). Here the request's *set* fields are handed to them (``HasField``: unset means the
 core default, a set 0 means 0), their sentences are reworded with the request's field names, and
-this server's own size caps (``TrainLimits``, from the settings) are added.
+this server's own size caps (``TrainLimits``, from the settings) are added. A request with
+``config.num_latents`` 0 asks the server to size the run: num_latents, and epochs when unset, come
+from the store's row count through ``featurelens.sae.default_train_size`` (the rule ``featurelens
+sae train`` without ``--latents`` and the demo use). With num_latents set, an unset epochs stays the
+core default, as the proto says.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from featurelens.embedding.store import MANIFEST_FILE, EmbeddingStore, Embedding
 from featurelens.kit import InvalidArgumentError, ResourceExhaustedError
 from featurelens.kit.echo import shown
 from featurelens.kit.interventions import interventions_from_proto
-from featurelens.sae import SaeConfig, SaeConfigError, TrainConfig
+from featurelens.sae import SaeConfig, SaeConfigError, TrainConfig, default_train_size
 from featurelens.services.sae.registry import LoadedSae
 from featurelens.services.sae.settings import MAX_NUM_LATENTS, MAX_TRAIN_PARAMETERS
 from featurelens.steering import (
@@ -145,11 +149,20 @@ def train_configs(
         )
     sae_fields = _set_fields(config, {name: name for name in _SAE_FIELDS})
     train_fields = _set_fields(request, _TRAIN_FIELDS)
+    num_latents = config.num_latents
     try:
-        sae_cfg = SaeConfig(d_in=d_in, num_latents=config.num_latents, k=config.k, **sae_fields).validate()
+        if num_latents == 0:
+            val_fraction = train_fields.get("val_fraction", TrainConfig.val_fraction)
+            size = default_train_size(len(store), k=config.k, val_fraction=val_fraction)
+            num_latents = size.num_latents
+            train_fields.setdefault("epochs", size.epochs)
+        sae_cfg = SaeConfig(d_in=d_in, num_latents=num_latents, k=config.k, **sae_fields).validate()
         train_cfg = TrainConfig(device=device, **train_fields).validate()
     except SaeConfigError as error:
         raise InvalidArgumentError(request_sentence(str(error))) from None
+    except ValueError as error:
+        # default_train_size's sentences name k and val_fraction as the request does.
+        raise InvalidArgumentError(str(error).replace("k must", "config.k must")) from None
     _check_limits(sae_cfg, train_cfg, limits)
     return sae_cfg, train_cfg
 
