@@ -247,7 +247,10 @@ def run_setting(setting: Setting, data: np.ndarray, steps: int, warmup: int, dev
     shared machine varies from minute to minute.
     """
     sae_cfg = SaeConfig(d_in=setting.d_in, num_latents=setting.num_latents, k=setting.k)
-    train_cfg = TrainConfig(batch_size=1024, lr=1e-4, epochs=10_000, max_steps=steps, seed=0, device=device)
+    # patience=0: no early stopping, so both trainers run exactly `steps` steps and end on them.
+    train_cfg = TrainConfig(
+        batch_size=1024, lr=1e-4, epochs=10_000, max_steps=steps, seed=0, device=device, patience=0
+    )
     tag = f"[{setting.name}] d_in={setting.d_in} num_latents={setting.num_latents} k={setting.k}"
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
@@ -322,7 +325,7 @@ def run_setting(setting: Setting, data: np.ndarray, steps: int, warmup: int, dev
     train_sae(
         data,
         SaeConfig(d_in=setting.d_in, num_latents=setting.num_latents, k=setting.k, dead_steps_threshold=1),
-        TrainConfig(batch_size=1024, lr=1e-4, max_steps=12, seed=0, device=device),
+        TrainConfig(batch_size=1024, lr=1e-4, max_steps=12, seed=0, device=device, patience=0),
         callbacks=TrainCallbacks(on_step=on_auxk_step, step_every=1),
     )
     # From step 2 on, latents unused in the previous step are dead and AuxK runs.
