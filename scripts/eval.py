@@ -20,15 +20,10 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from featurelens.kit.launcher import HostStartError, start_embedded
+# The demo's paths and corpus, from the script beside this one (its folder is on sys.path).
+from demo import CACHE, CORPUS, CORPUS_FILE, DATA, ROOT, STORE, WORK
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("FEATURELENS_DATA_DIR", ROOT.parent / "shared" / "data"))
-CORPUS_FILE = DATA / "arxiv_astro.jsonl.gz"
-WORK = ROOT / ".featurelens" / "demo"
-CACHE = ROOT / ".featurelens" / "cache"
-STORE = CACHE / "embeddings" / "arxiv_astro-all-MiniLM-L6-v2"
-CORPUS = "astro"
+from featurelens.kit.launcher import HostStartError, start_embedded
 
 
 def main() -> None:
