@@ -93,12 +93,9 @@ def progress_bar() -> Progress:
     )
 
 
-@contextmanager
-def embedded_server() -> Iterator[str]:
-    """`featurelens up` in a child process, SERVING, until the block ends; its address.
-
-    Its log goes to .featurelens/demo/server.log.
-    """
+def server_env() -> dict[str, str]:
+    """The embedded server's environment: the folders its services may read, and the LLM endpoint
+    (with Redis for its answers) when FEATURELENS_LLM_BASE_URL is set."""
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")
     # The services may read embedding stores and corpora only under these folders.
@@ -117,6 +114,16 @@ def embedded_server() -> Iterator[str]:
                 "[yellow]Redis does not answer at 127.0.0.1:6379: LLM answers are cached only until "
                 "the server stops"
             )
+    return env
+
+
+@contextmanager
+def embedded_server() -> Iterator[str]:
+    """`featurelens up` in a child process, SERVING, until the block ends; its address.
+
+    Its log goes to .featurelens/demo/server.log.
+    """
+    env = server_env()
     log = WORK / "server.log"
     with ExitStack() as stack:
         try:

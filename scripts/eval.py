@@ -2,7 +2,9 @@
 
 Starts the embedded server on the demo's data folder (.featurelens/demo: its SAE, index, labels and
 families) and runs the CLI against it, so the report records the exact command a user would type.
-The scaling sweep trains on the demo's MiniLM embedding store. Run `make demo` first.
+The scaling sweep trains on the demo's MiniLM embedding store. Run `make demo` first. With
+FEATURELENS_LLM_BASE_URL set (as for the demo), steering also runs the paper's LLM judge and the
+LLM rewrite through that endpoint (`--llm-judge`).
 
 Steering queries are the titles of held-out papers (``featurelens.corpus.held_out``), which must
 not be in the index, or a query would find itself: `make demo` leaves them out of its index (and
@@ -14,14 +16,13 @@ takes them out of an index made before that rule).
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 # The demo's paths and corpus, from the script beside this one (its folder is on sys.path).
-from demo import CACHE, CORPUS, CORPUS_FILE, DATA, ROOT, STORE, WORK
+from demo import CORPUS, CORPUS_FILE, LLM_BASE_URL, ROOT, STORE, WORK, server_env
 
 from featurelens.kit.launcher import HostStartError, start_embedded
 
@@ -40,12 +41,8 @@ def main() -> None:
         if not needed.exists():
             raise SystemExit(f"{needed} is missing: run `make demo` first")
     out = args.out or ROOT / ".featurelens" / "eval" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    env = dict(os.environ)
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    # The services may read embedding stores and corpora only under these folders (as in the demo).
-    roots = f'["{WORK}", "{CACHE}", "{DATA}"]'
-    env.setdefault("FEATURELENS_SAE_TRAIN_DATA_ROOTS", roots)
-    env.setdefault("FEATURELENS_SEARCH_CORPUS_ROOTS", roots)
+    env = server_env()
+    llm = ["--llm-judge", "--llm-base-url", LLM_BASE_URL] if LLM_BASE_URL else []
     print("starting the embedded server on the demo's data (loading all-MiniLM-L6-v2)...", flush=True)
     try:
         with start_embedded(data_dir=WORK, env=env, log_path=WORK / "eval-server.log") as host:
@@ -54,6 +51,7 @@ def main() -> None:
                 *("eval", "all", "--corpus", CORPUS, "--corpus-path", str(CORPUS_FILE)),
                 *("--embeddings", str(STORE), "--out", str(out), "--address", host.address),
                 *([] if args.full else ["--quick"]),
+                *llm,
                 *args.rest,
             ]
             code = subprocess.call(command)

@@ -105,7 +105,15 @@ def _sae_info(sae_id: str) -> sae_pb2.SaeInfo:
     return sae_pb2.SaeInfo(
         sae_id=sae_id,
         config=sae_pb2.SaeConfig(d_in=FAKE_DIM, num_latents=FAKE_LATENTS, k=2),
-        metrics=sae_pb2.SaeMetrics(train_nmse=0.2, val_nmse=0.25, dead_fraction=0.1, steps=30, samples=960),
+        metrics=sae_pb2.SaeMetrics(
+            train_nmse=0.2,
+            val_nmse=0.25,
+            dead_fraction=0.1,
+            steps=30,
+            samples=960,
+            best_epoch=3,
+            stopped_early=True,
+        ),
         embedding_model="wordllama-l2-supercat-256",
         created_unix=1_700_000_000,
         is_default=sae_id == DEFAULT_SAE,

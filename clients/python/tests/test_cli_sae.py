@@ -186,6 +186,36 @@ def test_train_without_latents_sizes_the_run_with_the_core_rule_and_leads_with_t
     assert "epoch 3 of 3 (the best validation NMSE)" in stdout
 
 
+def overfitting_data() -> np.ndarray:
+    """The constructed case of libs/core/tests/test_sae_early_stopping.py: 100 training rows of a
+    rank-8 signal under strong noise for 256 latents; with its recipe the validation NMSE is lowest
+    after the 13th epoch and worse for the three after it."""
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((8, 32))
+    rng.standard_normal((200, 32))  # keeps the random stream the case was found with
+    return (rng.standard_normal((200, 8)) @ base + rng.standard_normal((200, 32))).astype(np.float32)
+
+
+def test_patience_ends_the_run_early_and_the_summary_says_which_epoch_it_kept(tmp_path: Path) -> None:
+    data = tmp_path / "noisy.npy"
+    np.save(data, overfitting_data())
+    models = tmp_path / "models"
+    args = ["sae", "train", str(data), "--latents", "256", "--k", "4", "--out", str(models)]
+    recipe = ["--batch-size", "20", "--lr", "1e-2", "--seed", "1", "--val-fraction", "0.5"]
+
+    result = runner.invoke(app, [*args, *recipe, "--epochs", "40", "--patience", "3"])
+
+    assert result.exit_code == 0, result.output
+    [checkpoint] = checkpoints(models)
+    info = read_checkpoint(checkpoint)
+    assert info.train_config is not None
+    assert info.train_config.patience == 3
+    assert info.metrics is not None
+    assert info.metrics["best_epoch"] == 12
+    assert info.metrics["stopped_early"] is True
+    assert "epoch 13 of 16 (the best validation NMSE; stopped early)" in result.stdout
+
+
 def test_the_help_shows_the_core_defaults() -> None:
     result = runner.invoke(app, ["sae", "train", "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
 

@@ -166,3 +166,22 @@ def test_eval_scaling_refuses_a_bad_grid(tmp_path: Path) -> None:
 
     assert result.exit_code == 2
     assert "--latents takes comma-separated positive whole numbers" in result.output
+
+
+@pytest.mark.parametrize(
+    ("arguments", "words"),
+    [
+        (["--llm-model", "gpt-4o"], "--llm-model and --llm-base-url go with --llm-judge"),
+        (["--llm-base-url", "http://127.0.0.1:1/v1"], "go with --llm-judge"),
+        (["--llm-judge", "--llm-budget", "0"], "--llm-budget: budget_usd must be a positive number"),
+        (["--llm-judge", "--llm-budget", "nan"], "--llm-budget: budget_usd must be a positive number"),
+    ],
+)
+def test_the_llm_judges_options_are_checked_before_anything_runs(
+    services_address: str, tmp_path: Path, arguments: list[str], words: str
+) -> None:
+    for command in (["eval", "all"], ["eval", "steering", "--corpus-path", str(tmp_path / "x.jsonl")]):
+        result = runner.invoke(app, [*command, *arguments, "--address", services_address])
+
+        assert result.exit_code == 2, result.output
+        assert words in " ".join(result.output.split())

@@ -198,6 +198,10 @@ def _cell(
         "ties": 0,
         "category_share_before": 0.3,
         "category_share_after": 0.5 if direction == "up" else math.nan,
+        "llm_n": n // 2,
+        "llm_accuracy": proportion(successes // 2, n // 2).rate,
+        "llm_accuracy_low": proportion(successes // 2, n // 2).low,
+        "llm_accuracy_high": proportion(successes // 2, n // 2).high,
     }
 
 
@@ -223,9 +227,15 @@ def test_the_section_renders_tables_beside_the_paper_and_a_figure(tmp_path: Path
         "noop": {"trials": 40, "identical": 40},
         "fidelity": {"queries": 40, "k": 10, "recall": 0.7, "recall_ci": 0.05},
         "notes": ["the LLM judge was not run"],
+        "llm_judge": "not asked",
     }
     markdown = steering_markdown(data)
-    assert markdown.startswith("## Steering")
+    # The headline sets SAE steering beside rewriting at the nearest cos(q, q′) (0.80 to 0.85).
+    assert markdown.startswith(
+        "## Steering\n\n**Steering, objective judge: up-weighting 0.90 (weight 0.5, cos 0.80) vs "
+        "rewriting 0.45 (cos 0.85).**\n"
+    )
+    assert "LLM judge [95% CI]" not in markdown
     assert "| SAE steering (additive) | 0.5 | 0.80 | 0.90 [0.70, 0.97] | 20 | 0.30 → 0.50 |" in markdown
     assert "| query rewriting | – | 0.85 |" in markdown
     assert "0.30 → – |" in markdown  # a NaN share shows as a dash
@@ -240,3 +250,40 @@ def test_the_section_renders_tables_beside_the_paper_and_a_figure(tmp_path: Path
     png = tmp_path / "steering_accuracy.png"
     assert png in written
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_with_the_llm_judge_the_tables_gain_its_column_and_a_figure_of_its_own(tmp_path: Path) -> None:
+    cells = [_cell("sae", "up", 1.0, 0.6, 16, 20), _cell("llm_rewrite", "up", None, 0.7, 8, 20)]
+    llm = {
+        "model": "gpt-4o-mini",
+        "calls": 30,
+        "cache_hits": 10,
+        "cost_usd": 0.0012,
+        "tokens": 9000,
+        "budget_usd": 2.0,
+        "unanswered": 1,
+        "stopped": "",
+    }
+    data = {
+        "sae_id": "sae-1",
+        "corpus": "astro",
+        "trials": {"up": 20, "down": 0},
+        "seed": 0,
+        "queries_available": 500,
+        "candidates": 5,
+        "top_k": 10,
+        "cells": cells,
+        "paper": {"up": "0.90–0.94", "down": "0.52–0.60"},
+        "down_target_absent": 0,
+        "noop": {"trials": 20, "identical": 20},
+        "fidelity": {"queries": 20, "k": 10, "recall": 0.7, "recall_ci": 0.05},
+        "notes": [],
+        "llm_judge": llm,
+    }
+    markdown = steering_markdown(data)
+    assert "LLM judge (gpt-4o-mini, through the labelling service)" in markdown
+    assert "30 calls (10 from the cache), $0.0012 of a $2 budget; 1 answers named no candidate" in markdown
+    assert "| SAE steering (additive) | 1 | 0.60 | 0.80 [0.58, 0.92] | 20 | 0.30 → 0.50 | 0.80 [" in markdown
+    assert "| query rewriting (LLM) | – | 0.70 |" in markdown
+    draw_accuracy(cells, tmp_path / "llm.png", "llm")
+    assert (tmp_path / "llm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -18,7 +18,9 @@ from featurelens.client import (
     NotFoundError,
     SaeConfig,
     SparseVector,
+    convert,
 )
+from featurelens.v1 import sae_pb2
 
 DEFAULT_SAE = "sae-32-k2"
 VECTORS = np.array(
@@ -101,6 +103,25 @@ def test_list_and_get_give_the_registry_entries(client: FeaturelensClient) -> No
     assert listed == client.sae.get_sae(DEFAULT_SAE)
     assert listed.is_default
     assert listed.metrics.steps == 30
+
+
+def test_the_metrics_say_which_epoch_was_kept_and_whether_training_stopped_early(
+    client: FeaturelensClient,
+) -> None:
+    metrics = client.sae.get_sae(DEFAULT_SAE).metrics
+
+    assert metrics.best_epoch == 3
+    assert metrics.stopped_early
+
+
+def test_an_sae_without_a_best_epoch_reports_none_not_epoch_0() -> None:
+    message = sae_pb2.SaeInfo(sae_id="sae-1", metrics=sae_pb2.SaeMetrics(steps=4))
+
+    metrics = convert.sae_info(message).metrics
+
+    assert metrics.best_epoch is None
+    assert not metrics.stopped_early
+    assert convert.sae_info(sae_pb2.SaeInfo(metrics=sae_pb2.SaeMetrics(best_epoch=0))).metrics.best_epoch == 0
 
 
 async def test_sync_and_async_sae_clients_agree(

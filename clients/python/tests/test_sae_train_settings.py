@@ -69,6 +69,7 @@ def test_settings_left_none_are_not_sent() -> None:
         max_steps=None,
         seed=None,
         val_fraction=None,
+        patience=None,
         make_default=False,
     )
 
@@ -86,11 +87,13 @@ def test_zeros_are_sent_as_zeros() -> None:
         max_steps=None,
         seed=0,
         val_fraction=0.0,
+        patience=0,
         make_default=False,
     )
 
     assert request.HasField("val_fraction")
     assert request.HasField("seed")
+    assert request.HasField("patience")
     assert request.config.HasField("auxk_coef")
 
 
@@ -114,6 +117,8 @@ def test_auxk_coef_0_and_val_fraction_0_train_without_auxk_and_without_validatio
     assert checkpoint.train_config.val_fraction == 0.0
     assert checkpoint.metrics is not None
     assert "final_val_nmse" not in checkpoint.metrics
+    assert done.result.metrics.best_epoch is None  # no validation split chose an epoch
+    assert not done.result.metrics.stopped_early
 
 
 def test_a_train_that_sets_nothing_trains_with_the_core_defaults_like_a_notebook(
@@ -158,3 +163,22 @@ def test_float_settings_train_as_typed_not_as_their_float32_neighbours(
     assert done.result is not None
     checkpoint = read_checkpoint(models / done.result.sae_id)
     assert checkpoint.train_config == TrainConfig(lr=3e-4, val_fraction=0.2, max_steps=2)
+
+
+def test_patience_0_is_sent_and_the_result_names_the_epoch_it_kept(
+    client: FeaturelensClient, store: Path, models: Path
+) -> None:
+    # 180 training rows in batches of 60: three steps per epoch, every epoch run.
+    messages = list(
+        client.sae.train(str(store), SaeConfig(num_latents=64, k=4), batch_size=60, epochs=3, patience=0)
+    )
+
+    done = finished(messages)
+    assert done.result is not None
+    checkpoint = read_checkpoint(models / done.result.sae_id)
+    assert checkpoint.train_config == TrainConfig(batch_size=60, epochs=3, patience=0)
+    assert checkpoint.metrics is not None
+    assert done.result.metrics.best_epoch == checkpoint.metrics["best_epoch"]
+    assert done.result.metrics.best_epoch in (0, 1, 2)
+    assert not done.result.metrics.stopped_early
+    assert done.result.metrics.steps == 9

@@ -114,3 +114,29 @@ def test_resuming_after_the_best_weights_were_restored_continues_from_the_last_s
     assert resumed.best_epoch == straight.best_epoch
     assert resumed.val_curve == straight.val_curve
     assert_same_weights(weights(resumed.sae), weights(straight.sae))
+
+
+def test_the_checkpoint_metrics_say_which_epoch_was_kept_and_that_patience_ended_the_run(
+    tmp_path: Path,
+) -> None:
+    data = overfitting_data()
+    result = train_sae(data, SAE_CFG, recipe(epochs=40, patience=3), checkpoint_dir=tmp_path / "run")
+
+    metrics = read_checkpoint(tmp_path / "run").metrics
+    assert metrics is not None
+    assert metrics["best_epoch"] == result.best_epoch == BEST_EPOCH
+    assert metrics["stopped_early"] is True
+    assert metrics["completed"] is True
+    # The last validation is the end of the last epoch run: three past the best one.
+    assert metrics["val_curve"][-1][0] == BEST_EPOCH + 3
+
+
+def test_without_a_validation_split_the_checkpoint_metrics_name_no_best_epoch(tmp_path: Path) -> None:
+    data = overfitting_data()
+    train_sae(data, SAE_CFG, recipe(epochs=3, patience=1, val_fraction=0.0), checkpoint_dir=tmp_path / "run")
+
+    metrics = read_checkpoint(tmp_path / "run").metrics
+    assert metrics is not None
+    assert metrics["best_epoch"] is None
+    assert metrics["stopped_early"] is False
+    assert metrics["val_curve"] == []

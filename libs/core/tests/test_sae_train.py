@@ -175,6 +175,20 @@ def test_checkpoints_are_written_periodically_and_at_the_end(tmp_path: Path) -> 
     assert [v[:2] for v in metrics["val_curve"]] == [[0, 5], [1, 10]]
 
 
+def test_the_checkpoints_dead_and_dense_fractions_are_measured_on_the_training_rows(tmp_path: Path) -> None:
+    data = sparse_data()
+    result = train_sae(data, SAE_CFG, TRAIN_CFG, checkpoint_dir=tmp_path / "run")
+
+    metrics = read_checkpoint(tmp_path / "run").metrics
+    assert metrics is not None
+    assert result.final_train is not None
+    assert result.final_val is not None
+    assert metrics["dead_fraction"] == result.final_train.dead_fraction
+    assert metrics["dense_fraction"] == result.final_train.dense_fraction
+    # 40 validation rows leave more of the 256 latents unfired than 360 training rows do.
+    assert result.final_val.dead_fraction > result.final_train.dead_fraction
+
+
 def test_resuming_with_another_recipe_is_refused(tmp_path: Path) -> None:
     data = sparse_data()
     train_sae(data, SAE_CFG, TrainConfig(batch_size=64, epochs=1, seed=7), checkpoint_dir=tmp_path / "c")

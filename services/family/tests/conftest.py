@@ -10,9 +10,15 @@ from pathlib import Path
 import pytest
 
 # importlib mode puts no test folder on sys.path: make the helpers of this folder, of the search
-# tests and of the labelling tests importable.
+# tests, of the labelling tests and of the core tests (the fake OpenAI server) importable.
 _HERE = Path(__file__).resolve().parent
-for _folder in (_HERE, _HERE.parents[1] / "search" / "tests", _HERE.parents[1] / "labelling" / "tests"):
+_FOLDERS = (
+    _HERE,
+    _HERE.parents[1] / "search" / "tests",
+    _HERE.parents[1] / "labelling" / "tests",
+    _HERE.parents[2] / "libs" / "core" / "tests",
+)
+for _folder in _FOLDERS:
     if str(_folder) not in sys.path:
         sys.path.insert(0, str(_folder))
 

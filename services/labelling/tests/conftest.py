@@ -32,6 +32,7 @@ sae_id = stack_fixtures.sae_id
 indexed_edge = stack_fixtures.indexed_edge
 edge_copy = stack_fixtures.edge_copy
 
+REDIS_URL = "redis://127.0.0.1:6379/0"
 #: Papers indexed for these tests (every 7th of the astro file).
 DOCS = 800
 
@@ -48,5 +49,21 @@ async def stack(
     """encoder, sae, search and labelling on loopback; labels in a fresh folder; offline labeller."""
     async with serve_labelling(
         CountingBackend(wordllama), models_dir, edge_copy, tmp_path / "labels"
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+async def cached_stack(
+    wordllama: EmbeddingBackend, models_dir: Path, edge_copy: Path, tmp_path: Path
+) -> AsyncIterator[LabellingStack]:
+    """The services with the LLM answer cache in the real Redis."""
+    async with serve_labelling(
+        CountingBackend(wordllama),
+        models_dir,
+        edge_copy,
+        tmp_path / "labels",
+        redis_url=REDIS_URL,
+        llm_max_retries=3,
     ) as running:
         yield running

@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
 from fake_openai import FakeOpenAI, serve_fake_openai
-from labelling_testing import CORPUS, LabellingStack, family_names_of, labels_of, serve_labelling
-from search_testing import CountingBackend, failure_of
+from labelling_testing import CORPUS, LabellingStack, family_names_of, labels_of
+from search_testing import failure_of
 
-from featurelens.embedding.backends import EmbeddingBackend
 from featurelens.interp.family_names import FamilyMembers, offline_family_name
 from featurelens.v1 import labelling_pb2, search_pb2
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 MODEL = "gpt-4o-mini"
 _PARENT_LINE = re.compile(r"^Parent feature's label: (.*)$", re.MULTILINE)
 
@@ -34,17 +31,6 @@ def family_responder(body: dict[str, Any]) -> str:
 def llm() -> Iterator[FakeOpenAI]:
     with serve_fake_openai(model=MODEL, responder=family_responder) as fake:
         yield fake
-
-
-@pytest.fixture
-async def cached_stack(
-    wordllama: EmbeddingBackend, models_dir: Path, edge_copy: Path, tmp_path: Path
-) -> AsyncIterator[LabellingStack]:
-    """The services with the LLM cache in the real Redis."""
-    async with serve_labelling(
-        CountingBackend(wordllama), models_dir, edge_copy, tmp_path / "labels", redis_url=REDIS_URL
-    ) as running:
-        yield running
 
 
 async def live_features(stack: LabellingStack, sae_id: str, wanted: int) -> list[int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,6 @@ from search_testing import CountingBackend, failure_of
 from featurelens.embedding.backends import EmbeddingBackend
 from featurelens.v1 import labelling_pb2
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 FEATURES = [0, 1, 2, 3, 4, 5]
 MODEL = "gpt-4o-mini"
 
@@ -33,22 +32,6 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-async def cached_stack(
-    wordllama: EmbeddingBackend, models_dir: Path, edge_copy: Path, tmp_path: Path
-) -> AsyncIterator[LabellingStack]:
-    """The services with the LLM cache in the real Redis."""
-    async with serve_labelling(
-        CountingBackend(wordllama),
-        models_dir,
-        edge_copy,
-        tmp_path / "labels",
-        redis_url=REDIS_URL,
-        llm_max_retries=3,
-    ) as running:
-        yield running
 
 
 async def test_an_llm_job_labels_through_the_endpoint_and_counts_calls_tokens_and_dollars(

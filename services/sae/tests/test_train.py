@@ -6,11 +6,13 @@ import asyncio
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from grpc import aio
 from sae_testing import Running, make_sae, matrix, save_checkpoint, serve_sae, vectors, write_store
 
-from featurelens.sae import read_checkpoint
+from featurelens.embedding.store import EmbeddingStore
+from featurelens.sae import TrainConfig, read_checkpoint
 from featurelens.v1 import sae_pb2, sae_pb2_grpc
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -115,6 +117,79 @@ async def test_the_messages_lead_with_the_validation_nmse_and_the_result_names_t
     assert messages[-1].val_nmse == messages[-1].result.metrics.val_nmse > 0
 
 
+def write_overfitting_store(path: Path) -> None:
+    """The constructed case of libs/core/tests/test_sae_early_stopping.py: a rank-8 signal under
+    strong noise, 100 training rows for 256 latents; with its recipe (overfitting_request) the
+    validation NMSE is lowest after epoch 12 (from 0) and worse for the three epochs after it."""
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((8, 32))
+    rng.standard_normal((200, 32))  # keeps the random stream the case was found with
+    rows = rng.standard_normal((200, 8)) @ base + rng.standard_normal((200, 32))
+    with EmbeddingStore.create(path, "test-model", 32, sync=False) as store:
+        store.append([f"doc-{i}" for i in range(200)], rows.astype(np.float32))
+
+
+def overfitting_request(path: str, **fields: object) -> sae_pb2.TrainRequest:
+    config = sae_pb2.SaeConfig(num_latents=256, k=4)
+    settings: dict[str, object] = {"batch_size": 20, "learning_rate": 1e-2, "seed": 1, "val_fraction": 0.5}
+    return sae_pb2.TrainRequest(embeddings_path=path, config=config, **(settings | fields))  # type: ignore[arg-type]
+
+
+BEST_EPOCH = 12
+
+
+async def test_patience_ends_the_run_early_and_the_metrics_name_the_kept_epoch(
+    running: Running, train_roots: Path
+) -> None:
+    write_overfitting_store(train_roots / "noisy")
+
+    messages = await train(running.stub, overfitting_request("noisy", epochs=40, patience=3))
+
+    epoch_ends = [m.epoch for m in messages if m.progress.message.startswith("epoch ")]
+    assert epoch_ends == list(range(BEST_EPOCH + 4))  # three epochs without a better one, of 40
+    final = messages[-1]
+    assert final.progress.message.endswith(
+        f"kept epoch {BEST_EPOCH + 1} of {BEST_EPOCH + 4}, stopped early: no better val nmse for 3 epochs"
+    )
+    metrics = final.result.metrics
+    assert metrics.HasField("best_epoch")
+    assert metrics.best_epoch == BEST_EPOCH
+    assert metrics.stopped_early
+    got = await running.stub.GetSae(sae_pb2.GetSaeRequest(sae_id=final.result.sae_id))
+    assert got.sae.metrics == metrics
+    info = read_checkpoint(running.servicer.registry.models_dir / final.result.sae_id)
+    assert info.train_config is not None
+    assert info.train_config.patience == 3
+
+
+async def test_patience_0_runs_every_epoch_and_still_keeps_the_best_one(
+    running: Running, train_roots: Path
+) -> None:
+    write_overfitting_store(train_roots / "noisy")
+
+    messages = await train(running.stub, overfitting_request("noisy", epochs=BEST_EPOCH + 4, patience=0))
+
+    epoch_ends = [m.epoch for m in messages if m.progress.message.startswith("epoch ")]
+    assert epoch_ends == list(range(BEST_EPOCH + 4))
+    final = messages[-1]
+    assert "stopped early" not in final.progress.message
+    assert final.result.metrics.best_epoch == BEST_EPOCH
+    assert not final.result.metrics.stopped_early
+    info = read_checkpoint(running.servicer.registry.models_dir / final.result.sae_id)
+    assert info.train_config is not None
+    assert info.train_config.patience == 0
+
+
+async def test_an_unset_patience_is_the_core_default(running: Running, train_roots: Path) -> None:
+    write_store(train_roots / "corpus")
+
+    messages = await train(running.stub, tiny_request("corpus"))
+
+    info = read_checkpoint(running.servicer.registry.models_dir / messages[-1].result.sae_id)
+    assert info.train_config is not None
+    assert info.train_config.patience == TrainConfig.patience
+
+
 async def test_num_latents_0_sizes_the_run_from_the_store_with_the_core_size_rule(
     running: Running, train_roots: Path
 ) -> None:
@@ -199,6 +274,7 @@ async def test_a_second_train_while_one_runs_is_refused(running: Running, train_
         ({"learning_rate": 0.0}, {"num_latents": 64, "k": 4}, ["learning_rate must be a finite number > 0"]),
         ({"epochs": 0}, {"num_latents": 64, "k": 4}, ["epochs must be a positive integer"]),
         ({"epochs": 5000}, {"num_latents": 64, "k": 4}, ["epochs 5,000", "MAX_TRAIN_EPOCHS"]),
+        ({"patience": 5000}, {"num_latents": 64, "k": 4}, ["patience 5,000", "1,000", "MAX_TRAIN_EPOCHS"]),
         ({"batch_size": 1}, {"num_latents": 64, "k": 4}, ["batch_size must be at least 2"]),
         ({"batch_size": 70_000}, {"num_latents": 64, "k": 4}, ["batch_size 70,000", "65,536"]),
         ({"max_steps": 0}, {"num_latents": 64, "k": 4}, ["max_steps must be a positive integer"]),

@@ -29,6 +29,7 @@ from featurelens.cli.console import (
     reporting_errors,
 )
 from featurelens.client import FeaturelensClient
+from featurelens.evaluation.llm_judge import LlmOptions
 from featurelens.evaluation.report import Section, write_report
 from featurelens.evaluation.runner import PARTS, QUICK_TRIALS, headlines, machine, run_all
 from featurelens.evaluation.scaling import ScalingOptions
@@ -61,6 +62,37 @@ EmbeddingsOption = Annotated[
 ]
 SeedOption = Annotated[int, typer.Option("--seed", min=0, help="Seeds the sampling and the training.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="Torch device of the scaling sweep.")]
+LlmJudgeOption = Annotated[
+    bool,
+    typer.Option(
+        "--llm-judge",
+        help="Also the paper's LLM judge and an LLM rewrite baseline, through the labelling server's "
+        "LLM (it needs an endpoint: FEATURELENS_LLM_BASE_URL there, or --llm-base-url).",
+    ),
+]
+LlmModelOption = Annotated[
+    str | None,
+    typer.Option("--llm-model", help="The judge's model; default: the server's interpreter model."),
+]
+LlmBaseUrlOption = Annotated[
+    str | None,
+    typer.Option("--llm-base-url", help="An OpenAI-compatible endpoint the labelling server allows."),
+]
+LlmBudgetOption = Annotated[
+    float, typer.Option("--llm-budget", help="Most US dollars the run may spend on LLM calls.")
+]
+
+
+def _llm_options(judge: bool, model: str | None, base_url: str | None, budget: float) -> LlmOptions | None:
+    """The LLM judge's settings, or None without --llm-judge (the other --llm-* options need it)."""
+    if not judge:
+        if model or base_url:
+            raise fail("--llm-model and --llm-base-url go with --llm-judge.", 2)
+        return None
+    try:
+        return LlmOptions(model=model, base_url=base_url, budget_usd=budget)
+    except ValueError as error:
+        raise fail(f"--llm-budget: {error}", 2) from error
 
 
 def _out_folder(out: Path | None) -> Path:
@@ -245,22 +277,32 @@ def steering(
     trials: Annotated[int | None, typer.Option("--trials", min=1, help="Trials per direction.")] = None,
     quick: QuickOption = False,
     seed: SeedOption = 0,
+    llm_judge: LlmJudgeOption = False,
+    llm_model: LlmModelOption = None,
+    llm_base_url: LlmBaseUrlOption = None,
+    llm_budget: LlmBudgetOption = 2.0,
     out: OutOption = None,
     address: AddressOption = DEFAULT_ADDRESS,
 ) -> None:
-    """Steering accuracy against cos(q, q′), SAE steering beside query rewriting (objective judge)."""
+    """Steering accuracy against cos(q, q′), SAE steering beside query rewriting (objective judge;
+    the paper's LLM judge too with --llm-judge)."""
     try:
+        from featurelens.evaluation.llm_judge import LlmJudgeError
         from featurelens.evaluation.steering import SteeringOptions, run_steering
     except ImportError as error:
         raise fail(f"the steering evaluation is not installed here: {error}") from error
     try:
-        options = SteeringOptions(corpus=corpus, corpus_path=corpus_path, sae_id=sae_id, seed=seed)
+        llm = _llm_options(llm_judge, llm_model, llm_base_url, llm_budget)
+        options = SteeringOptions(corpus=corpus, corpus_path=corpus_path, sae_id=sae_id, seed=seed, llm=llm)
         if trials or quick:
             options = dataclasses.replace(options, trials=trials or QUICK_TRIALS)
     except ValueError as error:
         raise fail(str(error), 2) from error
     with reporting_errors(address), FeaturelensClient(address) as client, _working("steering trials"):
-        section = run_steering(client, options)
+        try:
+            section = run_steering(client, options)
+        except LlmJudgeError as error:
+            raise fail(str(error)) from error
     _finish(_out_folder(out), [section], _meta(sae_id=sae_id, corpus=corpus, quick=quick))
 
 
@@ -277,10 +319,15 @@ def all_parts(
     ] = None,
     seed: SeedOption = 0,
     device: DeviceOption = "cpu",
+    llm_judge: LlmJudgeOption = False,
+    llm_model: LlmModelOption = None,
+    llm_base_url: LlmBaseUrlOption = None,
+    llm_budget: LlmBudgetOption = 2.0,
     out: OutOption = None,
     address: AddressOption = DEFAULT_ADDRESS,
 ) -> None:
     """Every part into one report; scaling needs --embeddings, steering --corpus-path."""
+    llm = _llm_options(llm_judge, llm_model, llm_base_url, llm_budget)
     unknown = sorted(set(skip or ()) - set(PARTS))
     if unknown:
         raise fail(f"--skip takes {', '.join(PARTS)}; got {', '.join(unknown)}.", 2)
@@ -301,6 +348,7 @@ def all_parts(
             skip=skip or (),
             command=_command(),
             seed=seed,
+            llm=llm,
             scaling_callbacks=callbacks,
             on_part=lambda name: err_console.print(f"eval: {name}", highlight=False),
         )

@@ -34,6 +34,7 @@ from featurelens.client.errors import (
 )
 from featurelens.client.options import NOT_GIVEN, NotGiven
 from featurelens.client.pagination import AsyncPage, AsyncPaginator, SyncPage
+from featurelens.client.request_ids import using_request_id
 from featurelens.client.retries import Backoff
 from featurelens.client.types import (
     ActivatedDocument,
@@ -60,8 +61,10 @@ from featurelens.client.types import (
     Intervention,
     LabelProgress,
     Latents,
+    LlmSpend,
     ModelInfo,
     Progress,
+    QueryRewrite,
     SaeConfig,
     SaeInfo,
     SaeMetrics,
@@ -69,6 +72,8 @@ from featurelens.client.types import (
     SparseVector,
     Steered,
     SteeredFeature,
+    SteeringDirection,
+    SteeringJudgement,
     TrainProgress,
 )
 from featurelens.wire.arrays import ArrayFormatError
@@ -118,12 +123,14 @@ __all__ = [
     "InvalidArgumentError",
     "LabelProgress",
     "Latents",
+    "LlmSpend",
     "ModelInfo",
     "NotFoundError",
     "NotGiven",
     "OutOfRangeError",
     "PermissionDeniedError",
     "Progress",
+    "QueryRewrite",
     "ResourceExhaustedError",
     "SaeConfig",
     "SaeInfo",
@@ -132,9 +139,12 @@ __all__ = [
     "SparseVector",
     "Steered",
     "SteeredFeature",
+    "SteeringDirection",
+    "SteeringJudgement",
     "SyncPage",
     "TrainProgress",
     "UnauthenticatedError",
     "UnavailableError",
     "UnimplementedError",
+    "using_request_id",
 ]

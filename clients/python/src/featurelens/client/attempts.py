@@ -12,8 +12,9 @@ import grpc
 
 from featurelens.client.errors import FeaturelensError, from_rpc_error, status_of
 from featurelens.client.options import CallOptions
+from featurelens.client.request_ids import call_request_id
 from featurelens.client.retries import retry_delay, server_pushback_s, trailing_metadata_of
-from featurelens.wire.metadata import REQUEST_ID_KEY, new_request_id
+from featurelens.wire.metadata import REQUEST_ID_KEY
 
 RETRY_COUNT_KEY = "x-retry-count"
 """Sent with each attempt: how many retries came before it (0 on the first), as openai-python does."""
@@ -39,7 +40,7 @@ class Attempts:
     ) -> None:
         self.rpc = rpc
         self.options = options
-        self.request_id = new_request_id()
+        self.request_id = call_request_id()
         self.retries = 0
         self._deadline = None if timeout_s is None else time.monotonic() + timeout_s
 

@@ -35,9 +35,11 @@ from featurelens.client.types import (
     Intervention,
     LabelProgress,
     Latents,
+    LlmSpend,
     ModelInfo,
     NeighbourKind,
     Progress,
+    QueryRewrite,
     SaeConfig,
     SaeInfo,
     SaeMetrics,
@@ -46,6 +48,8 @@ from featurelens.client.types import (
     SparseVector,
     Steered,
     SteeredFeature,
+    SteeringDirection,
+    SteeringJudgement,
     SteerMode,
     TrainProgress,
 )
@@ -240,6 +244,8 @@ def sae_info(message: sae_pb2.SaeInfo) -> SaeInfo:
             dense_fraction=m.dense_fraction,
             steps=m.steps,
             samples=m.samples,
+            best_epoch=m.best_epoch if m.HasField("best_epoch") else None,
+            stopped_early=m.stopped_early,
         ),
         embedding_model=message.embedding_model,
         created_unix=message.created_unix,
@@ -303,6 +309,7 @@ def train_request(
     max_steps: int | None,
     seed: int | None,
     val_fraction: float | None,
+    patience: int | None,
     make_default: bool,
 ) -> sae_pb2.TrainRequest:
     """A TrainRequest with only the settings that are not None (an unset one is the server's default)."""
@@ -313,6 +320,7 @@ def train_request(
         max_steps=max_steps,
         seed=seed,
         val_fraction=val_fraction,
+        patience=patience,
     )
     return sae_pb2.TrainRequest(
         embeddings_path=embeddings_path,
@@ -709,6 +717,62 @@ def score_label_request(
         domain=domain or "",
         llm_base_url=llm_base_url or "",
     )
+
+
+_DIRECTIONS = {"up": labelling_pb2.STEERING_DIRECTION_UP, "down": labelling_pb2.STEERING_DIRECTION_DOWN}
+
+
+def steering_direction(direction: SteeringDirection) -> labelling_pb2.SteeringDirection.ValueType:
+    if direction not in _DIRECTIONS:
+        raise ValueError(f"direction must be 'up' or 'down', not {direction!r}")
+    return _DIRECTIONS[direction]
+
+
+def llm_call(
+    model: str | None, llm_base_url: str | None, budget_usd: float | None, domain: str | None
+) -> labelling_pb2.LlmCall:
+    return labelling_pb2.LlmCall(
+        model=model or "", llm_base_url=llm_base_url or "", budget_usd=budget_usd or 0.0, domain=domain or ""
+    )
+
+
+def llm_spend(message: labelling_pb2.LlmSpend) -> LlmSpend:
+    return LlmSpend(message.model, message.cached, message.cost_usd, message.tokens)
+
+
+def judge_steering_request(
+    query: str,
+    candidates: Sequence[str],
+    results_before: Sequence[str],
+    results_after: Sequence[str],
+    direction: SteeringDirection,
+    llm: labelling_pb2.LlmCall,
+) -> labelling_pb2.JudgeSteeringRequest:
+    return labelling_pb2.JudgeSteeringRequest(
+        query=query,
+        candidates=text_list(candidates, "candidates"),
+        results_before=text_list(results_before, "results_before"),
+        results_after=text_list(results_after, "results_after"),
+        direction=steering_direction(direction),
+        llm=llm,
+    )
+
+
+def steering_judgement(response: labelling_pb2.JudgeSteeringResponse) -> SteeringJudgement:
+    choice = response.choice if response.HasField("choice") else None
+    return SteeringJudgement(choice, response.note, llm_spend(response.spend))
+
+
+def rewrite_query_request(
+    query: str, topic: str, direction: SteeringDirection, llm: labelling_pb2.LlmCall
+) -> labelling_pb2.RewriteQueryRequest:
+    return labelling_pb2.RewriteQueryRequest(
+        query=query, topic=topic, direction=steering_direction(direction), llm=llm
+    )
+
+
+def query_rewrite(response: labelling_pb2.RewriteQueryResponse) -> QueryRewrite:
+    return QueryRewrite(response.query, response.note, llm_spend(response.spend))
 
 
 # -- families -------------------------------------------------------------------------------------

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 
 from featurelens.client import convert
 from featurelens.client.options import NOT_GIVEN, NotGiven, stream_timeout
 from featurelens.client.pagination import AsyncPage, AsyncPaginator, SyncPage
 from featurelens.client.retries import rpc_path
 from featurelens.client.transport import AsyncTransport, SyncTransport
-from featurelens.client.types import FeatureLabel, FeatureMatch, LabelProgress
+from featurelens.client.types import (
+    FeatureLabel,
+    FeatureMatch,
+    LabelProgress,
+    QueryRewrite,
+    SteeringDirection,
+    SteeringJudgement,
+)
 from featurelens.v1 import labelling_pb2, labelling_pb2_grpc
 
 DEFAULT_PAGE_SIZE = 100
@@ -22,6 +29,8 @@ _GET_LABELS = rpc_path(_SERVICE, "GetLabels")
 _LIST_LABELS = rpc_path(_SERVICE, "ListLabels")
 _SEARCH_FEATURES = rpc_path(_SERVICE, "SearchFeatures")
 _SCORE_LABEL = rpc_path(_SERVICE, "ScoreLabel")
+_JUDGE_STEERING = rpc_path(_SERVICE, "JudgeSteering")
+_REWRITE_QUERY = rpc_path(_SERVICE, "RewriteQuery")
 
 
 def _page_size(page_size: int) -> int:
@@ -186,6 +195,59 @@ class LabellingClient:
         response = self._transport.unary(self._stub.ScoreLabel, request, rpc=_SCORE_LABEL, timeout=timeout)
         return convert.feature_label(response.label)
 
+    def judge_steering(
+        self,
+        query: str,
+        candidates: Sequence[str],
+        results_before: Sequence[str],
+        results_after: Sequence[str],
+        direction: SteeringDirection,
+        *,
+        model: str | None = None,
+        llm_base_url: str | None = None,
+        budget_usd: float | None = None,
+        domain: str | None = None,
+        timeout: float | NotGiven | None = NOT_GIVEN,
+    ) -> SteeringJudgement:
+        """Ask the server's LLM which of ``candidates`` (2 to 10 topics; shuffle them) a steered
+        search moved its results towards (``direction="up"``) or away from (``"down"``), given
+        the results' texts before and after. Needs an LLM endpoint on the server (or an allowed
+        ``llm_base_url``); the answer cache and ``budget_usd`` work as in ``label_features``."""
+        request = convert.judge_steering_request(
+            query,
+            candidates,
+            results_before,
+            results_after,
+            direction,
+            convert.llm_call(model, llm_base_url, budget_usd, domain),
+        )
+        response = self._transport.unary(
+            self._stub.JudgeSteering, request, rpc=_JUDGE_STEERING, timeout=timeout
+        )
+        return convert.steering_judgement(response)
+
+    def rewrite_query(
+        self,
+        query: str,
+        topic: str,
+        direction: SteeringDirection,
+        *,
+        model: str | None = None,
+        llm_base_url: str | None = None,
+        budget_usd: float | None = None,
+        domain: str | None = None,
+        timeout: float | NotGiven | None = NOT_GIVEN,
+    ) -> QueryRewrite:
+        """Have the server's LLM rewrite ``query`` to be more (``"up"``) or less (``"down"``) about
+        ``topic``; the LLM settings work as in ``judge_steering``."""
+        request = convert.rewrite_query_request(
+            query, topic, direction, convert.llm_call(model, llm_base_url, budget_usd, domain)
+        )
+        response = self._transport.unary(
+            self._stub.RewriteQuery, request, rpc=_REWRITE_QUERY, timeout=timeout
+        )
+        return convert.query_rewrite(response)
+
 
 class AsyncLabellingClient:
     """Labels the features of an SAE, reads the labels back and finds features by meaning (asyncio)."""
@@ -331,3 +393,56 @@ class AsyncLabellingClient:
             self._stub.ScoreLabel, request, rpc=_SCORE_LABEL, timeout=timeout
         )
         return convert.feature_label(response.label)
+
+    async def judge_steering(
+        self,
+        query: str,
+        candidates: Sequence[str],
+        results_before: Sequence[str],
+        results_after: Sequence[str],
+        direction: SteeringDirection,
+        *,
+        model: str | None = None,
+        llm_base_url: str | None = None,
+        budget_usd: float | None = None,
+        domain: str | None = None,
+        timeout: float | NotGiven | None = NOT_GIVEN,
+    ) -> SteeringJudgement:
+        """Ask the server's LLM which of ``candidates`` (2 to 10 topics; shuffle them) a steered
+        search moved its results towards (``direction="up"``) or away from (``"down"``), given
+        the results' texts before and after. Needs an LLM endpoint on the server (or an allowed
+        ``llm_base_url``); the answer cache and ``budget_usd`` work as in ``label_features``."""
+        request = convert.judge_steering_request(
+            query,
+            candidates,
+            results_before,
+            results_after,
+            direction,
+            convert.llm_call(model, llm_base_url, budget_usd, domain),
+        )
+        response = await self._transport.unary(
+            self._stub.JudgeSteering, request, rpc=_JUDGE_STEERING, timeout=timeout
+        )
+        return convert.steering_judgement(response)
+
+    async def rewrite_query(
+        self,
+        query: str,
+        topic: str,
+        direction: SteeringDirection,
+        *,
+        model: str | None = None,
+        llm_base_url: str | None = None,
+        budget_usd: float | None = None,
+        domain: str | None = None,
+        timeout: float | NotGiven | None = NOT_GIVEN,
+    ) -> QueryRewrite:
+        """Have the server's LLM rewrite ``query`` to be more (``"up"``) or less (``"down"``) about
+        ``topic``; the LLM settings work as in ``judge_steering``."""
+        request = convert.rewrite_query_request(
+            query, topic, direction, convert.llm_call(model, llm_base_url, budget_usd, domain)
+        )
+        response = await self._transport.unary(
+            self._stub.RewriteQuery, request, rpc=_REWRITE_QUERY, timeout=timeout
+        )
+        return convert.query_rewrite(response)

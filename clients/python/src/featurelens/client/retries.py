@@ -60,6 +60,9 @@ RETRIED_RPCS: frozenset[str] = frozenset(
         "/featurelens.v1.LabellingService/SearchFeatures",
         # Seeded and not stored; its LLM calls are cached, so a retry costs little.
         "/featurelens.v1.LabellingService/ScoreLabel",
+        # One LLM call each, stored nowhere; the answer is cached once it came, so a retry is free.
+        "/featurelens.v1.LabellingService/JudgeSteering",
+        "/featurelens.v1.LabellingService/RewriteQuery",
         "/featurelens.v1.FamilyService/ListFamilies",
         "/featurelens.v1.FamilyService/GetFamily",
         "/featurelens.v1.FamilyService/FeatureNeighbours",

@@ -104,6 +104,7 @@ class SaeClient:
         max_steps: int | None = None,
         seed: int | None = None,
         val_fraction: float | None = None,
+        patience: int | None = None,
         make_default: bool = False,
         timeout: float | NotGiven | None = NOT_GIVEN,
         timeout_s: float | NotGiven | None = NOT_GIVEN,
@@ -113,8 +114,10 @@ class SaeClient:
         The last message's ``result`` is the new SAE. A setting left None is not sent, and the
         server uses featurelens-core's default for it (the same as ``featurelens sae train``; see
         ``TrainRequest`` in sae.proto); a value is used as sent, so ``val_fraction=0.0`` trains on
-        every row without validation. ``make_default`` makes the new SAE the one a call naming none
-        gets; without it the default stays as it is (only a server's first SAE becomes it anyway).
+        every row without validation and ``patience=0`` runs every epoch (no early stopping; the
+        epoch with the best validation NMSE is kept either way, see ``SaeMetrics.best_epoch``).
+        ``make_default`` makes the new SAE the one a call naming none gets; without it the default
+        stays as it is (only a server's first SAE becomes it anyway).
         ``timeout`` bounds the whole run (no bound by default; ``timeout_s`` is its older,
         deprecated name).
         """
@@ -127,6 +130,7 @@ class SaeClient:
             max_steps=max_steps,
             seed=seed,
             val_fraction=val_fraction,
+            patience=patience,
             make_default=make_default,
         )
         bound = stream_timeout(timeout, timeout_s)
@@ -220,6 +224,7 @@ class AsyncSaeClient:
         max_steps: int | None = None,
         seed: int | None = None,
         val_fraction: float | None = None,
+        patience: int | None = None,
         make_default: bool = False,
         timeout: float | NotGiven | None = NOT_GIVEN,
         timeout_s: float | NotGiven | None = NOT_GIVEN,
@@ -237,6 +242,7 @@ class AsyncSaeClient:
             max_steps=max_steps,
             seed=seed,
             val_fraction=val_fraction,
+            patience=patience,
             make_default=make_default,
         )
         bound = stream_timeout(timeout, timeout_s)

@@ -197,9 +197,17 @@ class SaeMetrics:
     train_nmse: float
     val_nmse: float
     dead_fraction: float
+    """Fraction of latents that never fire on the training split (with the kept weights)."""
     dense_fraction: float
+    """Fraction of latents firing on more than 10% of the training split's rows."""
     steps: int
     samples: int
+    best_epoch: int | None = None
+    """The epoch (from 0) whose weights the SAE holds, the best validation NMSE's; None when no
+    validation split chose one (trained with ``val_fraction=0``: the last step's weights)."""
+    stopped_early: bool = False
+    """True when the run ended before its last epoch: no better validation NMSE for ``patience``
+    epochs."""
 
 
 @dataclass(frozen=True)
@@ -630,3 +638,39 @@ class FeatureFamilies:
     family_ids: tuple[str, ...]
     family_labels: tuple[str, ...]
     """``family_labels[i]`` is the label of ``family_ids[i]``, empty when unlabelled."""
+
+
+SteeringDirection = Literal["up", "down"]
+"""Which way a search was steered: towards a topic ("up") or away from it ("down")."""
+
+
+@dataclass(frozen=True)
+class LlmSpend:
+    """What one LLM call cost."""
+
+    model: str
+    """The model that answered."""
+    cached: bool
+    """True when the answer came from the server's cache (it cost nothing)."""
+    cost_usd: float
+    tokens: int
+
+
+@dataclass(frozen=True)
+class SteeringJudgement:
+    """The LLM judge's answer: which candidate topic a steered search moved towards (away from)."""
+
+    choice: int | None
+    """Index into the candidates asked about; None when the answer named none (see ``note``)."""
+    note: str
+    spend: LlmSpend
+
+
+@dataclass(frozen=True)
+class QueryRewrite:
+    """A query rewritten by the LLM to be more (or less) about a topic."""
+
+    query: str
+    """The rewritten query; empty when the answer held none (see ``note``)."""
+    note: str
+    spend: LlmSpend

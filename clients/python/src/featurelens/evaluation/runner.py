@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from featurelens.client import FeaturelensClient, FeaturelensError
 from featurelens.evaluation.families import run_families
 from featurelens.evaluation.labels import run_labels
+from featurelens.evaluation.llm_judge import LlmOptions
 from featurelens.evaluation.report import Section, write_report
 from featurelens.evaluation.scaling import ScalingOptions, run_scaling
 
@@ -81,14 +82,15 @@ def run_all(
     skip: Sequence[str] = (),
     command: str = "",
     seed: int = 0,
+    llm: LlmOptions | None = None,
     scaling_callbacks: SweepCallbacks | None = None,
     on_part: Callable[[str], None] | None = None,
 ) -> RunOutcome:
     """Run every part not in ``skip`` and write the report into ``folder``.
 
     ``scaling`` None skips the scaling part (it needs local embeddings); ``corpus_path`` None skips
-    steering (its queries are held-out papers of the corpus file). ``on_part`` is told each part's
-    name as it starts.
+    steering (its queries are held-out papers of the corpus file); ``llm`` adds the LLM judge to
+    it. ``on_part`` is told each part's name as it starts.
     """
     unknown = set(skip) - set(PARTS)
     if unknown:
@@ -105,7 +107,7 @@ def run_all(
         from featurelens.evaluation.steering import SteeringOptions, run_steering
 
         assert corpus_path is not None, "steering is skipped without a corpus file"
-        options = SteeringOptions(corpus=corpus, corpus_path=corpus_path, sae_id=sae_id, seed=seed)
+        options = SteeringOptions(corpus=corpus, corpus_path=corpus_path, sae_id=sae_id, seed=seed, llm=llm)
         if quick:
             options = dataclasses.replace(options, trials=QUICK_TRIALS)
         return run_steering(client, options)

@@ -17,9 +17,9 @@ the SDK so that it measures the product:
 - Family-level rows steer a whole family against four other families of similar density.
 - Two checks ride along: a zero-weight steer must return the unsteered ranking exactly, and
   recall@k of searching with the SAE's reconstruction of the query says what the SAE loses.
-
-The paper's LLM judge needs an LLM path that the services do not expose; ``llm_judge`` is
-recorded as not run (see ``LLM_JUDGE_NOTE``).
+- With ``llm`` set, the paper's LLM judge also judges every steered result set (through the
+  labelling service's ``JudgeSteering``, reading the candidates' labels and the hits' titles),
+  and the LLM's own rewrite of the query is a further baseline (``llm_judge``).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from featurelens.evaluation.judges import (
     dominant_category,
     objective_pick,
 )
+from featurelens.evaluation.llm_judge import LlmJudge, LlmOptions
 from featurelens.evaluation.report import Section
 from featurelens.evaluation.sampling import (
     DENSITY_BINS,
@@ -61,11 +62,12 @@ logger = logging.getLogger(__name__)
 
 DIRECTIONS: tuple[Direction, ...] = ("up", "down")
 #: Methods in the order the tables list them.
-METHODS = ("sae", "clamp", "rewrite", "family")
+METHODS = ("sae", "clamp", "rewrite", "llm_rewrite", "family")
 METHOD_NAMES = {
     "sae": "SAE steering (additive)",
     "clamp": "clamp steering",
     "rewrite": "query rewriting",
+    "llm_rewrite": "query rewriting (LLM)",
     "family": "family steering (additive)",
 }
 #: Largest weight the services accept (``featurelens.steering.MAX_STEER_WEIGHT``, not imported:
@@ -82,10 +84,6 @@ PAPER = {
     "up": "0.90–0.94 at cos(q, q′) ≤ 0.35, 0.78 at 0.70; rewriting at cos ≈ 0.72: 0.58",
     "down": "0.52–0.60; rewriting at cos ≈ 0.72: 0.40",
 }
-LLM_JUDGE_NOTE = (
-    "the LLM judge was not run: the services expose no RPC that sends a judging prompt through "
-    "the labelling service's cached, budgeted LLM path"
-)
 
 
 class SteeringEvaluationError(ValueError):
@@ -111,8 +109,8 @@ class SteeringOptions:
     top_k: int = 10
     families: bool = True
     """Also family-level rows when the SAE has families."""
-    llm_judge: bool = False
-    """The paper's LLM judge too, when the server has an LLM configured."""
+    llm: LlmOptions | None = None
+    """The paper's LLM judge and the LLM rewrite too (the labelling server needs an LLM endpoint)."""
 
     def __post_init__(self) -> None:
         if not self.corpus.strip():
@@ -151,12 +149,15 @@ class Cell:
     ties: int = 0
     shares_before: list[float] = field(default_factory=list)
     shares_after: list[float] = field(default_factory=list)
+    llm_correct: list[bool] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """The cell's figures, JSON-ready: mean cos with its 95% half-width, accuracy with its 95%
-        Wilson interval, n, ties, and the category shares."""
+        Wilson interval, n, ties, the category shares, and the LLM judge's accuracy (``llm_*``,
+        over the trials it answered)."""
         mean_cos, cos_half = mean_interval(self.cosines)
         accuracy = proportion(sum(self.correct), len(self.correct))
+        llm = proportion(sum(self.llm_correct), len(self.llm_correct))
         return {
             "n": accuracy.n,
             "mean_cos": mean_cos,
@@ -168,6 +169,10 @@ class Cell:
             "ties": self.ties,
             "category_share_before": mean_interval(self.shares_before)[0],
             "category_share_after": mean_interval(self.shares_after)[0],
+            "llm_n": llm.n,
+            "llm_accuracy": llm.rate,
+            "llm_accuracy_low": llm.low,
+            "llm_accuracy_high": llm.high,
         }
 
 
@@ -232,11 +237,14 @@ def _unit(vector: np.ndarray) -> np.ndarray:
 class _Trial:
     """One trial's candidates (the target first), as latent sets, and the unsteered figures."""
 
+    query: str
     members: list[tuple[int, ...]]
     latents: Mapping[str, SparseVector]
     category_of: Mapping[str, str]
     category: str | None
     before_ids: list[str]
+    labels: tuple[str, ...] = ()
+    """The candidates' labels (target first), for the LLM judge; empty when one has none."""
     before_totals: list[float] = field(default_factory=list)
     share_before: float = 0.0
 
@@ -270,17 +278,23 @@ class _Run:
         self.dominant: dict[int, str | None] = {}
         self.trials = {direction: 0 for direction in DIRECTIONS}
         self.family_trials = {direction: 0 for direction in DIRECTIONS}
+        self.titles: dict[str, str] = {}
+        self.llm = LlmJudge(client, options.llm, options.seed) if options.llm is not None else None
+        # Judgements the LLM judge could not make because a candidate has no label.
+        self.llm_unlabelled = 0
 
     # -- reading the stack --------------------------------------------------------------------
 
     def search(self, vector: np.ndarray, interventions: Sequence[Intervention] = ()) -> SearchResult:
-        return self.client.search.search(
+        result = self.client.search.search(
             self.options.corpus,
             vector=vector,
             sae_id=self.sae_id,
             top_k=self.options.top_k,
             interventions=interventions,
         )
+        self.titles.update((hit.document.id, hit.document.title or hit.document.id) for hit in result.hits)
+        return result
 
     def queries(self, pool: Sequence[Query]) -> Iterator[tuple[Query, np.ndarray, SparseVector]]:
         """``pool`` in a seeded random order, each with its embedding and latents, embedded a chunk
@@ -332,6 +346,19 @@ class _Run:
         if trial.category is not None:
             cell.shares_before.append(trial.share_before)
             cell.shares_after.append(category_share(after_ids, trial.category, trial.category_of))
+        if self.llm is not None and self.llm.active:
+            if not trial.labels:
+                self.llm_unlabelled += 1
+                return
+            verdict = self.llm.judge(
+                trial.query,
+                trial.labels,
+                [self.titles[d] for d in trial.before_ids],
+                [self.titles[d] for d in after_ids],
+                key[1],
+            )
+            if verdict is not None:
+                cell.llm_correct.append(verdict)
 
 
 def _feature_trial(
@@ -347,12 +374,15 @@ def _feature_trial(
 ) -> None:
     """SAE, clamp and rewriting rows of one feature-level trial, and the no-op check."""
     target = candidates.target
+    wanted = [labels.get(f, "") for f in candidates.all]
     trial = _Trial(
+        query=query.title,
         members=[(f,) for f in candidates.all],
         latents=index.latents,
         category_of=category_of,
         category=run.dominant_of(target, category_of),
         before_ids=run.before(query, vector),
+        labels=tuple(wanted) if all(wanted) else (),
     )
     if direction == "down" and trial.before_totals[0] <= 0:
         run.down_target_absent += 1
@@ -373,6 +403,11 @@ def _feature_trial(
         rewritten = run.client.encoder.embed([f"{query.title} {joiner} {label}"], model=run.model).vectors[0]
         cosine = float(np.dot(_unit(vector), _unit(rewritten)))
         run.record(("rewrite", direction, None), cosine, _ids(run.search(rewritten)), trial)
+        written = run.llm.rewrite(query.title, label, direction) if run.llm is not None else None
+        if written:
+            by_llm = run.client.encoder.embed([written], model=run.model).vectors[0]
+            cosine = float(np.dot(_unit(vector), _unit(by_llm)))
+            run.record(("llm_rewrite", direction, None), cosine, _ids(run.search(by_llm)), trial)
 
 
 def _family_trial(
@@ -380,23 +415,24 @@ def _family_trial(
     direction: Direction,
     query: Query,
     vector: np.ndarray,
-    members: Sequence[tuple[int, ...]],
-    family_ids: Sequence[str],
-    parents: Sequence[int],
+    families: Sequence[_FamilyView],
     candidates: Candidates,
     index: IndexView,
     category_of: Mapping[str, str],
 ) -> None:
     """Family rows of one trial: the candidates are family indices, the target first."""
+    wanted = [families[i].label for i in candidates.all]
     trial = _Trial(
-        members=[members[i] for i in candidates.all],
+        query=query.title,
+        members=[families[i].members for i in candidates.all],
         latents=index.latents,
         category_of=category_of,
-        category=run.dominant_of(parents[candidates.target], category_of),
+        category=run.dominant_of(families[candidates.target].parent, category_of),
         before_ids=run.before(query, vector),
+        labels=tuple(wanted) if all(wanted) else (),
     )
     sign = 1.0 if direction == "up" else -1.0
-    family_id = family_ids[candidates.target]
+    family_id = families[candidates.target].family_id
     for weight in run.options.weights:
         steered = run.search(vector, [Intervention(family_id=family_id, weight=sign * weight)])
         run.record(("family", direction, weight), steered.steer_cosine, _ids(steered), trial)
@@ -415,12 +451,22 @@ def _labels(client: FeaturelensClient, sae_id: str) -> dict[int, str]:
         return {}
 
 
-def _families(client: FeaturelensClient, sae_id: str) -> list[tuple[str, tuple[int, ...], int, float]]:
-    """(family id, members, parent, root density) of every family of the SAE; none when the family
-    service has none or is not there."""
+@dataclass(frozen=True)
+class _FamilyView:
+    """What the evaluation needs of one family."""
+
+    family_id: str
+    members: tuple[int, ...]
+    parent: int
+    root_density: float
+    label: str
+
+
+def _families(client: FeaturelensClient, sae_id: str) -> list[_FamilyView]:
+    """Every family of the SAE; none when the family service has none or is not there."""
     try:
         return [
-            (f.family_id, tuple(f.features), f.parent_feature, f.root_density)
+            _FamilyView(f.family_id, tuple(f.features), f.parent_feature, f.root_density, f.label)
             for f in client.families.list_families(sae_id)
         ]
     except FeaturelensError as error:
@@ -478,9 +524,9 @@ def run_steering(client: FeaturelensClient, options: SteeringOptions) -> Section
     bin_of = density_bins(index.densities)
     # With labels, targets are labelled features so that every trial has its rewriting twin.
     target_pool = set(bin_of) & set(labels) if labels else set(bin_of)
-    family_members = [members for _, members, _, _ in families]
+    family_members = [family.members for family in families]
     family_bins = density_bins(
-        {i: density for i, (_, _, _, density) in enumerate(families)},
+        {i: family.root_density for i, family in enumerate(families)},
         bins=max(1, min(DENSITY_BINS, len(families) // (DISTRACTORS + 1))),
     )
 
@@ -514,9 +560,7 @@ def run_steering(client: FeaturelensClient, options: SteeringOptions) -> Section
                         direction,
                         query,
                         vector,
-                        family_members,
-                        [family_id for family_id, _, _, _ in families],
-                        [parent for _, _, parent, _ in families],
+                        families,
                         family_candidates,
                         index,
                         category_of,
@@ -537,9 +581,13 @@ def run_steering(client: FeaturelensClient, options: SteeringOptions) -> Section
         notes.append("the SAE has no labels: no rewriting baseline")
     if options.families and not families:
         notes.append("the SAE has no families: no family rows")
-    if options.llm_judge:
-        logger.warning(LLM_JUDGE_NOTE)
-        notes.append(LLM_JUDGE_NOTE)
+    if run.llm is not None and run.llm.stopped:
+        notes.append(f"the LLM judge stopped early: {run.llm.stopped}; its figures cover the trials before")
+    if run.llm_unlabelled:
+        notes.append(
+            f"the LLM judge skipped {run.llm_unlabelled:,} steered results whose candidates were not all "
+            "labelled"
+        )
     cells = [
         {"method": method, "direction": direction, "weight": weight} | cell.summary()
         for (method, direction, weight), cell in sorted(run.cells.items(), key=_cell_order)
@@ -548,8 +596,8 @@ def run_steering(client: FeaturelensClient, options: SteeringOptions) -> Section
         "corpus": options.corpus,
         "sae_id": sae_id,
         "embedding_model": model,
-        "judge": "objective",
-        "llm_judge": "not run" if options.llm_judge else "not asked",
+        "judge": "objective" if run.llm is None else "objective and LLM",
+        "llm_judge": run.llm.summary() if run.llm is not None else "not asked",
         "seed": options.seed,
         "top_k": options.top_k,
         "weights": list(options.weights),
@@ -573,7 +621,8 @@ def run_steering(client: FeaturelensClient, options: SteeringOptions) -> Section
         name="steering",
         data=data,
         markdown=steering_markdown(data),
-        figures={"steering_accuracy": lambda path: draw_accuracy(cells, path)},
+        figures={"steering_accuracy": lambda path: draw_accuracy(cells, path)}
+        | ({"steering_accuracy_llm": lambda path: draw_accuracy(cells, path, "llm")} if run.llm else {}),
     )
 
 
@@ -586,12 +635,50 @@ def _number(value: float | None, digits: int = 2) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def _interval(cell: Mapping[str, Any], key: str) -> str:
+    return f"{_number(cell[key])} [{_number(cell[key + '_low'])}, {_number(cell[key + '_high'])}]"
+
+
+def matched_rows(
+    cells: Sequence[Mapping[str, Any]], direction: Direction
+) -> tuple[Mapping[str, Any], Mapping[str, Any]] | None:
+    """The rewriting cell of ``direction`` and the SAE-steering cell whose mean cos(q, q′) is
+    nearest it: the comparison at matched distance from the query. None without both."""
+    rewrite = next(
+        (c for c in cells if c["method"] == "rewrite" and c["direction"] == direction and c["n"]), None
+    )
+    sae = [c for c in cells if c["method"] == "sae" and c["direction"] == direction and c["n"]]
+    if rewrite is None or not sae:
+        return None
+    nearest = min(sae, key=lambda c: abs(c["mean_cos"] - rewrite["mean_cos"]))
+    return rewrite, nearest
+
+
+def _headline(cells: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The bold headline: SAE steering against rewriting at matched cos(q, q′), per direction."""
+    parts = []
+    for direction in DIRECTIONS:
+        matched = matched_rows(cells, direction)
+        if matched is None:
+            continue
+        rewrite, sae = matched
+        parts.append(
+            f"{direction}-weighting {_number(sae['accuracy'])} (weight {sae['weight']:g}, cos "
+            f"{_number(sae['mean_cos'])}) vs rewriting {_number(rewrite['accuracy'])} (cos "
+            f"{_number(rewrite['mean_cos'])})"
+        )
+    if not parts:
+        return []
+    return [f"**Steering, objective judge: {'; '.join(parts)}.**"]
+
+
 def steering_markdown(data: Mapping[str, Any]) -> str:
     """The section's Markdown: how it was run, a table per direction beside the paper, the checks."""
     trials = data["trials"]
-    lines = [
-        "## Steering",
-        "",
+    llm = data["llm_judge"] if isinstance(data["llm_judge"], dict) else None
+    headline = _headline(data["cells"])
+    lines = ["## Steering", "", *headline, *([""] if headline else [])]
+    lines += [
         f"SAE `{data['sae_id']}` on corpus `{data['corpus']}`: {trials['up']} up-weighting and "
         f"{trials['down']} down-weighting trials (seed {data['seed']}), each a held-out paper's title "
         f"as the query ({data['queries_available']:,} available, none indexed), a target and "
@@ -601,23 +688,36 @@ def steering_markdown(data: Mapping[str, Any]) -> str:
         '"<title> and <label>" (up) or "<title> but not <label>" (down); a clamp sets the target to '
         "the weight (up) or removes that share of its activation on the query (down).",
     ]
+    if llm is not None:
+        lines += [
+            "",
+            f"LLM judge ({llm['model']}, through the labelling service): shown the query, the top "
+            f"{data['top_k']} titles before and after, and the five candidates' labels in a random "
+            f"order, it names the topic the results moved towards (away from). {llm['calls']:,} calls "
+            f"({llm['cache_hits']:,} from the cache), ${llm['cost_usd']:.4f} of a ${llm['budget_usd']:g} "
+            f"budget; {llm['unanswered']:,} answers named no candidate. The LLM rewrite asks it for "
+            "the query made more (less) about the target's label.",
+        ]
     for direction in DIRECTIONS:
         rows = [c for c in data["cells"] if c["direction"] == direction]
         lines += [
             "",
             f"### {'Up' if direction == 'up' else 'Down'}-weighting",
             "",
-            "| method | weight | cos(q, q′) | accuracy [95% CI] | n | category share before → after |",
-            "|---|---:|---:|---|---:|---|",
+            "| method | weight | cos(q, q′) | accuracy [95% CI] | n | category share before → after |"
+            + (" LLM judge [95% CI] | LLM n |" if llm is not None else ""),
+            "|---|---:|---:|---|---:|---|" + ("---|---:|" if llm is not None else ""),
         ]
         for cell in rows:
             weight = "–" if cell["weight"] is None else f"{cell['weight']:g}"
-            lines.append(
+            row = (
                 f"| {METHOD_NAMES[cell['method']]} | {weight} | {_number(cell['mean_cos'])} | "
-                f"{_number(cell['accuracy'])} [{_number(cell['accuracy_low'])}, "
-                f"{_number(cell['accuracy_high'])}] | {cell['n']} | "
+                f"{_interval(cell, 'accuracy')} | {cell['n']} | "
                 f"{_number(cell['category_share_before'])} → {_number(cell['category_share_after'])} |"
             )
+            if llm is not None:
+                row += f" {_interval(cell, 'llm_accuracy')} | {cell['llm_n']} |"
+            lines.append(row)
         lines += ["", f"Paper (GPT-4o judge, astro SAE64): {data['paper'][direction]}."]
         if direction == "down" and trials["down"]:
             lines += [
@@ -642,9 +742,11 @@ def steering_markdown(data: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def draw_accuracy(cells: Sequence[Mapping[str, Any]], path: Path) -> None:
+def draw_accuracy(cells: Sequence[Mapping[str, Any]], path: Path, judge: str = "objective") -> None:
     """Accuracy against mean cos(q, q′) per direction: each method's weights as a line, rewriting
-    as a point, with 95% intervals, like the paper's steering figure."""
+    as a point, with 95% intervals, like the paper's steering figure; ``judge`` "objective" or
+    "llm" says whose accuracy."""
+    prefix = "llm_" if judge == "llm" else ""
     # Imported here: matplotlib is slow to import and only the figure needs it. A bare Figure
     # renders with the Agg backend, without pyplot's global state or a display.
     from matplotlib.figure import Figure
@@ -653,23 +755,27 @@ def draw_accuracy(cells: Sequence[Mapping[str, Any]], path: Path) -> None:
     axes_pair = figure.subplots(1, 2, sharey=True)
     for axes, direction in zip(axes_pair, DIRECTIONS, strict=True):
         for method in METHODS:
-            rows = [c for c in cells if c["method"] == method and c["direction"] == direction and c["n"] > 0]
+            rows = [
+                c
+                for c in cells
+                if c["method"] == method and c["direction"] == direction and c[prefix + "n"] > 0
+            ]
             if not rows:
                 continue
             x = [c["mean_cos"] for c in rows]
-            y = [c["accuracy"] for c in rows]
+            y = [c[prefix + "accuracy"] for c in rows]
             errors = [
-                [c["accuracy"] - c["accuracy_low"] for c in rows],
-                [c["accuracy_high"] - c["accuracy"] for c in rows],
+                [c[prefix + "accuracy"] - c[prefix + "accuracy_low"] for c in rows],
+                [c[prefix + "accuracy_high"] - c[prefix + "accuracy"] for c in rows],
             ]
-            marker = "s" if method == "rewrite" else "o"
+            marker = "s" if method.endswith("rewrite") else "o"
             axes.errorbar(x, y, yerr=errors, marker=marker, capsize=3, label=METHOD_NAMES[method])
         axes.axhline(0.2, color="grey", linestyle=":", linewidth=1, label="chance (0.2)")
         axes.set_xlabel("mean cos(q, q′)")
         axes.set_title(f"{direction}-weighting", fontsize=10)
         axes.set_ylim(0.0, 1.02)
         axes.grid(alpha=0.3)
-    axes_pair[0].set_ylabel("objective-judge accuracy")
+    axes_pair[0].set_ylabel("LLM-judge accuracy" if judge == "llm" else "objective-judge accuracy")
     axes_pair[1].legend(fontsize=8, loc="lower left")
     figure.tight_layout()
     figure.savefig(path, format="png")

@@ -8,6 +8,7 @@ from featurelens.v1 import common_pb2 as _common_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +19,28 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _SteeringDirection:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SteeringDirectionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SteeringDirection.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STEERING_DIRECTION_UNSPECIFIED: _SteeringDirection.ValueType  # 0
+    STEERING_DIRECTION_UP: _SteeringDirection.ValueType  # 1
+    """Towards the topic (up-weighting)."""
+    STEERING_DIRECTION_DOWN: _SteeringDirection.ValueType  # 2
+    """Away from the topic (down-weighting)."""
+
+class SteeringDirection(_SteeringDirection, metaclass=_SteeringDirectionEnumTypeWrapper):
+    """Which way a search was (or is to be) steered."""
+
+STEERING_DIRECTION_UNSPECIFIED: SteeringDirection.ValueType  # 0
+STEERING_DIRECTION_UP: SteeringDirection.ValueType  # 1
+"""Towards the topic (up-weighting)."""
+STEERING_DIRECTION_DOWN: SteeringDirection.ValueType  # 2
+"""Away from the topic (down-weighting)."""
+Global___SteeringDirection: _TypeAlias = SteeringDirection  # noqa: Y015
 
 @_typing.final
 class FeatureLabel(_message.Message):
@@ -664,3 +687,206 @@ class LabelFamiliesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LabelFamiliesResponse: _TypeAlias = LabelFamiliesResponse  # noqa: Y015
+
+@_typing.final
+class LlmCall(_message.Message):
+    """How one JudgeSteering or RewriteQuery call reaches the LLM."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    LLM_BASE_URL_FIELD_NUMBER: _builtins.int
+    BUDGET_USD_FIELD_NUMBER: _builtins.int
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """Model; empty means the server's default interpreter model."""
+    llm_base_url: _builtins.str
+    """As in LabelFeaturesRequest."""
+    budget_usd: _builtins.float
+    """Most US dollars this call may spend; 0 means the server's default budget. A call that could
+    pass it is refused with RESOURCE_EXHAUSTED before anything is sent.
+    """
+    domain: _builtins.str
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        llm_base_url: _builtins.str = ...,
+        budget_usd: _builtins.float = ...,
+        domain: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_usd", b"budget_usd", "domain", b"domain", "llm_base_url", b"llm_base_url", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LlmCall: _TypeAlias = LlmCall  # noqa: Y015
+
+@_typing.final
+class LlmSpend(_message.Message):
+    """What one LLM call cost."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    CACHED_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The model that answered."""
+    cached: _builtins.bool
+    """True when the answer came from the cache (it cost nothing)."""
+    cost_usd: _builtins.float
+    tokens: _builtins.int
+    """Prompt plus completion tokens (cache hits included)."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        cached: _builtins.bool = ...,
+        cost_usd: _builtins.float = ...,
+        tokens: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached", b"cached", "cost_usd", b"cost_usd", "model", b"model", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LlmSpend: _TypeAlias = LlmSpend  # noqa: Y015
+
+@_typing.final
+class JudgeSteeringRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    RESULTS_BEFORE_FIELD_NUMBER: _builtins.int
+    RESULTS_AFTER_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    LLM_FIELD_NUMBER: _builtins.int
+    query: _builtins.str
+    """The query that was steered."""
+    direction: Global___SteeringDirection.ValueType
+    @_builtins.property
+    def candidates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The candidate topics (feature or family labels), 2 to 10, each 1 to 200 characters, in the order
+        shown to the judge: shuffle them, so that the steered one's place tells nothing.
+        """
+
+    @_builtins.property
+    def results_before(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Texts of the top results before and after steering (e.g. titles), 1 to 50 each, each at most
+        10,000 characters (the judge is shown the first 300 of each).
+        """
+
+    @_builtins.property
+    def results_after(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def llm(self) -> Global___LlmCall: ...
+    def __init__(
+        self,
+        *,
+        query: _builtins.str = ...,
+        candidates: _abc.Iterable[_builtins.str] | None = ...,
+        results_before: _abc.Iterable[_builtins.str] | None = ...,
+        results_after: _abc.Iterable[_builtins.str] | None = ...,
+        direction: Global___SteeringDirection.ValueType = ...,
+        llm: Global___LlmCall | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["llm", b"llm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "direction", b"direction", "llm", b"llm", "query", b"query", "results_after", b"results_after", "results_before", b"results_before"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JudgeSteeringRequest: _TypeAlias = JudgeSteeringRequest  # noqa: Y015
+
+@_typing.final
+class JudgeSteeringResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHOICE_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    SPEND_FIELD_NUMBER: _builtins.int
+    choice: _builtins.int
+    """Index into candidates of the judge's pick; absent when the answer named none (see note)."""
+    note: _builtins.str
+    """Why there is no choice, e.g. "the judge's answer names no candidate"; empty when there is one."""
+    @_builtins.property
+    def spend(self) -> Global___LlmSpend: ...
+    def __init__(
+        self,
+        *,
+        choice: _builtins.int | None = ...,
+        note: _builtins.str = ...,
+        spend: Global___LlmSpend | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_choice", b"_choice", "choice", b"choice", "spend", b"spend"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_choice", b"_choice", "choice", b"choice", "note", b"note", "spend", b"spend"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__choice: _TypeAlias = _typing.Literal["choice"]  # noqa: Y015
+    _WhichOneofArgType__choice: _TypeAlias = _typing.Literal["_choice", b"_choice"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__choice) -> _WhichOneofReturnType__choice | None: ...
+
+Global___JudgeSteeringResponse: _TypeAlias = JudgeSteeringResponse  # noqa: Y015
+
+@_typing.final
+class RewriteQueryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    TOPIC_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    LLM_FIELD_NUMBER: _builtins.int
+    query: _builtins.str
+    """The query to rewrite, 1 to 1,000 characters."""
+    topic: _builtins.str
+    """The topic to steer it towards or away from, 1 to 200 characters."""
+    direction: Global___SteeringDirection.ValueType
+    @_builtins.property
+    def llm(self) -> Global___LlmCall: ...
+    def __init__(
+        self,
+        *,
+        query: _builtins.str = ...,
+        topic: _builtins.str = ...,
+        direction: Global___SteeringDirection.ValueType = ...,
+        llm: Global___LlmCall | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["llm", b"llm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["direction", b"direction", "llm", b"llm", "query", b"query", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RewriteQueryRequest: _TypeAlias = RewriteQueryRequest  # noqa: Y015
+
+@_typing.final
+class RewriteQueryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    SPEND_FIELD_NUMBER: _builtins.int
+    query: _builtins.str
+    """The rewritten query (at most 300 characters); empty when the answer held none (see note)."""
+    note: _builtins.str
+    @_builtins.property
+    def spend(self) -> Global___LlmSpend: ...
+    def __init__(
+        self,
+        *,
+        query: _builtins.str = ...,
+        note: _builtins.str = ...,
+        spend: Global___LlmSpend | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spend", b"spend"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["note", b"note", "query", b"query", "spend", b"spend"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RewriteQueryResponse: _TypeAlias = RewriteQueryResponse  # noqa: Y015

@@ -70,6 +70,16 @@ class LabellingServiceStub:
                 request_serializer=featurelens_dot_v1_dot_labelling__pb2.LabelFamiliesRequest.SerializeToString,
                 response_deserializer=featurelens_dot_v1_dot_labelling__pb2.LabelFamiliesResponse.FromString,
                 _registered_method=True)
+        self.JudgeSteering = channel.unary_unary(
+                '/featurelens.v1.LabellingService/JudgeSteering',
+                request_serializer=featurelens_dot_v1_dot_labelling__pb2.JudgeSteeringRequest.SerializeToString,
+                response_deserializer=featurelens_dot_v1_dot_labelling__pb2.JudgeSteeringResponse.FromString,
+                _registered_method=True)
+        self.RewriteQuery = channel.unary_unary(
+                '/featurelens.v1.LabellingService/RewriteQuery',
+                request_serializer=featurelens_dot_v1_dot_labelling__pb2.RewriteQueryRequest.SerializeToString,
+                response_deserializer=featurelens_dot_v1_dot_labelling__pb2.RewriteQueryResponse.FromString,
+                _registered_method=True)
 
 
 class LabellingServiceServicer:
@@ -126,6 +136,23 @@ class LabellingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def JudgeSteering(self, request, context):
+        """The paper's LLM judge of a steered search: which of the candidate topics did steering move the
+        results towards (or away from)? Through the LLM path of labelling (the same answer cache,
+        prices, budget and endpoint rules); needs an LLM endpoint (FAILED_PRECONDITION without one).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RewriteQuery(self, request, context):
+        """Rewrites a search query to be more (or less) about a topic with the LLM: the rewriting baseline
+        that steering is measured against. The same LLM path and rules as JudgeSteering.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LabellingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +190,16 @@ def add_LabellingServiceServicer_to_server(servicer, server):
                     servicer.LabelFamilies,
                     request_deserializer=featurelens_dot_v1_dot_labelling__pb2.LabelFamiliesRequest.FromString,
                     response_serializer=featurelens_dot_v1_dot_labelling__pb2.LabelFamiliesResponse.SerializeToString,
+            ),
+            'JudgeSteering': grpc.unary_unary_rpc_method_handler(
+                    servicer.JudgeSteering,
+                    request_deserializer=featurelens_dot_v1_dot_labelling__pb2.JudgeSteeringRequest.FromString,
+                    response_serializer=featurelens_dot_v1_dot_labelling__pb2.JudgeSteeringResponse.SerializeToString,
+            ),
+            'RewriteQuery': grpc.unary_unary_rpc_method_handler(
+                    servicer.RewriteQuery,
+                    request_deserializer=featurelens_dot_v1_dot_labelling__pb2.RewriteQueryRequest.FromString,
+                    response_serializer=featurelens_dot_v1_dot_labelling__pb2.RewriteQueryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -355,6 +392,60 @@ class LabellingService:
             '/featurelens.v1.LabellingService/LabelFamilies',
             featurelens_dot_v1_dot_labelling__pb2.LabelFamiliesRequest.SerializeToString,
             featurelens_dot_v1_dot_labelling__pb2.LabelFamiliesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JudgeSteering(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/featurelens.v1.LabellingService/JudgeSteering',
+            featurelens_dot_v1_dot_labelling__pb2.JudgeSteeringRequest.SerializeToString,
+            featurelens_dot_v1_dot_labelling__pb2.JudgeSteeringResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RewriteQuery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/featurelens.v1.LabellingService/RewriteQuery',
+            featurelens_dot_v1_dot_labelling__pb2.RewriteQueryRequest.SerializeToString,
+            featurelens_dot_v1_dot_labelling__pb2.RewriteQueryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,15 @@ class LabellingServiceStub:
     """Names groups of features (feature families) from their members' stored labels: through the LLM
     when a model is configured or named, else offline; streams each family's label.
     """
+    JudgeSteering: _grpc.UnaryUnaryMultiCallable[_labelling_pb2.JudgeSteeringRequest, _labelling_pb2.JudgeSteeringResponse]
+    """The paper's LLM judge of a steered search: which of the candidate topics did steering move the
+    results towards (or away from)? Through the LLM path of labelling (the same answer cache,
+    prices, budget and endpoint rules); needs an LLM endpoint (FAILED_PRECONDITION without one).
+    """
+    RewriteQuery: _grpc.UnaryUnaryMultiCallable[_labelling_pb2.RewriteQueryRequest, _labelling_pb2.RewriteQueryResponse]
+    """Rewrites a search query to be more (or less) about a topic with the LLM: the rewriting baseline
+    that steering is measured against. The same LLM path and rules as JudgeSteering.
+    """
 
 @_typing.type_check_only
 class LabellingServiceAsyncStub(LabellingServiceStub):
@@ -70,6 +79,15 @@ class LabellingServiceAsyncStub(LabellingServiceStub):
     LabelFamilies: _aio.UnaryStreamMultiCallable[_labelling_pb2.LabelFamiliesRequest, _labelling_pb2.LabelFamiliesResponse]  # type: ignore[assignment]
     """Names groups of features (feature families) from their members' stored labels: through the LLM
     when a model is configured or named, else offline; streams each family's label.
+    """
+    JudgeSteering: _aio.UnaryUnaryMultiCallable[_labelling_pb2.JudgeSteeringRequest, _labelling_pb2.JudgeSteeringResponse]  # type: ignore[assignment]
+    """The paper's LLM judge of a steered search: which of the candidate topics did steering move the
+    results towards (or away from)? Through the LLM path of labelling (the same answer cache,
+    prices, budget and endpoint rules); needs an LLM endpoint (FAILED_PRECONDITION without one).
+    """
+    RewriteQuery: _aio.UnaryUnaryMultiCallable[_labelling_pb2.RewriteQueryRequest, _labelling_pb2.RewriteQueryResponse]  # type: ignore[assignment]
+    """Rewrites a search query to be more (or less) about a topic with the LLM: the rewriting baseline
+    that steering is measured against. The same LLM path and rules as JudgeSteering.
     """
 
 class LabellingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -131,6 +149,27 @@ class LabellingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_labelling_pb2.LabelFamiliesResponse], _abc.AsyncIterator[_labelling_pb2.LabelFamiliesResponse]]:
         """Names groups of features (feature families) from their members' stored labels: through the LLM
         when a model is configured or named, else offline; streams each family's label.
+        """
+
+    @_abc_1.abstractmethod
+    def JudgeSteering(
+        self,
+        request: _labelling_pb2.JudgeSteeringRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_labelling_pb2.JudgeSteeringResponse, _abc.Awaitable[_labelling_pb2.JudgeSteeringResponse]]:
+        """The paper's LLM judge of a steered search: which of the candidate topics did steering move the
+        results towards (or away from)? Through the LLM path of labelling (the same answer cache,
+        prices, budget and endpoint rules); needs an LLM endpoint (FAILED_PRECONDITION without one).
+        """
+
+    @_abc_1.abstractmethod
+    def RewriteQuery(
+        self,
+        request: _labelling_pb2.RewriteQueryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_labelling_pb2.RewriteQueryResponse, _abc.Awaitable[_labelling_pb2.RewriteQueryResponse]]:
+        """Rewrites a search query to be more (or less) about a topic with the LLM: the rewriting baseline
+        that steering is measured against. The same LLM path and rules as JudgeSteering.
         """
 
 def add_LabellingServiceServicer_to_server(servicer: LabellingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -111,18 +111,33 @@ class SaeMetrics(_message.Message):
     DENSE_FRACTION_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
     SAMPLES_FIELD_NUMBER: _builtins.int
+    BEST_EPOCH_FIELD_NUMBER: _builtins.int
+    STOPPED_EARLY_FIELD_NUMBER: _builtins.int
     train_nmse: _builtins.float
     """Normalised MSE on the training split at the end of training."""
     val_nmse: _builtins.float
     """Normalised MSE on the held-out validation split."""
     dead_fraction: _builtins.float
-    """Fraction of latents that never fired on the validation split."""
+    """Fraction of latents that never fire on the training split, measured with the kept weights at the
+    end of training.
+    """
     dense_fraction: _builtins.float
-    """Fraction of latents firing on more than 10% of documents."""
+    """Fraction of latents firing on more than 10% of the training split's rows."""
     steps: _builtins.int
     """Optimiser steps taken."""
     samples: _builtins.int
     """Training samples seen."""
+    best_epoch: _builtins.int
+    """The epoch, from 0, whose weights the SAE holds: the one with the best validation NMSE (training
+    keeps that epoch's checkpoint, not the last). Unset when no validation split chose one (trained
+    with val_fraction 0: the SAE holds its last step's weights). An SAE saved before early stopping
+    existed kept its last epoch, which is what it reports here.
+    """
+    stopped_early: _builtins.bool
+    """True when training ended before its last epoch because the validation NMSE did not improve for
+    `patience` epochs in a row; false for a run that ran every epoch (and an SAE saved before early
+    stopping existed).
+    """
     def __init__(
         self,
         *,
@@ -132,12 +147,16 @@ class SaeMetrics(_message.Message):
         dense_fraction: _builtins.float = ...,
         steps: _builtins.int = ...,
         samples: _builtins.int = ...,
+        best_epoch: _builtins.int | None = ...,
+        stopped_early: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_best_epoch", b"_best_epoch", "best_epoch", b"best_epoch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead_fraction", b"dead_fraction", "dense_fraction", b"dense_fraction", "samples", b"samples", "steps", b"steps", "train_nmse", b"train_nmse", "val_nmse", b"val_nmse"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_best_epoch", b"_best_epoch", "best_epoch", b"best_epoch", "dead_fraction", b"dead_fraction", "dense_fraction", b"dense_fraction", "samples", b"samples", "steps", b"steps", "stopped_early", b"stopped_early", "train_nmse", b"train_nmse", "val_nmse", b"val_nmse"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__best_epoch: _TypeAlias = _typing.Literal["best_epoch"]  # noqa: Y015
+    _WhichOneofArgType__best_epoch: _TypeAlias = _typing.Literal["_best_epoch", b"_best_epoch"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__best_epoch) -> _WhichOneofReturnType__best_epoch | None: ...
 
 Global___SaeMetrics: _TypeAlias = SaeMetrics  # noqa: Y015
 
@@ -425,6 +444,7 @@ class TrainRequest(_message.Message):
     MAX_STEPS_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     VAL_FRACTION_FIELD_NUMBER: _builtins.int
+    PATIENCE_FIELD_NUMBER: _builtins.int
     MAKE_DEFAULT_FIELD_NUMBER: _builtins.int
     embeddings_path: _builtins.str
     """Path (on the server) of an embedding store directory to train on.
@@ -445,6 +465,13 @@ class TrainRequest(_message.Message):
     """Fraction of rows held out for validation, in [0, 1); 0 trains on every row with no validation.
     Unset means the core default (0.1).
     """
+    patience: _builtins.int
+    """Early stopping: end the run after this many epochs in a row without a better validation NMSE;
+    0 runs every epoch. Either way the SAE kept is the epoch with the best validation NMSE, and
+    without a validation split (val_fraction 0) there is no early stopping. 0 to the server's
+    max_train_epochs (a patience of at least epochs never stops early). Unset means the core
+    default (5).
+    """
     make_default: _builtins.bool
     """Make the new SAE the default one. Without it the default stays as it is, except that the
     first SAE of a server with none becomes the default.
@@ -464,11 +491,12 @@ class TrainRequest(_message.Message):
         max_steps: _builtins.int | None = ...,
         seed: _builtins.int | None = ...,
         val_fraction: _builtins.float | None = ...,
+        patience: _builtins.int | None = ...,
         make_default: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_epochs", b"_epochs", "_learning_rate", b"_learning_rate", "_max_steps", b"_max_steps", "_seed", b"_seed", "_val_fraction", b"_val_fraction", "batch_size", b"batch_size", "config", b"config", "epochs", b"epochs", "learning_rate", b"learning_rate", "max_steps", b"max_steps", "seed", b"seed", "val_fraction", b"val_fraction"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_epochs", b"_epochs", "_learning_rate", b"_learning_rate", "_max_steps", b"_max_steps", "_patience", b"_patience", "_seed", b"_seed", "_val_fraction", b"_val_fraction", "batch_size", b"batch_size", "config", b"config", "epochs", b"epochs", "learning_rate", b"learning_rate", "max_steps", b"max_steps", "patience", b"patience", "seed", b"seed", "val_fraction", b"val_fraction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_epochs", b"_epochs", "_learning_rate", b"_learning_rate", "_max_steps", b"_max_steps", "_seed", b"_seed", "_val_fraction", b"_val_fraction", "batch_size", b"batch_size", "config", b"config", "embeddings_path", b"embeddings_path", "epochs", b"epochs", "learning_rate", b"learning_rate", "make_default", b"make_default", "max_steps", b"max_steps", "seed", b"seed", "val_fraction", b"val_fraction"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_epochs", b"_epochs", "_learning_rate", b"_learning_rate", "_max_steps", b"_max_steps", "_patience", b"_patience", "_seed", b"_seed", "_val_fraction", b"_val_fraction", "batch_size", b"batch_size", "config", b"config", "embeddings_path", b"embeddings_path", "epochs", b"epochs", "learning_rate", b"learning_rate", "make_default", b"make_default", "max_steps", b"max_steps", "patience", b"patience", "seed", b"seed", "val_fraction", b"val_fraction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__batch_size: _TypeAlias = _typing.Literal["batch_size"]  # noqa: Y015
     _WhichOneofArgType__batch_size: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size"]  # noqa: Y015
@@ -478,6 +506,8 @@ class TrainRequest(_message.Message):
     _WhichOneofArgType__learning_rate: _TypeAlias = _typing.Literal["_learning_rate", b"_learning_rate"]  # noqa: Y015
     _WhichOneofReturnType__max_steps: _TypeAlias = _typing.Literal["max_steps"]  # noqa: Y015
     _WhichOneofArgType__max_steps: _TypeAlias = _typing.Literal["_max_steps", b"_max_steps"]  # noqa: Y015
+    _WhichOneofReturnType__patience: _TypeAlias = _typing.Literal["patience"]  # noqa: Y015
+    _WhichOneofArgType__patience: _TypeAlias = _typing.Literal["_patience", b"_patience"]  # noqa: Y015
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
     _WhichOneofReturnType__val_fraction: _TypeAlias = _typing.Literal["val_fraction"]  # noqa: Y015
@@ -490,6 +520,8 @@ class TrainRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__learning_rate) -> _WhichOneofReturnType__learning_rate | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_steps) -> _WhichOneofReturnType__max_steps | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__patience) -> _WhichOneofReturnType__patience | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
     @_typing.overload

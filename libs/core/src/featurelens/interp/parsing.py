@@ -62,6 +62,7 @@ class LabelParseError(ValueError):
 
     def __init__(self, message: str, excerpt: str, usage: Usage | None = None) -> None:
         super().__init__(f"{message}; the answer began: {excerpt!r}")
+        self.reason = message
         self.excerpt = excerpt
         self.usage = usage or Usage()
 
@@ -295,3 +296,71 @@ def _clean_label(raw: str) -> str:
 def _excerpt(text: str) -> str:
     flat = _WHITESPACE.sub(" ", text).strip()
     return flat if len(flat) <= _EXCERPT_CHARS else flat[:_EXCERPT_CHARS] + "…"
+
+
+_CHOICE_KEYS = ("choice", "answer", "topic", "candidate")
+_CHOICE_LINE = re.compile(r"^[\s>*_#-]*(?:choice|answer|topic)[\s*_]*[:：=]\s*\(?(\d+)\)?", re.I | re.M)
+_BARE_NUMBER = re.compile(r"^\s*\(?(\d+)\)?[.)]?\s*$")
+_REWRITE_KEYS = ("query", "rewritten_query", "rewrite")
+#: Longest rewritten query kept, in characters (a search query, not an essay).
+MAX_REWRITE_CHARS = 300
+
+
+def parse_choice(text: str, candidates: int) -> int:
+    """The 0-based index of the candidate a judge's answer picks (it numbers them 1..candidates).
+
+    Accepted, in this order: a JSON object with a ``choice`` (or ``answer``, ``topic``,
+    ``candidate``) number, a ``Choice: 3`` line, or an answer that is only the number. Raises
+    ``LabelParseError`` when none names a candidate in range: a guess is never made up.
+    """
+    excerpt = _excerpt(text)
+    numbers: list[int] = []
+    for body in _bodies(text):
+        for value in _json_values(body):
+            if isinstance(value, dict):
+                found = _first_ci(value, _CHOICE_KEYS)
+                if isinstance(found, int | str) and str(found).strip().isdigit():
+                    numbers.append(int(str(found).strip()))
+    numbers += [int(match) for match in _CHOICE_LINE.findall(text)]
+    bare = _BARE_NUMBER.match(text)
+    if bare:
+        numbers.append(int(bare.group(1)))
+    for number in numbers:
+        if 1 <= number <= candidates:
+            return number - 1
+    if numbers:
+        raise LabelParseError(f"the judge picked {numbers[0]}, not one of 1 to {candidates}", excerpt)
+    raise LabelParseError("the judge's answer names no candidate", excerpt)
+
+
+def parse_rewrite(text: str) -> str:
+    """The rewritten query in an answer: a JSON object's ``query`` or the answer's first line,
+    cleaned and capped at ``MAX_REWRITE_CHARS``. Raises ``LabelParseError`` when it is empty or a
+    refusal."""
+    excerpt = _excerpt(text)
+    for body in _bodies(text):
+        for value in _json_values(body):
+            if isinstance(value, dict):
+                found = _first_ci(value, _REWRITE_KEYS)
+                if isinstance(found, str) and found.strip():
+                    return _capped_query(found)
+    if _REFUSAL.search(text):
+        raise LabelParseError("the rewriter declined to rewrite the query", excerpt)
+    stripped = _strip_fences(text).strip()
+    if stripped.startswith(("{", "[")):
+        raise LabelParseError("the rewriter's answer holds no query", excerpt)
+    first = next((line for line in stripped.splitlines() if line.strip()), "")
+    first = re.sub(r"^\s*(?:rewritten\s+)?query\s*[:：=]\s*", "", first, flags=re.I)
+    query = _capped_query(first)
+    if not query:
+        raise LabelParseError("the rewriter's answer is empty", excerpt)
+    return query
+
+
+def _capped_query(raw: str) -> str:
+    query = _WHITESPACE.sub(" ", raw).strip().strip(_QUOTES).strip()
+    if len(query) > MAX_REWRITE_CHARS:
+        cut = query[:MAX_REWRITE_CHARS]
+        space = cut.rfind(" ")
+        query = cut[:space] if space > MAX_REWRITE_CHARS // 2 else cut
+    return query

@@ -21,6 +21,7 @@ from featurelens.services.labelling.labellers import LabellerFactory
 from featurelens.services.labelling.labels import Labels
 from featurelens.services.labelling.scoring import LabelScorer
 from featurelens.services.labelling.settings import LabellingSettings
+from featurelens.services.labelling.steering_calls import SteeringCalls
 from featurelens.v1 import labelling_pb2, labelling_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class LabellingServicer(labelling_pb2_grpc.LabellingServiceServicer):
         self.peers = peers
         self.labellers = labellers
         self.settings = settings
+        self.steering = SteeringCalls(labellers, settings.default_domain)
 
     # -- lifecycle (the kit's Servicer protocol) --------------------------------------------
 
@@ -173,3 +175,15 @@ class LabellingServicer(labelling_pb2_grpc.LabellingServiceServicer):
     ) -> labelling_pb2.ScoreLabelResponse:
         record = await LabelScorer(self.peers, self.labellers, self.settings.default_domain).score(request)
         return labelling_pb2.ScoreLabelResponse(label=convert.feature_label(record))
+
+    @override
+    async def JudgeSteering(
+        self, request: labelling_pb2.JudgeSteeringRequest, context: aio.ServicerContext
+    ) -> labelling_pb2.JudgeSteeringResponse:
+        return await self.steering.judge(request)
+
+    @override
+    async def RewriteQuery(
+        self, request: labelling_pb2.RewriteQueryRequest, context: aio.ServicerContext
+    ) -> labelling_pb2.RewriteQueryResponse:
+        return await self.steering.rewrite(request)

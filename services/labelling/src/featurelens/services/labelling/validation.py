@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from featurelens.interp.examples import ExampleConfig
+from featurelens.interp.steering_llm import MAX_CANDIDATES, MAX_RESULTS, MIN_CANDIDATES, SteeringDirection
 from featurelens.kit import FailedPreconditionError, InvalidArgumentError, names
 from featurelens.kit.echo import shown
 from featurelens.kit.fields import feature_ids
@@ -206,3 +207,56 @@ class EndpointRules:
             f"llm_base_url {shown(requested)} is not allowed by this server; its operator can add it to "
             "FEATURELENS_LABELLING_LLM_ALLOWED_BASE_URLS"
         )
+
+
+#: Longest result text a JudgeSteering call may send (the judge is shown the start of each).
+MAX_RESULT_TEXT_CHARS = 10_000
+_DIRECTIONS: dict[int, SteeringDirection] = {
+    labelling_pb2.STEERING_DIRECTION_UP: "up",
+    labelling_pb2.STEERING_DIRECTION_DOWN: "down",
+}
+
+
+def direction(value: int) -> SteeringDirection:
+    """ "up" or "down"; an unset direction is refused (the judge's question depends on it)."""
+    if value not in _DIRECTIONS:
+        raise InvalidArgumentError(
+            "direction is unset; say STEERING_DIRECTION_UP (towards the topic) or STEERING_DIRECTION_DOWN"
+        )
+    return _DIRECTIONS[value]
+
+
+def topic(value: str, field: str) -> str:
+    """A topic or candidate label: 1 to MAX_LABEL_CHARS printable characters."""
+    text = value.strip()
+    if not text or len(text) > MAX_LABEL_CHARS or not text.isprintable():
+        raise InvalidArgumentError(
+            f"{field} {shown(value)} is not a short topic: use 1 to {MAX_LABEL_CHARS} printable characters"
+        )
+    return text
+
+
+def candidates(values: Sequence[str]) -> list[str]:
+    """The judge's candidate topics: MIN_CANDIDATES to MAX_CANDIDATES, each a topic, none twice."""
+    if not MIN_CANDIDATES <= len(values) <= MAX_CANDIDATES:
+        raise InvalidArgumentError(
+            f"candidates has {len(values)} topics; give {MIN_CANDIDATES} to {MAX_CANDIDATES}"
+        )
+    checked = [topic(value, f"candidates[{index}]") for index, value in enumerate(values)]
+    if len({text.lower() for text in checked}) < len(checked):
+        raise InvalidArgumentError("candidates repeat a topic: the judge could not tell them apart")
+    return checked
+
+
+def result_texts(values: Sequence[str], field: str) -> list[str]:
+    """One side's result texts: 1 to MAX_RESULTS, each non-empty and at most MAX_RESULT_TEXT_CHARS."""
+    if not 1 <= len(values) <= MAX_RESULTS:
+        raise InvalidArgumentError(f"{field} has {len(values)} texts; give 1 to {MAX_RESULTS}")
+    for index, value in enumerate(values):
+        if not value.strip():
+            raise InvalidArgumentError(f"{field}[{index}] is empty; send each result's title or text")
+        if len(value) > MAX_RESULT_TEXT_CHARS:
+            raise InvalidArgumentError(
+                f"{field}[{index}] has {len(value):,} characters; the limit is {MAX_RESULT_TEXT_CHARS:,}"
+            )
+    return list(values)

@@ -206,6 +206,8 @@ def sae_info(entry: SaeEntry, *, is_default: bool) -> sae_pb2.SaeInfo:
             # Checkpoints written before metrics.json recorded samples fall back to steps × batch
             # size (an overcount only when there were fewer training rows than one batch).
             samples=int(metrics.get("samples") or steps * batch_size),
+            best_epoch=_best_epoch(metrics),
+            stopped_early=metrics.get("stopped_early") is True,
         ),
         embedding_model=info.embedding_model or "",
         created_unix=entry.created_unix,
@@ -215,6 +217,19 @@ def sae_info(entry: SaeEntry, *, is_default: bool) -> sae_pb2.SaeInfo:
 
 def _number(value: object) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
+
+
+def _best_epoch(metrics: dict[str, Any]) -> int | None:
+    """The epoch whose weights the SAE holds; None when no validation split chose one.
+
+    metrics.json written before early stopping has no best_epoch: those runs kept their last
+    epoch, the last one validated in val_curve ([epoch, step, val_nmse] rows; empty without a split).
+    """
+    if "best_epoch" in metrics:
+        best = metrics["best_epoch"]
+        return best if isinstance(best, int) else None
+    curve = metrics.get("val_curve") or []
+    return int(curve[-1][0]) if curve else None
 
 
 def step_response(metrics: StepMetrics, *, batch_size: int, val_nmse: float) -> sae_pb2.TrainResponse:

@@ -272,8 +272,11 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
         if result.final_train is not None:
             message += f" · train nmse {result.final_train.nmse:.4f}"
         if result.best_epoch is not None:
-            stopped = ", stopped early" if result.stopped_early else ""
-            message += f" · kept epoch {result.best_epoch + 1}{stopped}"
+            # The last validation is at the end of the last epoch run (best_epoch implies one).
+            epochs_run = result.val_curve[-1][0] + 1
+            message += f" · kept epoch {result.best_epoch + 1} of {epochs_run}"
+            if result.stopped_early:
+                message += f", stopped early: no better val nmse for {train_cfg.patience} epochs"
         yield sae_pb2.TrainResponse(
             progress=common_pb2.Progress(
                 stage="done",

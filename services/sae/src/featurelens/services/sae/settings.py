@@ -79,7 +79,9 @@ class SaeSettings(ServiceSettings):
         "Train call may ask for: the default, 2^26, trains in about 2 GiB (weights, gradients and Adam "
         "state), e.g. 43,690 latents at d_in 1536.",
     )
-    max_train_epochs: int = Field(1000, ge=1, description="Most epochs a Train call may ask for.")
+    max_train_epochs: int = Field(
+        1000, ge=1, description="Most epochs (and the largest patience) a Train call may ask for."
+    )
     max_train_batch_size: int = Field(
         65_536, ge=2, description="Largest batch_size (rows per step) a Train call may ask for."
     )

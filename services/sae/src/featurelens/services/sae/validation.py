@@ -49,6 +49,7 @@ _TRAIN_FIELDS = {
     "max_steps": "max_steps",
     "seed": "seed",
     "val_fraction": "val_fraction",
+    "patience": "patience",
 }
 #: Fields sent as float32 on the wire.
 _FLOAT_FIELDS = frozenset({"auxk_coef", "multik_coef", "learning_rate", "val_fraction"})
@@ -213,6 +214,12 @@ def _check_limits(sae_cfg: SaeConfig, train_cfg: TrainConfig, limits: TrainLimit
         raise InvalidArgumentError(
             f"epochs {train_cfg.epochs:,} is above this server's limit of {limits.max_train_epochs:,} "
             "(FEATURELENS_SAE_MAX_TRAIN_EPOCHS)"
+        )
+    # A patience of at least epochs never stops a run early, so the epoch cap bounds it too.
+    if train_cfg.patience > limits.max_train_epochs:
+        raise InvalidArgumentError(
+            f"patience {train_cfg.patience:,} is above this server's limit of {limits.max_train_epochs:,} "
+            "(FEATURELENS_SAE_MAX_TRAIN_EPOCHS); 0 runs every epoch"
         )
     if train_cfg.batch_size > limits.max_train_batch_size:
         raise InvalidArgumentError(
