@@ -36,6 +36,7 @@ typecheck: install
 
 pytest: install
 	scripts/ensure_redis.sh
+	scripts/ensure_chromium.sh
 	$(PY) -m pytest -q
 
 test: lint typecheck pytest

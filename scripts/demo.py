@@ -14,6 +14,10 @@
 7. Build the feature families (co-occurrence trees, labelled from their members' labels), print
    their statistics beside the paper's, draw the family of the cosmology feature as a tree, and
    run the query steered by the whole family.
+8. Serve the web explorer (the HTTP gateway) on the stack just built and print its URL; keep
+   serving until Ctrl-C when stdin is a terminal or --serve is given, else stop. The HTTP port
+   (--http-port, default 8080) is taken at the start: when it is busy the demo says so and stops
+   before doing any work.
 
 LLM settings, all optional (the key is read by the server, never printed):
   FEATURELENS_LLM_BASE_URL        e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1
@@ -26,15 +30,18 @@ LLM settings, all optional (the key is read by the server, never printed):
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import json
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from urllib.parse import urlencode
 
 import numpy as np
 from rich.console import Console
@@ -55,6 +62,8 @@ from featurelens.client.types import (
 from featurelens.corpus import count_records, held_out, read_corpus
 from featurelens.embedding import EmbeddingStore, embed_corpus
 from featurelens.kit.launcher import HostStartError, start_embedded
+from featurelens.services.gateway.server import Gateway, bind
+from featurelens.services.gateway.settings import GatewaySettings
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FEATURELENS_DATA_DIR", ROOT.parent / "shared" / "data"))
@@ -132,6 +141,83 @@ def embedded_server() -> Iterator[str]:
         except HostStartError as error:
             raise SystemExit(str(error)) from None
         yield host.address
+
+
+#: Where the explorer listens: loopback only (the demo's stack is for this machine).
+HTTP_HOST = "127.0.0.1"
+DEFAULT_HTTP_PORT = 8080
+
+
+def reserve_http_port(port: int) -> socket.socket:
+    """The explorer's listening socket, bound now so that a busy port stops the demo at once."""
+    try:
+        return bind(HTTP_HOST, port)
+    except OSError as error:
+        raise SystemExit(
+            f"cannot serve the explorer on {HTTP_HOST}:{port} ({error.strerror or error}): stop what "
+            f"uses that port, or choose another with make demo DEMO_ARGS='--http-port {port + 1}'"
+        ) from None
+
+
+def explorer_url(port: int, sae_id: str, query: str = QUERY) -> str:
+    """The explorer's search page on the demo's corpus and SAE, with the demo's query."""
+    params = urlencode({"corpus": CORPUS, "sae": sae_id, "mode": "hybrid", "q": query})
+    return f"http://{HTTP_HOST}:{port}/search?{params}"
+
+
+def keep_serving(serve: bool, stdin_is_terminal: bool) -> bool:
+    """Serve until Ctrl-C when asked (--serve) or when someone sits at a terminal."""
+    return serve or stdin_is_terminal
+
+
+@contextmanager
+def serving_explorer(grpc_address: str, sock: socket.socket) -> Iterator[int]:
+    """The HTTP gateway (JSON API and explorer) on ``sock`` in front of the embedded server, served
+    from a thread of its own until the block ends; its port."""
+    settings = GatewaySettings(
+        host=HTTP_HOST,
+        port=int(sock.getsockname()[1]),
+        encoder_address=grpc_address,
+        sae_address=grpc_address,
+        search_address=grpc_address,
+        labelling_address=grpc_address,
+        family_address=grpc_address,
+    )
+    gateway = Gateway(settings, sock)
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    failed: list[BaseException] = []
+
+    async def serve() -> None:
+        gateway.start()
+        try:
+            await gateway.wait_started()
+        except BaseException as error:
+            failed.append(error)
+            raise
+        finally:
+            started.set()
+        await gateway.server_task()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), name="explorer", daemon=True)
+    thread.start()
+    started.wait(timeout=60)
+    if failed or not started.is_set():
+        raise SystemExit(f"the explorer did not start: {failed[0] if failed else 'timed out'}")
+    try:
+        yield gateway.port
+    finally:
+        asyncio.run_coroutine_threadsafe(gateway.stop(), loop).result(timeout=30)
+        thread.join(timeout=30)
+        loop.close()
+
+
+def wait_for_ctrl_c() -> None:
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        console.print("\nstopping")
 
 
 def redis_answers() -> bool:
@@ -509,9 +595,18 @@ def main() -> None:
     parser.add_argument(
         "--limit", type=int, default=None, help="use only the first N papers (a quicker first run)"
     )
+    parser.add_argument(
+        "--http-port", type=int, default=DEFAULT_HTTP_PORT, help="port of the web explorer at the end"
+    )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep serving the explorer until Ctrl-C (the default when stdin is a terminal)",
+    )
     args = parser.parse_args()
     if not CORPUS_FILE.exists():
         raise SystemExit(f"corpus not found: {CORPUS_FILE} (set FEATURELENS_DATA_DIR)")
+    http_socket = reserve_http_port(args.http_port)
 
     with embedded_server() as address, FeaturelensClient(address, timeout_s=120) as client:
         console.rule("1. embed")
@@ -561,6 +656,13 @@ def main() -> None:
         console.rule("7. feature families")
         build_families(client, sae_id)
         steer_by_family(client, sae_id, family_of(client, sae_id, feature), query_vector, categories)
+
+        console.rule("8. the web explorer")
+        with serving_explorer(address, http_socket) as port:
+            console.print(f"explore the features in a browser: {explorer_url(port, sae_id)}", soft_wrap=True)
+            if keep_serving(args.serve, sys.stdin.isatty()):
+                console.print("serving the explorer until Ctrl-C")
+                wait_for_ctrl_c()
 
 
 if __name__ == "__main__":

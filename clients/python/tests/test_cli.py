@@ -140,7 +140,8 @@ def test_embed_with_an_unknown_model_names_the_servers_sentence(
 def test_up_serves_every_installed_service_until_interrupted(tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("FEATURELENS_REDIS_URL", None)
-    command = [sys.executable, "-m", "featurelens.cli.main", "up", "--port", "0", "--models", "wordllama"]
+    command = [sys.executable, "-m", "featurelens.cli.main", "up", "--port", "0", "--http-port", "0"]
+    command += ["--models", "wordllama"]
     process = subprocess.Popen(
         [*command, "--data-dir", str(tmp_path / "data")],
         stdout=subprocess.PIPE,
@@ -181,7 +182,7 @@ def restore_root_logger() -> Iterator[None]:
 def test_up_with_an_invalid_setting_says_which_and_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FEATURELENS_ENCODER_BATCH_SIZE", "many")
 
-    result = runner.invoke(app, ["up", "--port", "0", "--models", "wordllama"])
+    result = runner.invoke(app, ["up", "--port", "0", "--http-port", "0", "--models", "wordllama"])
 
     assert result.exit_code == 1
     assert "batch_size" in result.stderr

@@ -1,12 +1,16 @@
-"""``featurelens up``: every installed service in one process on one port (the embedded mode).
+"""``featurelens up``: every installed service in one process on one port (the embedded mode), and
+the HTTP gateway (the JSON API and the web explorer) on a port of its own.
 
 The host itself (service discovery, settings, the server) lives in the kit,
-``featurelens.kit.embedded``; this command only gives it a command line and a console.
+``featurelens.kit.embedded``, and the gateway in ``featurelens.services.gateway``; this command
+only gives them a command line and a console, and runs both in one event loop: the gateway stops
+after the gRPC server has drained.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,6 +20,10 @@ from featurelens.cli.console import console, err_console, fail
 
 if TYPE_CHECKING:
     from featurelens.kit import GrpcServer
+    from featurelens.kit.embedded import EmbeddedHost
+    from featurelens.services.gateway.server import Gateway
+
+DEFAULT_HTTP_PORT = 8080
 
 
 def up(
@@ -33,6 +41,12 @@ def up(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    http_port: Annotated[
+        int,
+        typer.Option(
+            "--http-port", help="Port of the HTTP gateway (JSON API and web explorer); 0 turns it off."
+        ),
+    ] = DEFAULT_HTTP_PORT,
 ) -> None:
     """Run every installed featurelens service in this process until Ctrl-C or SIGTERM."""
     try:
@@ -48,20 +62,22 @@ def up(
     except EmbeddedHostError as error:
         raise fail(str(error)) from error
     configure_logging(log_level, "auto")
+    gateway = _gateway(embedded, http_port) if http_port else None
     names = ", ".join(embedded.names)
     err_console.print(
         f"starting {names} on {host}:{embedded.port} (loading models)...", highlight=False, soft_wrap=True
     )
+    web = f"; HTTP API and explorer at http://{_url_host(host)}:{gateway.port}" if gateway else ""
 
     def announce(server: GrpcServer) -> None:
         console.print(
-            f"featurelens is up at {server.address} ({names}); Ctrl-C stops it",
+            f"featurelens is up at {server.address} ({names}){web}; Ctrl-C stops it",
             highlight=False,
             soft_wrap=True,
         )
 
     try:
-        asyncio.run(embedded.serve(on_ready=announce))
+        asyncio.run(_serve(embedded, gateway, announce))
     except KeyboardInterrupt:
         # Ctrl-C before the server took over the signal (while models were still loading).
         raise fail("interrupted", 130) from None
@@ -70,3 +86,44 @@ def up(
     except Exception as error:
         raise fail(f"a service failed to start: {error}") from error
     console.print("featurelens stopped", highlight=False, soft_wrap=True)
+
+
+def _gateway(embedded: EmbeddedHost, http_port: int) -> Gateway:
+    """The HTTP gateway in front of the embedded host, its port bound now (so a taken port fails
+    before the models load)."""
+    from featurelens.kit.embedded import connect_host
+
+    try:
+        from featurelens.services.gateway.server import embedded_gateway
+    except ModuleNotFoundError as error:
+        raise fail(
+            "the HTTP gateway is not installed: pip install featurelens-gateway, or pass --http-port 0"
+        ) from error
+    try:
+        return embedded_gateway(f"{connect_host(embedded.host)}:{embedded.port}", embedded.host, http_port)
+    except OSError as error:
+        raise fail(
+            f"could not bind the HTTP gateway to {embedded.host}:{http_port} ({error.strerror or error}); "
+            "choose another --http-port, or 0 to run without it"
+        ) from error
+
+
+def _url_host(host: str) -> str:
+    from featurelens.kit.embedded import connect_host
+
+    reachable = connect_host(host)
+    return f"[{reachable}]" if ":" in reachable else reachable
+
+
+async def _serve(
+    embedded: EmbeddedHost, gateway: Gateway | None, announce: Callable[[GrpcServer], None]
+) -> None:
+    """The gRPC host until SIGTERM or SIGINT, with the gateway beside it in the same event loop."""
+    if gateway is None:
+        await embedded.serve(on_ready=announce)
+        return
+    gateway.start()
+    try:
+        await embedded.serve(on_ready=announce)
+    finally:
+        await gateway.stop()
