@@ -4,8 +4,6 @@ rather than at `docker compose up`: files that exist, ports that agree, settings
 from __future__ import annotations
 
 import fnmatch
-import importlib
-import inspect
 import json
 import re
 import shlex
@@ -18,8 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from featurelens.kit import ServiceSettings
+from deployment_settings import load_settings, settings_class, unknown_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
@@ -98,29 +95,6 @@ def is_ignored(source: str, patterns: list[str]) -> bool:
     parts = Path(source).parts
     prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
     return any(fnmatch.fnmatch(prefix, pattern) for prefix in prefixes for pattern in patterns)
-
-
-def settings_class(service: str) -> type[ServiceSettings]:
-    """The one ServiceSettings subclass defined in featurelens.services.<service>.settings."""
-    module = importlib.import_module(f"featurelens.services.{service}.settings")
-    classes = [
-        cls
-        for _, cls in inspect.getmembers(module, inspect.isclass)
-        if issubclass(cls, ServiceSettings) and cls.__module__ == module.__name__
-    ]
-    assert len(classes) == 1, f"{module.__name__} should define one ServiceSettings subclass, found {classes}"
-    return classes[0]
-
-
-def unknown_settings(variables: dict[str, Any], service: str) -> list[str]:
-    cls = settings_class(service)
-    prefix = f"FEATURELENS_{service.upper()}_"
-    fields = {name.upper() for name in cls.model_fields}
-    return [
-        key
-        for key in variables
-        if key.startswith("FEATURELENS_") and not (key.startswith(prefix) and key[len(prefix) :] in fields)
-    ]
 
 
 def environment(spec: dict[str, Any]) -> dict[str, str]:
@@ -209,16 +183,85 @@ def test_a_featurelens_service_container_binds_every_interface_explicitly(name: 
 
 
 @pytest.mark.parametrize("name", sorted(FEATURELENS_SERVICES))
-def test_featurelens_variables_in_compose_name_real_settings_with_valid_values(
-    name: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_featurelens_variables_in_compose_name_real_settings_with_valid_values(name: str) -> None:
     spec, service = SERVICES[name], FEATURELENS_SERVICES[name]
     env = environment(spec)
 
     assert unknown_settings(env, service) == []
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    settings_class(service)()  # raises a ValidationError naming any value that does not parse
+    load_settings(env, service)  # raises a ValidationError naming any value that does not parse
+
+
+@pytest.mark.parametrize("name", sorted(FEATURELENS_SERVICES))
+def test_a_featurelens_service_reads_its_api_keys_from_a_secret_it_mounts(name: str) -> None:
+    spec, service = SERVICES[name], FEATURELENS_SERVICES[name]
+    env = environment(spec)
+    prefix = f"FEATURELENS_{service.upper()}_"
+    key_setting = "API_KEY_FILE" if service in SDK_SERVICES else "API_KEYS_FILE"
+
+    assert env.get(prefix + key_setting, "").startswith("/run/secrets/"), f"{name}: no API key secret"
+    assert secret_file_problems(spec, COMPOSE) == []
+
+
+def secret_file_problems(spec: dict[str, Any], compose: dict[str, Any]) -> list[str]:
+    """What is wrong with the secrets of a compose service: a variable naming /run/secrets/<name>
+    that the service does not mount, or a mounted secret the file does not define."""
+    mounts = [s if isinstance(s, dict) else {"source": s} for s in spec.get("secrets", [])]
+    mounted = {m.get("target", m["source"]) for m in mounts}
+    problems = [
+        f"{key}: the service does not mount the secret {value.removeprefix('/run/secrets/')!r}"
+        for key, value in environment(spec).items()
+        if value.startswith("/run/secrets/") and value.removeprefix("/run/secrets/") not in mounted
+    ]
+    defined = compose.get("secrets", {})
+    problems += [f"secret {m['source']!r} is not defined" for m in mounts if m["source"] not in defined]
+    return problems
+
+
+def test_the_secret_check_catches_a_secret_the_service_does_not_mount_or_the_file_lacks() -> None:
+    env = {"FEATURELENS_SEARCH_API_KEYS_FILE": "/run/secrets/api_keys"}
+
+    mounting = {"environment": env, "secrets": ["api_keys"]}
+
+    assert len(secret_file_problems({"environment": env, "secrets": ["x"]}, {"secrets": {"x": {}}})) == 1
+    assert len(secret_file_problems(mounting, {"secrets": {}})) == 1
+    assert secret_file_problems(mounting, {"secrets": {"api_keys": {}}}) == []
+
+
+def test_the_api_key_secrets_are_git_ignored_files_with_a_committed_example() -> None:
+    files = [str(ROOT / secret["file"]) for secret in COMPOSE["secrets"].values()]
+    ignored = subprocess.run(
+        ["git", "check-ignore", *files], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.split()
+    example = ROOT / "secrets" / "api_keys.example.txt"
+
+    assert set(COMPOSE["secrets"]) == {"api_keys", "peer_api_key"}
+    assert ignored == files, "a secrets file is not git-ignored"
+    assert example.is_file()
+    assert subprocess.run(["git", "check-ignore", "-q", str(example)], cwd=ROOT, check=False).returncode == 1
+
+
+# -- the GPU overlay (infra/compose/docker-compose.gpu.yml) ------------------------------------------
+
+GPU_OVERLAY_PATH = ROOT / "infra" / "compose" / "docker-compose.gpu.yml"
+GPU_OVERLAY = yaml.safe_load(GPU_OVERLAY_PATH.read_text(encoding="utf-8"))
+
+
+def gpu_reservations(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    devices = spec.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+    return [d for d in devices if "gpu" in d.get("capabilities", [])]
+
+
+def test_the_gpu_overlay_reserves_an_nvidia_gpu_for_sae_only_and_makes_it_use_cuda() -> None:
+    overlay = GPU_OVERLAY["services"]
+    with_gpu = {name for name, spec in {**SERVICES, **overlay}.items() if gpu_reservations(spec)}
+    sae = overlay["sae"]
+    env = {**environment(SERVICES["sae"]), **environment(sae)}
+
+    assert with_gpu == {"sae"}
+    assert all(d["driver"] == "nvidia" for d in gpu_reservations(sae))
+    assert set(overlay) <= set(SERVICES), "the overlay names a service docker-compose.yml lacks"
+    assert unknown_settings(environment(sae), "sae") == []
+    assert load_settings(env, "sae").device == "cuda"  # type: ignore[attr-defined]
 
 
 # -- Dockerfiles -----------------------------------------------------------------------------------
@@ -319,9 +362,13 @@ def _run_tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_compose_file_is_valid_under_the_compose_specification() -> None:
+def test_the_compose_files_are_valid_under_the_compose_specification() -> None:
     result = _run_tool(
-        "check-jsonschema", "--builtin-schema", "vendor.compose-spec", str(ROOT / "docker-compose.yml")
+        "check-jsonschema",
+        "--builtin-schema",
+        "vendor.compose-spec",
+        str(ROOT / "docker-compose.yml"),
+        str(GPU_OVERLAY_PATH),
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
@@ -332,3 +379,8 @@ def test_a_dockerfile_passes_hadolint(dockerfile: Path) -> None:
     result = _run_tool("hadolint", "--no-color", str(dockerfile))
 
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_secrets_folder_never_reaches_the_image_builder() -> None:
+    assert is_ignored("secrets/api_keys.txt", dockerignore_patterns())
+    assert not is_ignored("services/search/Dockerfile", dockerignore_patterns())

@@ -17,6 +17,7 @@ import functools
 import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
 
 import grpc
 import numpy as np
@@ -53,10 +54,12 @@ DEFAULT_SAE = "sae-32-k2"
 
 
 class BackgroundServer:
-    """A GrpcServer in a thread of its own; ``address`` is valid once ``start`` returns."""
+    """A GrpcServer in a thread of its own; ``address`` is valid once ``start`` returns.
+    ``server_options`` go to the GrpcServer (``auth=``, ``tls=``)."""
 
-    def __init__(self, servicers: Sequence[Servicer]) -> None:
+    def __init__(self, servicers: Sequence[Servicer], **server_options: Any) -> None:
         self._servicers = list(servicers)
+        self._server_options = server_options
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="test-grpc-server", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -85,7 +88,9 @@ class BackgroundServer:
             self._ready.set()
 
     async def _serve(self) -> None:
-        server = GrpcServer(self._servicers, host="127.0.0.1", port=0, grace_period_s=1.0)
+        server = GrpcServer(
+            self._servicers, host="127.0.0.1", port=0, grace_period_s=1.0, **self._server_options
+        )
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         await server.start()
@@ -1015,12 +1020,19 @@ def closed_address() -> str:
 
 
 @pytest.fixture(scope="module")
-def serve() -> Iterator[Callable[[Sequence[Servicer]], str]]:
-    """Serve real servicers on loopback for a module's tests: ``serve([servicer])`` gives the address."""
+def fake_sae() -> FakeSae:
+    """The faked sae service, to serve with ``serve``."""
+    return FakeSae()
+
+
+@pytest.fixture(scope="module")
+def serve() -> Iterator[Callable[..., str]]:
+    """Serve real servicers on loopback for a module's tests: ``serve([servicer])`` gives the address
+    (``serve([servicer], auth=..., tls=...)`` for a server with keys or TLS)."""
     servers: list[BackgroundServer] = []
 
-    def start(servicers: Sequence[Servicer]) -> str:
-        servers.append(BackgroundServer(servicers).start())
+    def start(servicers: Sequence[Servicer], **server_options: Any) -> str:
+        servers.append(BackgroundServer(servicers, **server_options).start())
         return servers[-1].address
 
     yield start

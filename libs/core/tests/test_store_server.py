@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
@@ -76,3 +78,31 @@ def test_a_closed_local_client_is_unavailable() -> None:
     store.close()
     with pytest.raises(StoreUnavailableError):
         store.collection_info("corpus")
+
+
+class RecordingClient(QdrantClient):
+    """The real in-memory client, remembering the arguments of each collection it creates (local
+    mode accepts shard and replication settings but does not keep them)."""
+
+    def __init__(self) -> None:
+        super().__init__(":memory:")
+        self.created: list[dict[str, Any]] = []
+
+    def create_collection(self, collection_name: str, **kwargs: Any) -> bool:  # type: ignore[override]
+        self.created.append(kwargs)
+        return super().create_collection(collection_name, **kwargs)
+
+
+def test_a_corpus_collection_is_created_with_the_stores_shards_and_replication_factor() -> None:
+    client = RecordingClient()
+    QdrantServerDocumentStore(client, shard_number=3, replication_factor=2).ensure_collection("corpus", 4)
+    QdrantServerDocumentStore(client).ensure_collection("other", 4)
+
+    assert (client.created[0]["shard_number"], client.created[0]["replication_factor"]) == (3, 2)
+    assert (client.created[1]["shard_number"], client.created[1]["replication_factor"]) == (None, None)
+
+
+@pytest.mark.parametrize("settings", [{"shard_number": 0}, {"replication_factor": -1}])
+def test_a_shard_or_replica_count_below_1_is_refused(settings: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="give 1 or more"):
+        QdrantServerDocumentStore(QdrantClient(":memory:"), **settings)

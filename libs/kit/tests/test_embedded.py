@@ -216,3 +216,48 @@ def test_an_invalid_setting_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 @pytest.mark.usefixtures("restore_root_logger")
 def test_the_command_exits_1_when_no_service_is_installed(tmp_path: Path) -> None:
     assert main(["--port", "0", "--data-dir", str(tmp_path), "--services", "not_installed"]) == 1
+
+
+@pytest.mark.usefixtures("installed_kitdemo")
+def test_with_a_key_file_the_host_requires_keys_and_its_services_call_each_other_with_their_own(
+    tmp_path: Path,
+) -> None:
+    from featurelens.kit.auth import PeerSecurity
+    from featurelens.kit.peers import peer_security, set_peer_security
+
+    (tmp_path / "keys").write_text("a-user-key-0123456789\n")
+    host = embedded_host(
+        port=0, data_dir=tmp_path / "data", services=["kitdemo"], api_keys_file=tmp_path / "keys"
+    )
+    server = host.build_server()
+
+    assert host.peer_key is not None
+    assert host.peer_key not in repr(host)
+    assert server.auth.keys is not None
+    assert len(server.auth.keys) == 2
+    assert server.auth.refusal("/featurelens.test.KitDemoService/Any", ()) is not None
+    assert (
+        server.auth.refusal(
+            "/featurelens.test.KitDemoService/Any", (("authorization", f"Bearer {host.peer_key}"),)
+        )
+        is None
+    )
+    assert peer_security().api_key == host.peer_key
+    set_peer_security(PeerSecurity())
+    assert (
+        embedded_host(port=0, data_dir=tmp_path / "data", services=["kitdemo"]).build_server().auth.keys
+        is None
+    )
+
+
+@pytest.mark.usefixtures("installed_kitdemo")
+def test_the_host_refuses_a_services_own_keys_and_an_unusable_key_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(EmbeddedHostError, match="does not exist"):
+        embedded_host(port=0, data_dir=tmp_path, services=["kitdemo"], api_keys_file=tmp_path / "missing")
+    monkeypatch.setenv("FEATURELENS_KITDEMO_API_KEYS_FILE", str(tmp_path / "keys"))
+    with pytest.raises(
+        EmbeddedHostError, match="FEATURELENS_KITDEMO_API_KEYS_FILE is set, but the embedded host"
+    ):
+        embedded_host(port=0, data_dir=tmp_path, services=["kitdemo"])

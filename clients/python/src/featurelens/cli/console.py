@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from featurelens.client import APIConnectionError, FeaturelensError
+from featurelens.client import APIConnectionError, FeaturelensClient, FeaturelensError, TlsConfig
 
 console = Console()
 """Results and summaries (stdout)."""
@@ -26,6 +28,40 @@ AddressOption = Annotated[
         help="host:port of the featurelens server (or of the service's own port).",
     ),
 ]
+
+
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="FEATURELENS_API_KEY",
+        show_default=False,
+        help="API key of a server that requires one (prefer the environment variable: a command "
+        "line is visible to other users of the machine).",
+    ),
+]
+
+TlsCaOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-ca",
+        envvar="FEATURELENS_TLS_CA_FILE",
+        help="PEM CA bundle: connect over TLS, verifying the server with it (client certificate for "
+        "mutual TLS: FEATURELENS_TLS_CERT_FILE and FEATURELENS_TLS_KEY_FILE).",
+    ),
+]
+
+
+def connect(address: str, api_key: str | None, tls_ca: Path | None, **options: Any) -> FeaturelensClient:
+    """A client of the server at ``address`` with the command's key and TLS options (the
+    environment fills what they leave out)."""
+    tls = None
+    if tls_ca is not None:
+        tls = dataclasses.replace(TlsConfig.from_env() or TlsConfig(), ca_file=tls_ca)
+    try:
+        return FeaturelensClient(address, api_key=api_key, tls=tls, **options)
+    except ValueError as error:
+        raise fail(str(error)) from error
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

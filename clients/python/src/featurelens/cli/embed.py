@@ -26,12 +26,14 @@ from rich.text import Text
 from featurelens.cli.console import (
     DEFAULT_ADDRESS,
     AddressOption,
+    ApiKeyOption,
+    TlsCaOption,
+    connect,
     console,
     err_console,
     fail,
     reporting_errors,
 )
-from featurelens.client import FeaturelensClient
 
 if TYPE_CHECKING:
     from featurelens.corpus import RowError
@@ -55,6 +57,8 @@ def embed(
         str | None, typer.Option(help="Encoder model id or backend; default: the server's.")
     ] = None,
     address: AddressOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Embed at most this many records.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per Embed call.")] = 256,
     strict: Annotated[
@@ -92,7 +96,7 @@ def embed(
 
     truncated = 0
     started = time.perf_counter()
-    with reporting_errors(address), FeaturelensClient(address) as client:
+    with reporting_errors(address), connect(address, api_key, tls_ca) as client:
         # One tiny call settles which model answers (an alias or the default) and its dimension.
         probe = client.encoder.embed(["featurelens"], model=model)
         model_id, dim = probe.model_id, probe.dim

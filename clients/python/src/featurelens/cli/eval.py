@@ -23,12 +23,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from featurelens.cli.console import (
     DEFAULT_ADDRESS,
     AddressOption,
+    ApiKeyOption,
+    TlsCaOption,
+    connect,
     console,
     err_console,
     fail,
     reporting_errors,
 )
-from featurelens.client import FeaturelensClient
 from featurelens.evaluation.llm_judge import LlmOptions
 from featurelens.evaluation.report import Section, write_report
 from featurelens.evaluation.runner import PARTS, QUICK_TRIALS, headlines, machine, run_all
@@ -235,11 +237,13 @@ def labels(
     ] = None,
     out: OutOption = None,
     address: AddressOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
 ) -> None:
     """The distributions of the label scores per SAE and the share of clean features."""
     from featurelens.evaluation.labels import run_labels
 
-    with reporting_errors(address), FeaturelensClient(address) as client, _working("reading labels"):
+    with reporting_errors(address), connect(address, api_key, tls_ca) as client, _working("reading labels"):
         section = run_labels(client, sae_ids or None)
     _finish(_out_folder(out), [section], _meta(sae_ids=sae_ids or "every SAE"))
 
@@ -257,11 +261,13 @@ def families(
     ] = None,
     out: OutOption = None,
     address: AddressOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
 ) -> None:
     """The family statistics table beside the paper's."""
     from featurelens.evaluation.families import run_families
 
-    with reporting_errors(address), FeaturelensClient(address) as client, _working("families"):
+    with reporting_errors(address), connect(address, api_key, tls_ca) as client, _working("families"):
         section = run_families(client, sae_id, corpus=corpus)
     _finish(_out_folder(out), [section], _meta(sae_id=sae_id, corpus=corpus))
 
@@ -283,6 +289,8 @@ def steering(
     llm_budget: LlmBudgetOption = 2.0,
     out: OutOption = None,
     address: AddressOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
 ) -> None:
     """Steering accuracy against cos(q, q′), SAE steering beside query rewriting (objective judge;
     the paper's LLM judge too with --llm-judge)."""
@@ -298,7 +306,7 @@ def steering(
             options = dataclasses.replace(options, trials=trials or QUICK_TRIALS)
     except ValueError as error:
         raise fail(str(error), 2) from error
-    with reporting_errors(address), FeaturelensClient(address) as client, _working("steering trials"):
+    with reporting_errors(address), connect(address, api_key, tls_ca) as client, _working("steering trials"):
         try:
             section = run_steering(client, options)
         except LlmJudgeError as error:
@@ -325,6 +333,8 @@ def all_parts(
     llm_budget: LlmBudgetOption = 2.0,
     out: OutOption = None,
     address: AddressOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
 ) -> None:
     """Every part into one report; scaling needs --embeddings, steering --corpus-path."""
     llm = _llm_options(llm_judge, llm_model, llm_base_url, llm_budget)
@@ -333,7 +343,7 @@ def all_parts(
         raise fail(f"--skip takes {', '.join(PARTS)}; got {', '.join(unknown)}.", 2)
     scaling_options = _scaling_options(embeddings, quick, None, None, seed, device) if embeddings else None
     folder = _out_folder(out)
-    with reporting_errors(address), FeaturelensClient(address) as client, ExitStack() as stack:
+    with reporting_errors(address), connect(address, api_key, tls_ca) as client, ExitStack() as stack:
         callbacks = None
         if scaling_options is not None and "scaling" not in (skip or ()):
             callbacks = stack.enter_context(_sweep_progress())

@@ -20,13 +20,16 @@ from rich.tree import Tree
 from featurelens.cli.console import (
     DEFAULT_ADDRESS,
     AddressOption,
+    ApiKeyOption,
+    TlsCaOption,
+    connect,
     console,
     err_console,
     fail,
     reporting_errors,
 )
 from featurelens.cli.feature_views import number, quoted
-from featurelens.client import Family, FamilyBuildResult, FamilyMember, FeaturelensClient
+from featurelens.client import Family, FamilyBuildResult, FamilyMember
 
 families_app = typer.Typer(
     name="families",
@@ -102,12 +105,14 @@ def build(
         typer.Option("--domain", help='What the corpus is, told to the LLM, e.g. "astro-ph abstracts".'),
     ] = None,
     address: AddressOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
 ) -> None:
     """Build the families of an SAE from an indexed corpus; shows progress, then their statistics."""
     if threshold is not None and threshold <= 0:
         raise fail(f"--threshold is a normalised co-occurrence in (0, 1]; got {threshold:g}.", 2)
     result: FamilyBuildResult | None = None
-    with reporting_errors(address), FeaturelensClient(address) as client, _progress_bar() as bar:
+    with reporting_errors(address), connect(address, api_key, tls_ca) as client, _progress_bar() as bar:
         task = bar.add_task(f"building families of {sae_id or 'the default SAE'}", total=None, stage="")
         events = client.families.build_families(
             corpus,
@@ -175,9 +180,11 @@ def list_families(
     sae_id: SaeOption = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Families to show, largest first.")] = 20,
     address: AddressOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
 ) -> None:
     """List the families of an SAE, largest first."""
-    with reporting_errors(address), FeaturelensClient(address) as client:
+    with reporting_errors(address), connect(address, api_key, tls_ca) as client:
         page = client.families.list_families(sae_id, page_size=min(limit, 100))
         # One more than shown tells whether there are more.
         families = list(itertools.islice(page, limit + 1))
@@ -212,9 +219,11 @@ def show(
         typer.Option(min=1, help="Draw this many levels below the parent; deeper members are counted."),
     ] = None,
     address: AddressOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
 ) -> None:
     """Draw one family as a tree: each member's feature id, label, density and label score."""
-    with reporting_errors(address), FeaturelensClient(address) as client:
+    with reporting_errors(address), connect(address, api_key, tls_ca) as client:
         family = client.families.get_family(family_id, sae_id)
     _say(_header(family))
     console.print(family_tree(family, max_depth=depth))

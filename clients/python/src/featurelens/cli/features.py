@@ -10,9 +10,18 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from featurelens.cli.console import DEFAULT_ADDRESS, AddressOption, console, fail, reporting_errors
+from featurelens.cli.console import (
+    DEFAULT_ADDRESS,
+    AddressOption,
+    ApiKeyOption,
+    TlsCaOption,
+    connect,
+    console,
+    fail,
+    reporting_errors,
+)
 from featurelens.cli.feature_views import labels_table, number, quoted
-from featurelens.client import ActivatedDocument, FeatureLabel, FeaturelensClient
+from featurelens.client import ActivatedDocument, FeatureLabel
 from featurelens.client.types import NeighbourKind
 
 features_app = typer.Typer(
@@ -46,9 +55,11 @@ def search(
         ),
     ] = False,
     address: AddressOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
 ) -> None:
     """Find the labelled features whose labels are closest in meaning to a phrase."""
-    with reporting_errors(address), FeaturelensClient(address) as client:
+    with reporting_errors(address), connect(address, api_key, tls_ca) as client:
         matches = client.labelling.search_features(sae_id, query, top_k=top_k, substring=substring)
     if not matches:
         _say(f"no labelled feature matches {query!r}; `featurelens label` labels an SAE's features")
@@ -73,10 +84,12 @@ def show(
         typer.Option("--corpus", help="Also show the titles of the feature's top documents in this corpus."),
     ] = None,
     address: AddressOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
 ) -> None:
     """Show one feature's label, every score, the models, prompt version, cost and example documents."""
     documents: list[ActivatedDocument] = []
-    with reporting_errors(address), FeaturelensClient(address) as client:
+    with reporting_errors(address), connect(address, api_key, tls_ca) as client:
         label = client.labelling.get_label(sae_id, feature)
         if corpus is not None:
             documents = client.search.top_documents(corpus, feature, sae_id=sae_id, n=SHOWN_DOCUMENTS)
@@ -133,9 +146,11 @@ def list_labels(
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Labels to show, best first.")] = 20,
     address: AddressOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
 ) -> None:
     """List the labels of an SAE, best score first."""
-    with reporting_errors(address), FeaturelensClient(address) as client:
+    with reporting_errors(address), connect(address, api_key, tls_ca) as client:
         page = client.labelling.list_labels(sae_id, min_pearson_r=min_r, page_size=min(limit, 100))
         # One more than shown tells whether there are more.
         labels = list(itertools.islice(page, limit + 1))
@@ -165,11 +180,13 @@ def neighbours(
     ] = "cooccurrence",
     top_k: Annotated[int, typer.Option("--top-k", min=1, max=1000, help="Neighbours to show.")] = 10,
     address: AddressOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
 ) -> None:
     """Show the features most related to one feature, by co-occurrence or by decoder cosine."""
     if kind not in _KINDS:
         raise fail(f"--kind must be cooccurrence or decoder; got {kind!r}.", 2)
-    with reporting_errors(address), FeaturelensClient(address) as client:
+    with reporting_errors(address), connect(address, api_key, tls_ca) as client:
         found = client.families.feature_neighbours(feature, sae_id, kind=_KINDS[kind], top_k=top_k)
     if not found:
         _say(f"feature {feature} has no neighbours by {kind}")

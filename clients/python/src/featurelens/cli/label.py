@@ -23,13 +23,16 @@ from rich.progress import (
 from featurelens.cli.console import (
     DEFAULT_ADDRESS,
     AddressOption,
+    ApiKeyOption,
+    TlsCaOption,
+    connect,
     console,
     err_console,
     fail,
     reporting_errors,
 )
 from featurelens.cli.feature_views import best_first, labels_table
-from featurelens.client import FeatureLabel, FeaturelensClient, LabelProgress
+from featurelens.client import FeatureLabel, LabelProgress
 
 #: Failures reported one by one as they happen before the rest are only counted.
 SHOWN_FAILURES = 5
@@ -129,6 +132,8 @@ def label(
         ),
     ] = None,
     address: AddressOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
 ) -> None:
     """Label the features of an SAE and score each label; shows progress, cost and cache hits."""
     chosen = parse_features(features) if features is not None else []
@@ -136,7 +141,7 @@ def label(
     last: LabelProgress | None = None
     reported_failures = 0
     started = time.perf_counter()
-    with reporting_errors(address), FeaturelensClient(address) as client, _progress_bar() as bar:
+    with reporting_errors(address), connect(address, api_key, tls_ca) as client, _progress_bar() as bar:
         task = bar.add_task(f"labelling {sae_id}", total=None, cost="$0.0000", calls="0", hits="0")
         events = client.labelling.label_features(
             sae_id,

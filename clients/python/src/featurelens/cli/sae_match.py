@@ -17,10 +17,19 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from featurelens.cli.console import DEFAULT_ADDRESS, AddressOption, console, fail, reporting_errors
+from featurelens.cli.console import (
+    DEFAULT_ADDRESS,
+    AddressOption,
+    ApiKeyOption,
+    TlsCaOption,
+    connect,
+    console,
+    fail,
+    reporting_errors,
+)
 from featurelens.cli.feature_views import number
 from featurelens.cli.label import parse_features
-from featurelens.client import CrossSaeMatch, FeaturelensClient
+from featurelens.client import CrossSaeMatch
 
 #: Matches shown in the terminal; --json writes every one.
 SHOWN_MATCHES = 20
@@ -57,10 +66,12 @@ def match(
         Path | None, typer.Option("--png", help="Draw the histogram of max cosines to this PNG file.")
     ] = None,
     address: AddressOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
 ) -> None:
     """Match each feature of SAE A to its most similar features of SAE B (decoder cosine)."""
     chosen = parse_features(features) if features is not None else None
-    with reporting_errors(address), FeaturelensClient(address) as client:
+    with reporting_errors(address), connect(address, api_key, tls_ca) as client:
         matches = client.families.match_features(source, target, features=chosen, top_k=top_k)
     counts, edges = max_cosine_histogram(matches)
     _print_matches(matches, source, target)

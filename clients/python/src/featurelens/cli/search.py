@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from featurelens.cli.console import DEFAULT_ADDRESS, AddressOption, console, fail, reporting_errors
+from featurelens.cli.console import (
+    DEFAULT_ADDRESS,
+    AddressOption,
+    ApiKeyOption,
+    TlsCaOption,
+    connect,
+    console,
+    fail,
+    reporting_errors,
+)
 from featurelens.cli.feature_views import number, quoted
 from featurelens.cli.steering import (
     CLAMP_HELP,
@@ -16,7 +25,7 @@ from featurelens.cli.steering import (
     SteerSpecError,
     parse_interventions,
 )
-from featurelens.client import FeatureContribution, FeaturelensClient, Hit, SearchResult, SteeredFeature
+from featurelens.client import FeatureContribution, Hit, SearchResult, SteeredFeature
 from featurelens.client.types import SearchMode
 
 #: Shared features shown per hit with --explain.
@@ -57,6 +66,8 @@ def search(
         ),
     ] = False,
     address: AddressOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
 ) -> None:
     """Search a corpus; --steer turns features (by id, family or phrase) up or down."""
     if mode not in _MODES:
@@ -65,7 +76,7 @@ def search(
         interventions = parse_interventions(steer or [], clamp or [], per_member=per_member)
     except SteerSpecError as error:
         raise fail(str(error), 2) from error
-    with reporting_errors(address), FeaturelensClient(address) as client:
+    with reporting_errors(address), connect(address, api_key, tls_ca) as client:
         result = client.search.search(
             corpus,
             query,

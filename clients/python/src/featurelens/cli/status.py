@@ -5,16 +5,28 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from featurelens.cli.console import DEFAULT_ADDRESS, AddressOption, console, reporting_errors
-from featurelens.client import SERVICE_NAMES, FeaturelensClient
+from featurelens.cli.console import (
+    DEFAULT_ADDRESS,
+    AddressOption,
+    ApiKeyOption,
+    TlsCaOption,
+    connect,
+    console,
+    reporting_errors,
+)
+from featurelens.client import SERVICE_NAMES
 
 _STYLES = {"SERVING": "green", "NOT_SERVING": "yellow", "SERVICE_UNKNOWN": "dim", "UNKNOWN": "red"}
 _SHOWN = {"SERVICE_UNKNOWN": "not hosted"}
 
 
-def health(address: AddressOption = DEFAULT_ADDRESS) -> None:
+def health(
+    address: AddressOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
+) -> None:
     """Show the health of the server and of each service; exit 1 unless the server is SERVING."""
-    with reporting_errors(address), FeaturelensClient(address, timeout_s=5.0) as client:
+    with reporting_errors(address), connect(address, api_key, tls_ca, timeout_s=5.0) as client:
         overall = client.health()
         rows = [(name, client.health(name)) for name in SERVICE_NAMES]
     console.print(f"featurelens at {address}", highlight=False, soft_wrap=True)
@@ -29,9 +41,13 @@ def health(address: AddressOption = DEFAULT_ADDRESS) -> None:
         raise typer.Exit(1)
 
 
-def models(address: AddressOption = DEFAULT_ADDRESS) -> None:
+def models(
+    address: AddressOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
+) -> None:
     """List the embedding models the encoder serves."""
-    with reporting_errors(address), FeaturelensClient(address) as client:
+    with reporting_errors(address), connect(address, api_key, tls_ca) as client:
         served = client.encoder.list_models()
     table = Table(title="encoder models")
     for column in ("id", "backend", "dim", "max input tokens", "default"):

@@ -47,6 +47,14 @@ def up(
             "--http-port", help="Port of the HTTP gateway (JSON API and web explorer); 0 turns it off."
         ),
     ] = DEFAULT_HTTP_PORT,
+    api_keys_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--api-keys-file",
+            help="Require one of these API keys (one a line, or sha256:<digest>) on every call but "
+            "health checks; default: no key needed.",
+        ),
+    ] = None,
 ) -> None:
     """Run every installed featurelens service in this process until Ctrl-C or SIGTERM."""
     try:
@@ -58,10 +66,18 @@ def up(
         ) from error
 
     try:
-        embedded = embedded_host(host=host, port=port, data_dir=data_dir, models=split_list(models))
+        embedded = embedded_host(
+            host=host, port=port, data_dir=data_dir, models=split_list(models), api_keys_file=api_keys_file
+        )
     except EmbeddedHostError as error:
         raise fail(str(error)) from error
     configure_logging(log_level, "auto")
+    if api_keys_file is not None and http_port and not _is_loopback(host):
+        # The gateway checks no keys on HTTP, and would call the services with the host's key.
+        raise fail(
+            f"--api-keys-file with --host {host}: the HTTP gateway would let anyone who reaches it in "
+            "without a key; pass --http-port 0, or bind a loopback address"
+        )
     gateway = _gateway(embedded, http_port) if http_port else None
     names = ", ".join(embedded.names)
     err_console.print(
@@ -100,12 +116,20 @@ def _gateway(embedded: EmbeddedHost, http_port: int) -> Gateway:
             "the HTTP gateway is not installed: pip install featurelens-gateway, or pass --http-port 0"
         ) from error
     try:
-        return embedded_gateway(f"{connect_host(embedded.host)}:{embedded.port}", embedded.host, http_port)
+        return embedded_gateway(
+            f"{connect_host(embedded.host)}:{embedded.port}", embedded.host, http_port, embedded.peer_key
+        )
     except OSError as error:
         raise fail(
             f"could not bind the HTTP gateway to {embedded.host}:{http_port} ({error.strerror or error}); "
             "choose another --http-port, or 0 to run without it"
         ) from error
+
+
+def _is_loopback(host: str) -> bool:
+    from featurelens.kit.auth import is_loopback
+
+    return is_loopback(host)
 
 
 def _url_host(host: str) -> str:

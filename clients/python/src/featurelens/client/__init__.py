@@ -36,6 +36,7 @@ from featurelens.client.options import NOT_GIVEN, NotGiven
 from featurelens.client.pagination import AsyncPage, AsyncPaginator, SyncPage
 from featurelens.client.request_ids import using_request_id
 from featurelens.client.retries import Backoff
+from featurelens.client.security import TlsConfig
 from featurelens.client.types import (
     ActivatedDocument,
     ActivationBatch,
@@ -142,6 +143,7 @@ __all__ = [
     "SteeringDirection",
     "SteeringJudgement",
     "SyncPage",
+    "TlsConfig",
     "TrainProgress",
     "UnauthenticatedError",
     "UnavailableError",

@@ -28,6 +28,7 @@ class Attempts:
 
     One request id serves every attempt (as openai-python keeps one idempotency key per call), so
     the services' log lines of a retried call join up; ``x-retry-count`` tells the attempts apart.
+    ``credentials`` (the API key's metadata) go with every attempt.
     ``rpc`` is the wire name looked up in ``featurelens.client.retries`` (made by its ``rpc_path``,
     which checks it); None: try once.
     """
@@ -37,15 +38,17 @@ class Attempts:
         rpc: str | None,
         options: CallOptions,
         timeout_s: float | None,
+        credentials: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.rpc = rpc
+        self._credentials = credentials
         self.options = options
         self.request_id = call_request_id()
         self.retries = 0
         self._deadline = None if timeout_s is None else time.monotonic() + timeout_s
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return ((REQUEST_ID_KEY, self.request_id), (RETRY_COUNT_KEY, str(self.retries)))
+        return ((REQUEST_ID_KEY, self.request_id), (RETRY_COUNT_KEY, str(self.retries)), *self._credentials)
 
     def timeout(self) -> float | None:
         """What is left of the call's time for the next attempt (None: no bound)."""

@@ -15,6 +15,7 @@ from featurelens.client.options import DEFAULT_TIMEOUT_S, NOT_GIVEN, CallOptions
 from featurelens.client.retries import DEFAULT_MAX_RETRIES, Backoff, rpc_path
 from featurelens.client.sae import AsyncSaeClient, SaeClient
 from featurelens.client.search import AsyncSearchClient, SearchClient
+from featurelens.client.security import ChannelSecurity, TlsConfig
 from featurelens.client.transport import (
     DEFAULT_ADDRESS,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -87,6 +88,10 @@ class FeaturelensClient:
     ``timeout=`` overrides it, and streams are bound only by their own ``timeout=``. Calls that
     change nothing on the server are retried up to ``max_retries`` times when the server cannot
     be reached (see ``featurelens.client.retries``), waiting as ``backoff`` says in between.
+    ``api_key`` is sent with every call as ``authorization: Bearer <key>``; ``tls`` connects over
+    TLS (a ``TlsConfig``, or True for the system's CA roots). Left out, both come from the
+    environment: ``FEATURELENS_API_KEY``, ``FEATURELENS_TLS_CA_FILE`` (and ``FEATURELENS_TLS_CERT_FILE``
+    / ``FEATURELENS_TLS_KEY_FILE`` for mutual TLS); see ``featurelens.client.security``.
     Use as a context manager, or call ``close()``.
     """
 
@@ -103,13 +108,18 @@ class FeaturelensClient:
         max_retries: int = DEFAULT_MAX_RETRIES,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         backoff: Backoff | None = None,
+        api_key: str | None = None,
+        tls: TlsConfig | bool | None = None,
     ) -> None:
         options = CallOptions(timeout_s, max_retries, backoff or Backoff())
+        security = ChannelSecurity.resolve(api_key, tls)
         addresses = _Addresses(
             address, encoder_address, sae_address, search_address, labelling_address, family_address
         )
         transports = {
-            target: SyncTransport.open(target, options=options, max_message_bytes=max_message_bytes)
+            target: SyncTransport.open(
+                target, options=options, max_message_bytes=max_message_bytes, security=security
+            )
             for target in dict.fromkeys(addresses.by_service.values())
         }
         self._wire(addresses, transports, options)
@@ -207,13 +217,18 @@ class AsyncFeaturelensClient:
         max_retries: int = DEFAULT_MAX_RETRIES,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         backoff: Backoff | None = None,
+        api_key: str | None = None,
+        tls: TlsConfig | bool | None = None,
     ) -> None:
         options = CallOptions(timeout_s, max_retries, backoff or Backoff())
+        security = ChannelSecurity.resolve(api_key, tls)
         addresses = _Addresses(
             address, encoder_address, sae_address, search_address, labelling_address, family_address
         )
         transports = {
-            target: AsyncTransport.open(target, options=options, max_message_bytes=max_message_bytes)
+            target: AsyncTransport.open(
+                target, options=options, max_message_bytes=max_message_bytes, security=security
+            )
             for target in dict.fromkeys(addresses.by_service.values())
         }
         self._wire(addresses, transports, options)

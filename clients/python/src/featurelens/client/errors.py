@@ -170,6 +170,19 @@ def status_of(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
     return code, details or code.name.lower().replace("_", " ")
 
 
+_TLS_FAILURE_WORDS = ("ssl", "handshake", "certificate", "tls")
+
+
+def _tls_hint(details: str) -> str:
+    """A connection failure's details, with what to check first when TLS is what failed."""
+    if not any(word in details.lower() for word in _TLS_FAILURE_WORDS):
+        return details
+    return (
+        f"the TLS handshake failed: check that the server serves TLS and that FEATURELENS_TLS_CA_FILE "
+        f"(or tls=TlsConfig(ca_file=...)) names the CA that signed its certificate ({details})"
+    )
+
+
 def from_rpc_error(
     error: grpc.RpcError, request_id: str | None = None, *, deadline_passed: bool = False
 ) -> FeaturelensError:
@@ -182,6 +195,7 @@ def from_rpc_error(
     cls: type[APIStatusError] = _ERROR_BY_CODE.get(code, APIStatusError)
     if is_connection_failure(code, details):
         cls = APIConnectionError
+        details = _tls_hint(details)
     elif code == grpc.StatusCode.DEADLINE_EXCEEDED and deadline_passed:
         cls = APITimeoutError
     return cls(code, details, request_id)

@@ -17,6 +17,7 @@ from grpc import aio
 
 from featurelens.client.attempts import Attempts
 from featurelens.client.options import DEFAULT_TIMEOUT_S, NOT_GIVEN, CallOptions, NotGiven
+from featurelens.client.security import ChannelSecurity
 from featurelens.wire.metadata import REQUEST_ID_KEY, new_request_id
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -39,7 +40,7 @@ ResponseT = TypeVar("ResponseT")
 StubT = TypeVar("StubT")
 
 
-def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+def channel_options(max_message_bytes: int) -> list[tuple[str, int | str]]:
     """Channel arguments matching the servers' message limits."""
     return [
         ("grpc.max_send_message_length", max_message_bytes),
@@ -85,19 +86,35 @@ class SyncTransport:
     Transports made by ``with_options`` share the channel; closing any of them closes it.
     """
 
-    def __init__(self, address: str, channel: grpc.Channel, options: CallOptions) -> None:
+    def __init__(
+        self,
+        address: str,
+        channel: grpc.Channel,
+        options: CallOptions,
+        security: ChannelSecurity | None = None,
+    ) -> None:
         self.address = address
         self.channel = channel
         self.options = options
+        self.security = security if security is not None else ChannelSecurity()
+        self._credentials = self.security.metadata()
 
     @classmethod
-    def open(cls, address: str, *, options: CallOptions, max_message_bytes: int) -> SyncTransport:
-        channel = grpc.insecure_channel(address, options=channel_options(max_message_bytes))
-        return cls(address, channel, options)
+    def open(
+        cls,
+        address: str,
+        *,
+        options: CallOptions,
+        max_message_bytes: int,
+        security: ChannelSecurity | None = None,
+    ) -> SyncTransport:
+        security = security if security is not None else ChannelSecurity()
+        channel = security.sync_channel(address, channel_options(max_message_bytes))
+        return cls(address, channel, options, security)
 
     def with_options(self, options: CallOptions) -> SyncTransport:
         """A transport on the same channel whose calls get ``options``."""
-        return SyncTransport(self.address, self.channel, options)
+        return SyncTransport(self.address, self.channel, options, self.security)
 
     def unary(
         self,
@@ -108,7 +125,7 @@ class SyncTransport:
         timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> ResponseT:
         """Make a unary call, retried as ``featurelens.client.retries`` says for ``rpc``."""
-        attempts = Attempts(rpc, self.options, self.options.unary_timeout(timeout))
+        attempts = Attempts(rpc, self.options, self.options.unary_timeout(timeout), self._credentials)
         while True:
             try:
                 return method(request, timeout=attempts.timeout(), metadata=attempts.metadata())
@@ -130,7 +147,7 @@ class SyncTransport:
 
         A retried ``rpc`` is tried again only while no response has reached the caller.
         """
-        attempts = Attempts(rpc, self.options, timeout_s)
+        attempts = Attempts(rpc, self.options, timeout_s, self._credentials)
         while True:
             call: Any = method(request, timeout=attempts.timeout(), metadata=attempts.metadata())
             received = False
@@ -155,7 +172,7 @@ class SyncTransport:
         timeout_s: float | None,
     ) -> Iterator[ResponseT]:
         """Send requests as the server reads them and iterate its responses; never retried."""
-        attempts = Attempts(None, self.options, timeout_s)
+        attempts = Attempts(None, self.options, timeout_s, self._credentials)
         feed = _Requests(requests)
         call: Any = method(feed.sync(), timeout=attempts.timeout(), metadata=attempts.metadata())
         try:
@@ -174,9 +191,10 @@ class SyncTransport:
 class _AioChannel:
     """An asyncio channel opened on first use inside the running event loop, and its stubs."""
 
-    def __init__(self, address: str, max_message_bytes: int) -> None:
+    def __init__(self, address: str, max_message_bytes: int, security: ChannelSecurity) -> None:
         self.address = address
         self._max_message_bytes = max_message_bytes
+        self.security = security
         self._channel: aio.Channel | None = None
         self._stubs: dict[str, Any] = {}
 
@@ -184,9 +202,7 @@ class _AioChannel:
     def channel(self) -> aio.Channel:
         # An aio channel belongs to the loop it was made in, so it is made where it is first used.
         if self._channel is None:
-            self._channel = aio.insecure_channel(
-                self.address, options=channel_options(self._max_message_bytes)
-            )
+            self._channel = self.security.aio_channel(self.address, channel_options(self._max_message_bytes))
         return self._channel
 
     def stub(self, name: str, factory: Callable[[aio.Channel], StubT]) -> StubT:
@@ -213,10 +229,19 @@ class AsyncTransport:
         self.address = address
         self.options = options
         self._shared = shared
+        self._credentials = shared.security.metadata()
 
     @classmethod
-    def open(cls, address: str, *, options: CallOptions, max_message_bytes: int) -> AsyncTransport:
-        return cls(address, _AioChannel(address, max_message_bytes), options)
+    def open(
+        cls,
+        address: str,
+        *,
+        options: CallOptions,
+        max_message_bytes: int,
+        security: ChannelSecurity | None = None,
+    ) -> AsyncTransport:
+        security = security if security is not None else ChannelSecurity()
+        return cls(address, _AioChannel(address, max_message_bytes, security), options)
 
     def with_options(self, options: CallOptions) -> AsyncTransport:
         """A transport on the same channel whose calls get ``options``."""
@@ -239,7 +264,7 @@ class AsyncTransport:
         timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> ResponseT:
         """Make a unary call, retried as ``featurelens.client.retries`` says for ``rpc``."""
-        attempts = Attempts(rpc, self.options, self.options.unary_timeout(timeout))
+        attempts = Attempts(rpc, self.options, self.options.unary_timeout(timeout), self._credentials)
         while True:
             try:
                 return await method(request, timeout=attempts.timeout(), metadata=attempts.metadata())
@@ -261,7 +286,7 @@ class AsyncTransport:
 
         A retried ``rpc`` is tried again only while no response has reached the caller.
         """
-        attempts = Attempts(rpc, self.options, timeout_s)
+        attempts = Attempts(rpc, self.options, timeout_s, self._credentials)
         while True:
             call: Any = method(request, timeout=attempts.timeout(), metadata=attempts.metadata())
             received = False
@@ -285,7 +310,7 @@ class AsyncTransport:
         timeout_s: float | None,
     ) -> AsyncIterator[ResponseT]:
         """Send requests as the server reads them and iterate its responses; never retried."""
-        attempts = Attempts(None, self.options, timeout_s)
+        attempts = Attempts(None, self.options, timeout_s, self._credentials)
         feed = _Requests(requests)
         call: Any = method(feed.asynchronous(), timeout=attempts.timeout(), metadata=attempts.metadata())
         try:

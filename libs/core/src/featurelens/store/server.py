@@ -168,8 +168,17 @@ class QdrantServerDocumentStore(EngineStore[str]):
     mode is for tests only.
     """
 
-    def __init__(self, client: QdrantClient) -> None:
+    def __init__(
+        self, client: QdrantClient, *, shard_number: int | None = None, replication_factor: int | None = None
+    ) -> None:
+        """``shard_number`` and ``replication_factor`` apply to collections this store creates (None:
+        the server's defaults: one shard per node present, and its configured replication factor)."""
+        for value, what in ((shard_number, "shard_number"), (replication_factor, "replication_factor")):
+            if value is not None and value < 1:
+                raise ValueError(f"{what} is {value}; give 1 or more, or None for the server's default")
         self._client = client
+        self._shard_number = shard_number
+        self._replication_factor = replication_factor
         self._lock = threading.Lock()
         self._schemas: dict[str, CollectionSchema] = {}
 
@@ -182,11 +191,14 @@ class QdrantServerDocumentStore(EngineStore[str]):
         timeout: float = 10.0,
         grpc_port: int = 6334,
         check_compatibility: bool = True,
+        shard_number: int | None = None,
+        replication_factor: int | None = None,
     ) -> QdrantServerDocumentStore:
         """Connect to a Qdrant server: REST at ``url``, gRPC on ``grpc_port`` of the same host.
 
         ``timeout`` is per request, in seconds (rounded up to whole seconds by qdrant-client).
         ``check_compatibility`` asks the server's version on connect and warns on a mismatch.
+        ``shard_number`` / ``replication_factor``: of the collections it creates (see ``__init__``).
         """
         client = QdrantClient(
             url=url,
@@ -196,7 +208,7 @@ class QdrantServerDocumentStore(EngineStore[str]):
             timeout=math.ceil(timeout),
             check_compatibility=check_compatibility,
         )
-        return cls(client)
+        return cls(client, shard_number=shard_number, replication_factor=replication_factor)
 
     # -- collections -------------------------------------------------------------------------
 
@@ -294,6 +306,8 @@ class QdrantServerDocumentStore(EngineStore[str]):
                     schema.sparse_vector_name(s): models.SparseVectorParams() for s in sae_ids
                 },
                 metadata={**(metadata or {}), schema.MARKER_KEY: schema.SCHEMA_VERSION},
+                shard_number=self._shard_number,
+                replication_factor=self._replication_factor,
             )
 
     def collection_info(self, name: str) -> CollectionInfo:

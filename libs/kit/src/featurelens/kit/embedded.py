@@ -2,6 +2,7 @@
 
     python -m featurelens.kit.embedded [--host 127.0.0.1] [--port 50051] [--data-dir .featurelens]
                                        [--models wordllama] [--services encoder,sae,search]
+                                       [--api-keys-file keys.txt]
 
 ``featurelens up`` is this with a friendlier face, and ``featurelens.kit.launcher`` starts it as
 a child process for the demo and the benchmarks.
@@ -11,6 +12,11 @@ imports a service's code statically) and calling its ``build_servicer(settings)`
 own ``FEATURELENS_<SERVICE>_*`` variables, as it does when it runs alone, and
 ``service_settings`` adapts the rest to one process: one port, one data folder, services that
 call each other through this same server.
+
+API keys are the host's, not each service's: ``--api-keys-file`` turns them on for the one port
+(health and reflection stay open), and the services' calls to each other carry a key made up for
+this process alone. A service's own ``API_KEYS*`` / ``TLS_*`` settings are refused here rather
+than half applied; the embedded host serves plaintext, meant for loopback.
 """
 
 from __future__ import annotations
@@ -20,18 +26,21 @@ import asyncio
 import importlib
 import logging
 import os
+import secrets
 import socket
 import typing
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from pydantic import ValidationError
 
+from featurelens.kit.auth import ApiKeys, PeerSecurity, SecurityConfigError, ServerAuth, key_digest
 from featurelens.kit.logs import configure_logging
-from featurelens.kit.redaction import register_settings_secrets
+from featurelens.kit.peers import set_peer_security
+from featurelens.kit.redaction import register_secret, register_settings_secrets
 from featurelens.kit.server import GrpcServer, Servicer
 from featurelens.kit.settings import ServiceSettings
 
@@ -180,6 +189,10 @@ class EmbeddedHost:
     port: int
     factories: list[ServiceFactory]
     settings: list[ServiceSettings]
+    #: Which calls the one server admits (every call unless ``--api-keys-file`` was given).
+    auth: ServerAuth = field(default_factory=ServerAuth)
+    #: The key the hosted services send each other when keys are on; made up for this process.
+    peer_key: str | None = field(default=None, repr=False)
 
     @property
     def names(self) -> list[str]:
@@ -207,6 +220,7 @@ class EmbeddedHost:
         # Before any servicer exists: nothing it logs or answers may carry a configured secret.
         for settings in self.settings:
             register_settings_secrets(settings)
+        set_peer_security(PeerSecurity(api_key=self.peer_key))
         servicers = [
             factory.build_servicer(settings)
             for factory, settings in zip(self.factories, self.settings, strict=True)
@@ -218,6 +232,7 @@ class EmbeddedHost:
             port=self.port,
             grace_period_s=max(settings.grace_period_s for settings in self.settings),
             max_message_bytes=max(settings.max_message_bytes for settings in self.settings),
+            auth=self.auth,
         )
 
     async def serve(self, on_ready: Callable[[GrpcServer], None] | None = None) -> None:
@@ -246,11 +261,13 @@ def embedded_host(
     data_dir: Path = DEFAULT_DATA_DIR,
     models: Sequence[str] = (),
     services: Sequence[str] = SERVICES,
+    api_keys_file: Path | None = None,
 ) -> EmbeddedHost:
     """Discover the installed ``services`` and settle their settings (port 0 picks a free one).
 
-    Creates ``data_dir``. Raises ``EmbeddedHostError`` when none of the services is installed or
-    a setting is invalid.
+    ``api_keys_file``: the keys the server accepts (see ``featurelens.kit.auth``); None: no key needed.
+    Creates ``data_dir``. Raises ``EmbeddedHostError`` when none of the services is installed, a
+    setting is invalid or the key file cannot be used.
     """
     factories = discover_services(services)
     if not factories:
@@ -267,7 +284,33 @@ def embedded_host(
         ]
     except ValidationError as error:
         raise EmbeddedHostError(f"invalid settings: {error}") from error
-    return EmbeddedHost(host, port, factories, settings)
+    _refuse_per_service_security(settings)
+    if api_keys_file is None:
+        return EmbeddedHost(host, port, factories, settings)
+    try:
+        keys = ApiKeys.from_file(api_keys_file, "--api-keys-file")
+    except SecurityConfigError as error:
+        raise EmbeddedHostError(str(error)) from error
+    peer_key = secrets.token_urlsafe(32)
+    register_secret(peer_key)
+    auth = ServerAuth(keys + ApiKeys([key_digest(peer_key)]))
+    return EmbeddedHost(host, port, factories, settings, auth, peer_key)
+
+
+_SERVER_SECURITY = ("api_keys_file", "api_keys", "tls_cert_file", "tls_key_file", "tls_client_ca_file")
+
+
+def _refuse_per_service_security(settings: Sequence[ServiceSettings]) -> None:
+    """EmbeddedHostError when a hosted service's keys or TLS are set: one server cannot apply them."""
+    for service_settings in settings:
+        prefix = str(type(service_settings).model_config.get("env_prefix", ""))
+        for name in _SERVER_SECURITY:
+            if getattr(service_settings, name):
+                raise EmbeddedHostError(
+                    f"{prefix}{name.upper()} is set, but the embedded host serves every service on one "
+                    "port with one set of keys and no TLS: unset it, and pass --api-keys-file to "
+                    "require keys (or run the services on their own, as docker compose does)"
+                )
 
 
 def split_list(values: Sequence[str] | None) -> list[str]:
@@ -288,6 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--services", action="append", help="services to host (default: all installed)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     parser.add_argument("--log-format", default="auto", choices=("auto", "text", "json"))
+    parser.add_argument(
+        "--api-keys-file", type=Path, default=None, help="API keys to require, one a line (default: none)"
+    )
     ns = parser.parse_args(argv)
     configure_logging(ns.log_level, ns.log_format)
     try:
@@ -297,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             data_dir=ns.data_dir,
             models=split_list(ns.models),
             services=split_list(ns.services) or SERVICES,
+            api_keys_file=ns.api_keys_file,
         )
     except EmbeddedHostError as error:
         logger.error("%s", error)

@@ -37,6 +37,10 @@ class PermissionDeniedError(ServiceError):
     """The request asks for something no client may have (e.g. a server path outside the allowed roots)."""
 
 
+class UnauthenticatedError(ServiceError):
+    """The call carries no API key, or one the server does not accept (``featurelens.kit.auth``)."""
+
+
 class UnavailableError(ServiceError):
     """A dependency (encoder, sae, Qdrant, an LLM endpoint) cannot be reached."""
 
@@ -55,6 +59,7 @@ _STATUS_BY_ERROR: dict[type[BaseException], grpc.StatusCode] = {
     AlreadyExistsError: grpc.StatusCode.ALREADY_EXISTS,
     FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
     PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
+    UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
     UnavailableError: grpc.StatusCode.UNAVAILABLE,
     ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,

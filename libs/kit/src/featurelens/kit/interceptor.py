@@ -9,6 +9,8 @@ enforced once, for every RPC of every service:
   for a request stream, the wrapped request iterator) turns it into that status;
 - every status detail is redacted (``featurelens.kit.redaction``) and bounded
   (``featurelens.kit.echo``), and so is the log line that repeats it;
+- a server configured with API keys refuses a call without an accepted one with UNAUTHENTICATED
+  (``featurelens.kit.auth``), logged like any refused call but never with the key;
 - while the server drains for a shutdown (``featurelens.kit.inflight``), a new call is refused with
   UNAVAILABLE unless it carries the request id of a call in flight here (a peer's sub-call).
 """
@@ -26,8 +28,9 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from featurelens.kit.auth import ServerAuth
 from featurelens.kit.context import reset_request_id, set_request_id
-from featurelens.kit.errors import InvalidArgumentError, UnavailableError, status_for
+from featurelens.kit.errors import InvalidArgumentError, UnauthenticatedError, UnavailableError, status_for
 from featurelens.kit.inflight import InFlightCalls
 from featurelens.kit.redaction import status_detail
 from featurelens.wire.metadata import REQUEST_ID_KEY, new_request_id
@@ -154,10 +157,12 @@ class _Admission:
 
 
 class RequestInterceptor(aio.ServerInterceptor):
-    """Wraps every handler with request-id binding, logging, error mapping and drain admission."""
+    """Wraps every handler with request-id binding, logging, error mapping, authentication and
+    drain admission."""
 
-    def __init__(self, calls: InFlightCalls | None = None) -> None:
+    def __init__(self, calls: InFlightCalls | None = None, auth: ServerAuth | None = None) -> None:
         self.calls = calls if calls is not None else InFlightCalls()
+        self.auth = auth if auth is not None else ServerAuth()
 
     async def intercept_service(
         self,
@@ -169,16 +174,19 @@ class RequestInterceptor(aio.ServerInterceptor):
             return handler
         method = handler_call_details.method
         request_id = _request_id(handler_call_details)
+        refusal = self.auth.refusal(method, handler_call_details.invocation_metadata)
         deserializer = tolerant(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method, request_id),
+                self._wrap_unary(handler.unary_unary, method, request_id, refusal=refusal),
                 deserializer,
                 handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(handler.stream_unary, method, request_id, request_streaming=True),
+                self._wrap_unary(
+                    handler.stream_unary, method, request_id, refusal=refusal, request_streaming=True
+                ),
                 deserializer,
                 handler.response_serializer,
             )
@@ -188,9 +196,13 @@ class RequestInterceptor(aio.ServerInterceptor):
         # context.write() and returns a coroutine (the standard health Watch does), and each
         # needs its own kind of wrapper.
         if inspect.iscoroutinefunction(streaming):
-            wrapped = self._wrap_unary(streaming, method, request_id, request_streaming=request_streaming)
+            wrapped = self._wrap_unary(
+                streaming, method, request_id, refusal=refusal, request_streaming=request_streaming
+            )
         else:
-            wrapped = self._wrap_stream(streaming, method, request_id, request_streaming=request_streaming)
+            wrapped = self._wrap_stream(
+                streaming, method, request_id, refusal=refusal, request_streaming=request_streaming
+            )
         make_handler = (
             grpc.unary_stream_rpc_method_handler
             if handler.unary_stream
@@ -199,7 +211,13 @@ class RequestInterceptor(aio.ServerInterceptor):
         return make_handler(wrapped, deserializer, handler.response_serializer)
 
     def _wrap_unary(
-        self, behavior: Any, method: str, request_id: str, *, request_streaming: bool = False
+        self,
+        behavior: Any,
+        method: str,
+        request_id: str,
+        *,
+        refusal: str | None = None,
+        request_streaming: bool = False,
     ) -> Any:
         calls = self.calls
 
@@ -208,6 +226,8 @@ class RequestInterceptor(aio.ServerInterceptor):
             tracker = _CallTracker(method, request_id)
             admission: _Admission | None = None
             try:
+                if refusal is not None:
+                    raise UnauthenticatedError(refusal)
                 admission = _Admission(calls, tracker)
                 await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
                 request = _checked_stream(request) if request_streaming else _checked(request)
@@ -228,7 +248,13 @@ class RequestInterceptor(aio.ServerInterceptor):
         return wrapper
 
     def _wrap_stream(
-        self, behavior: Any, method: str, request_id: str, *, request_streaming: bool = False
+        self,
+        behavior: Any,
+        method: str,
+        request_id: str,
+        *,
+        refusal: str | None = None,
+        request_streaming: bool = False,
     ) -> Any:
         calls = self.calls
 
@@ -237,6 +263,8 @@ class RequestInterceptor(aio.ServerInterceptor):
             tracker = _CallTracker(method, request_id)
             admission: _Admission | None = None
             try:
+                if refusal is not None:
+                    raise UnauthenticatedError(refusal)
                 admission = _Admission(calls, tracker)
                 await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
                 request = _checked_stream(request) if request_streaming else _checked(request)

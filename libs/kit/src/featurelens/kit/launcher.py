@@ -63,6 +63,7 @@ def embedded_command(
     models: Sequence[str] = (),
     log_level: str = "INFO",
     log_format: str = "auto",
+    api_keys_file: Path | None = None,
 ) -> list[str]:
     """The command line of ``python -m featurelens.kit.embedded`` with these options."""
     command = [sys.executable, "-m", "featurelens.kit.embedded", "--host", host, "--port", str(port)]
@@ -71,6 +72,8 @@ def embedded_command(
         command += ["--services", ",".join(services)]
     if models:
         command += ["--models", ",".join(models)]
+    if api_keys_file is not None:
+        command += ["--api-keys-file", str(api_keys_file)]
     return command
 
 
@@ -88,6 +91,7 @@ def start_embedded(
     log_format: str = "auto",
     timeout_s: float = 300.0,
     stop_timeout_s: float = 60.0,
+    api_keys_file: Path | None = None,
 ) -> Iterator[RunningHost]:
     """The embedded host in a child process, SERVING, until the block ends (then SIGTERM).
 
@@ -95,7 +99,8 @@ def start_embedded(
     backends (empty: its setting). ``env`` is the child's whole environment (None: this
     process's), which is where each service's ``FEATURELENS_<SERVICE>_*`` settings go.
     ``log_path`` receives the child's output (None: it shares this process's). Port 0 picks a
-    free one. Raises ``HostStartError`` naming the exit code and the log when the child exits
+    free one. ``api_keys_file`` makes the host require those keys (its health stays open). Raises
+    ``HostStartError`` naming the exit code and the log when the child exits
     before it is ready, or when ``timeout_s`` passes first.
     """
     if port == 0:
@@ -108,6 +113,7 @@ def start_embedded(
         models=models,
         log_level=log_level,
         log_format=log_format,
+        api_keys_file=api_keys_file,
     )
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)

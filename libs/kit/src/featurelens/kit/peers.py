@@ -10,6 +10,12 @@ A peer that cannot be reached becomes UNAVAILABLE naming it and its address; one
 answer in time, DEADLINE_EXCEEDED; what it refuses keeps its code, with the peer's sentence.
 Every call carries the id of the request being served as ``x-request-id``, so the log lines of
 one user request can be joined across services.
+
+Every call also carries this service's credentials (``featurelens.kit.auth.PeerSecurity``: the key
+of ``peer_api_key_file``, TLS verified against ``peer_tls_ca_file``). They are the process's, set
+once by the runner or the embedded host with ``set_peer_security`` before any servicer is built,
+so that every service's peers carry them without each service passing them along; a ``Peer``
+given ``security=`` uses its own.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any, TypeVar, cast
 import grpc
 from grpc import aio
 
+from featurelens.kit.auth import PeerSecurity
 from featurelens.kit.context import current_request_id
 from featurelens.kit.errors import (
     DeadlineExceededError,
@@ -35,16 +42,37 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+_process_security = PeerSecurity()
 
-def _with_request_id(details: aio.ClientCallDetails) -> aio.ClientCallDetails:
-    """The call's details with the current request id added, unless the caller set one itself."""
+
+def set_peer_security(security: PeerSecurity) -> None:
+    """The credentials every ``Peer`` of this process uses from now on, unless given its own."""
+    global _process_security
+    _process_security = security
+
+
+def peer_security() -> PeerSecurity:
+    """The credentials of this process's peer calls (none until ``set_peer_security``)."""
+    return _process_security
+
+
+def _with_call_metadata(
+    details: aio.ClientCallDetails, extra: tuple[tuple[str, str], ...]
+) -> aio.ClientCallDetails:
+    """The call's details with the current request id (unless the caller set one itself) and
+    ``extra`` (the credentials) added."""
     request_id = current_request_id()
-    if request_id is None:
-        return details
     metadata = aio.Metadata(*details.metadata) if details.metadata is not None else aio.Metadata()
-    if REQUEST_ID_KEY in metadata:
+    added = False
+    if request_id is not None and REQUEST_ID_KEY not in metadata:
+        metadata.add(REQUEST_ID_KEY, request_id)
+        added = True
+    for key, value in extra:
+        if key not in metadata:
+            metadata.add(key, value)
+            added = True
+    if not added:
         return details
-    metadata.add(REQUEST_ID_KEY, request_id)
     return aio.ClientCallDetails(
         details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
     )
@@ -52,52 +80,70 @@ def _with_request_id(details: aio.ClientCallDetails) -> aio.ClientCallDetails:
 
 # grpc.aio files an interceptor under the first of the four kinds it is an instance of, so each
 # kind of call needs its own class.
-class _UnaryUnary(aio.UnaryUnaryClientInterceptor):
+class _Metadata:
+    def __init__(self, extra: tuple[tuple[str, str], ...]) -> None:
+        self.extra = extra
+
+
+class _UnaryUnary(_Metadata, aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], client_call_details: aio.ClientCallDetails, request: Any
     ) -> Any:
-        return await continuation(_with_request_id(client_call_details), request)
+        return await continuation(_with_call_metadata(client_call_details, self.extra), request)
 
 
-class _UnaryStream(aio.UnaryStreamClientInterceptor):
+class _UnaryStream(_Metadata, aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(
         self, continuation: Callable[..., Any], client_call_details: aio.ClientCallDetails, request: Any
     ) -> Any:
-        return await continuation(_with_request_id(client_call_details), request)
+        return await continuation(_with_call_metadata(client_call_details, self.extra), request)
 
 
-class _StreamUnary(aio.StreamUnaryClientInterceptor):
+class _StreamUnary(_Metadata, aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(
         self,
         continuation: Callable[..., Any],
         client_call_details: aio.ClientCallDetails,
         request_iterator: Any,
     ) -> Any:
-        return await continuation(_with_request_id(client_call_details), request_iterator)
+        return await continuation(_with_call_metadata(client_call_details, self.extra), request_iterator)
 
 
-class _StreamStream(aio.StreamStreamClientInterceptor):
+class _StreamStream(_Metadata, aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(
         self,
         continuation: Callable[..., Any],
         client_call_details: aio.ClientCallDetails,
         request_iterator: Any,
     ) -> Any:
-        return await continuation(_with_request_id(client_call_details), request_iterator)
+        return await continuation(_with_call_metadata(client_call_details, self.extra), request_iterator)
 
 
-def request_id_interceptors() -> list[aio.ClientInterceptor]:
-    """Client interceptors that send the id of the request being served as ``x-request-id``."""
-    interceptors: list[object] = [_UnaryUnary(), _UnaryStream(), _StreamUnary(), _StreamStream()]
+def request_id_interceptors(extra: tuple[tuple[str, str], ...] = ()) -> list[aio.ClientInterceptor]:
+    """Client interceptors that send the id of the request being served as ``x-request-id``, and
+    ``extra`` metadata (the credentials) with every call."""
+    interceptors: list[object] = [
+        _UnaryUnary(extra),
+        _UnaryStream(extra),
+        _StreamUnary(extra),
+        _StreamStream(extra),
+    ]
     # grpc-stubs leave the union of the four kinds of interceptor to the caller to cast.
     return cast("list[aio.ClientInterceptor]", interceptors)
 
 
-def peer_channel(address: str, max_message_bytes: int = 64 * 1024 * 1024) -> aio.Channel:
-    """An aio channel to another featurelens service that passes the request id on."""
-    return aio.insecure_channel(
-        address, options=channel_options(max_message_bytes), interceptors=request_id_interceptors()
-    )
+def peer_channel(
+    address: str, max_message_bytes: int = 64 * 1024 * 1024, security: PeerSecurity | None = None
+) -> aio.Channel:
+    """An aio channel to another featurelens service that passes the request id on and carries
+    ``security`` (None: the process's, ``set_peer_security``)."""
+    security = security if security is not None else _process_security
+    options = channel_options(max_message_bytes)
+    interceptors = request_id_interceptors(security.metadata())
+    credentials = security.channel_credentials()
+    if credentials is None:
+        return aio.insecure_channel(address, options=options, interceptors=interceptors)
+    return aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
 
 
 class Peer:
@@ -109,18 +155,26 @@ class Peer:
     """
 
     def __init__(
-        self, name: str, address: str, timeout_s: float, *, max_message_bytes: int = 64 * 1024 * 1024
+        self,
+        name: str,
+        address: str,
+        timeout_s: float,
+        *,
+        max_message_bytes: int = 64 * 1024 * 1024,
+        security: PeerSecurity | None = None,
     ) -> None:
         self.name = name
         self.address = address
         self.timeout_s = timeout_s
         self.max_message_bytes = max_message_bytes
+        #: None: the process's credentials when the channel opens (``set_peer_security``).
+        self.security = security
         self._channel: aio.Channel | None = None
 
     @property
     def channel(self) -> aio.Channel:
         if self._channel is None:
-            self._channel = peer_channel(self.address, self.max_message_bytes)
+            self._channel = peer_channel(self.address, self.max_message_bytes, self.security)
         return self._channel
 
     @property
@@ -142,6 +196,13 @@ class Peer:
         if code == grpc.StatusCode.UNAVAILABLE:
             logger.warning("%s is unavailable: %s", self.where, details)
             return UnavailableError(f"{self.where} is unavailable ({details})")
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            # This service's own credentials are wrong, not its caller's: an operator must act.
+            logger.warning("%s refused this service's API key: %s", self.where, details)
+            return UnavailableError(
+                f"{self.where} refused this service's credentials ({details}); its operator must set "
+                "the PEER_API_KEY_FILE setting to a key that service accepts"
+            )
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return DeadlineExceededError(f"{self.where} did not answer within {self.timeout_s:g} s")
         # What a peer refuses for a reason the caller can act on keeps its code; the rest

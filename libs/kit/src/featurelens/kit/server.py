@@ -25,6 +25,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from featurelens.kit.auth import ServerAuth, ServerTls, is_loopback
 from featurelens.kit.inflight import InFlightCalls
 from featurelens.kit.interceptor import RequestInterceptor
 
@@ -73,8 +74,13 @@ class GrpcServer:
         port: int = 0,
         grace_period_s: float = 10.0,
         max_message_bytes: int = 64 * 1024 * 1024,
+        auth: ServerAuth | None = None,
+        tls: ServerTls | None = None,
     ) -> None:
         self.servicers = list(servicers)
+        #: Which calls are admitted (every call when it holds no keys) and the TLS it serves.
+        self.auth = auth if auth is not None else ServerAuth()
+        self.tls = tls
         self.host = host
         self.requested_port = port
         self.grace_period_s = grace_period_s
@@ -104,7 +110,8 @@ class GrpcServer:
         if self._server is not None:
             raise RuntimeError("a GrpcServer can be started once")
         server = self._server = aio.server(
-            interceptors=[RequestInterceptor(self.calls)], options=server_options(self.max_message_bytes)
+            interceptors=[RequestInterceptor(self.calls, self.auth)],
+            options=server_options(self.max_message_bytes),
         )
         for servicer in self.servicers:
             servicer.add_to_server(server)
@@ -114,8 +121,12 @@ class GrpcServer:
         )
         for name in ["", *self.service_names]:
             await self.health.set(name, NOT_SERVING)
+        bind = f"{self.host}:{self.requested_port}"
         try:
-            self.port = server.add_insecure_port(f"{self.host}:{self.requested_port}")
+            if self.tls is None:
+                self.port = server.add_insecure_port(bind)
+            else:
+                self.port = server.add_secure_port(bind, self.tls.credentials())
         except RuntimeError as error:
             # grpc reports a failed bind as a bare RuntimeError; say what to do about it.
             raise OSError(
@@ -123,9 +134,23 @@ class GrpcServer:
                 "address is not available here; choose another port (0 picks a free one)"
             ) from error
         await server.start()
-        logger.info("listening on %s (%s)", self.address, ", ".join(self.service_names))
+        self._log_listening()
         self._warmup = asyncio.create_task(self._start_servicers())
         return self.port
+
+    def _log_listening(self) -> None:
+        transport = "plaintext" if self.tls is None else "TLS"
+        if self.tls is not None and self.tls.client_ca is not None:
+            transport = "mutual TLS"
+        keys = "no API key needed" if self.auth.keys is None else f"{len(self.auth.keys)} API keys accepted"
+        names = ", ".join(self.service_names)
+        logger.info("listening on %s (%s; %s, %s)", self.address, names, transport, keys)
+        if self.auth.keys is None and not is_loopback(self.host):
+            logger.warning(
+                "no API keys are configured, so every client that reaches %s may call every RPC: set "
+                "<SERVICE>_API_KEYS_FILE (see the README's Security section) before exposing this port",
+                self.address,
+            )
 
     async def _start_servicers(self) -> None:
         for servicer in self.servicers:

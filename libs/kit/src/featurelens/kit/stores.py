@@ -31,6 +31,17 @@ class StoreSettings(ServiceSettings):
     )
     qdrant_prefer_grpc: bool = Field(True, description="Talk to the Qdrant server over gRPC (port 6334).")
     qdrant_timeout_s: float = Field(10.0, gt=0, description="Seconds per Qdrant server request.")
+    qdrant_shard_number: int = Field(
+        0,
+        ge=0,
+        description="Shards of each corpus collection this service creates on a Qdrant cluster; 0: the "
+        "server's default (one per node present when it is created).",
+    )
+    qdrant_replication_factor: int = Field(
+        0,
+        ge=0,
+        description="Copies of each shard of a collection this service creates; 0: the server's default.",
+    )
 
     def open_store(self, edge_search_threads: int = 1) -> DocumentStore:
         """The store (blocking: opens files or connects). ``edge_search_threads`` 0 = one per CPU."""
@@ -40,5 +51,7 @@ class StoreSettings(ServiceSettings):
                 api_key=self.qdrant_api_key.get_secret_value() or None,
                 prefer_grpc=self.qdrant_prefer_grpc,
                 timeout=self.qdrant_timeout_s,
+                shard_number=self.qdrant_shard_number or None,
+                replication_factor=self.qdrant_replication_factor or None,
             )
         return EdgeDocumentStore(self.edge_path, max_search_threads=edge_search_threads or None)

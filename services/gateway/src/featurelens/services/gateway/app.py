@@ -31,7 +31,11 @@ carries it back, and the services log it.
 
 
 def build_client(settings: GatewaySettings) -> sdk.AsyncFeaturelensClient:
-    """An SDK client of the five services at the settings' addresses."""
+    """An SDK client of the five services at the settings' addresses, with the settings' key and
+    TLS (never the SDK's environment variables: the settings say everything)."""
+    tls: sdk.TlsConfig | bool = False
+    if settings.tls_ca_file is not None or settings.tls_client_cert_file is not None:
+        tls = sdk.TlsConfig(settings.tls_ca_file, settings.tls_client_cert_file, settings.tls_client_key_file)
     return sdk.AsyncFeaturelensClient(
         settings.encoder_address,
         encoder_address=settings.encoder_address,
@@ -41,6 +45,8 @@ def build_client(settings: GatewaySettings) -> sdk.AsyncFeaturelensClient:
         family_address=settings.family_address,
         timeout_s=settings.call_timeout_s,
         max_message_bytes=settings.max_message_bytes,
+        api_key=settings.service_api_key(),
+        tls=tls,
     )
 
 

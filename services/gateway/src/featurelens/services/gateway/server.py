@@ -9,6 +9,7 @@ import socket
 from collections.abc import Iterator
 
 import uvicorn
+from pydantic import SecretStr
 
 from featurelens.services.gateway.app import create_app
 from featurelens.services.gateway.settings import GatewaySettings
@@ -90,10 +91,11 @@ class Gateway:
         self.socket.close()
 
 
-def embedded_gateway(grpc_address: str, host: str, port: int) -> Gateway:
+def embedded_gateway(grpc_address: str, host: str, port: int, api_key: str | None = None) -> Gateway:
     """The gateway of ``featurelens up``: every service at the embedded host's one address, bound
     now on host:port (OSError when the port is taken), served once ``start`` is called in the
-    host's event loop. ``FEATURELENS_GATEWAY_*`` variables set everything else."""
+    host's event loop; ``api_key``: the host's key when it requires keys. ``FEATURELENS_GATEWAY_*``
+    variables set everything else."""
     settings = GatewaySettings(
         host=host,
         port=port,
@@ -102,5 +104,6 @@ def embedded_gateway(grpc_address: str, host: str, port: int) -> Gateway:
         search_address=grpc_address,
         labelling_address=grpc_address,
         family_address=grpc_address,
+        api_key=SecretStr(api_key) if api_key else None,
     )
     return Gateway(settings, bind(host, port))
