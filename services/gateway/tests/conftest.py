@@ -19,6 +19,7 @@ for _folder in (_HERE, _HERE.parents[1] / "search" / "tests", _HERE.parents[1] /
     if str(_folder) not in sys.path:
         sys.path.insert(0, str(_folder))
 
+import fuzz_http  # noqa: E402
 import stack_fixtures  # noqa: E402
 from gateway_testing import RunningGateway, running_gateway  # noqa: E402
 
@@ -62,3 +63,8 @@ def http(gateway: RunningGateway) -> Iterator[httpx.Client]:
     """An HTTP client of the running gateway."""
     with httpx.Client(base_url=gateway.url, timeout=60.0) as client:
         yield client
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """The count of what the gateway's fuzz tests sent, by endpoint and HTTP status."""
+    fuzz_http.terminal_summary(terminalreporter, config)

@@ -5,11 +5,25 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 #: Largest count or latent id the protos carry (uint32): a larger one is refused as bad input here,
 #: since the SDK could not even put it on the wire.
 MAX_UINT32 = 2**32 - 1
+
+
+def _utf8(value: str) -> str:
+    """Refuse a string that cannot go on the wire: JSON's escapes can make a lone UTF-16 surrogate
+    ("\\ud800"), which Python keeps in a str but protobuf, and so the SDK, cannot encode."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("holds a lone UTF-16 surrogate (such as \\ud800), which is not text") from None
+    return value
+
+
+#: A string of a request, one that can go on the wire (see ``_utf8``).
+Text = Annotated[str, AfterValidator(_utf8)]
 
 SearchMode = Literal["dense", "sparse", "hybrid"]
 Fusion = Literal["rrf", "dbsf"]
@@ -202,7 +216,7 @@ class ActivationHistogram(Model):
 
 
 class TextProbe(Model):
-    text: str = Field(description="A text to run through the encoder and the SAE.")
+    text: Text = Field(description="A text to run through the encoder and the SAE.")
 
 
 class ActiveFeature(Model):
@@ -230,8 +244,8 @@ class Intervention(Model):
     """Steer exactly one target: a feature, a family or the feature a phrase names."""
 
     feature: int | None = Field(None, ge=0, le=MAX_UINT32)
-    family_id: str | None = None
-    phrase: str | None = None
+    family_id: Text | None = None
+    phrase: Text | None = None
     weight: float = Field(
         description="Additive: the shift along the feature's unit decoder direction (negative pushes "
         "away; 0 changes nothing). Clamp: the activation to set (>= 0)."
@@ -241,17 +255,17 @@ class Intervention(Model):
 
 
 class SearchFilter(Model):
-    categories: list[str] = Field(default_factory=list, description="At least one of these.")
-    date_from: str = Field("", description="YYYY-MM-DD, inclusive; empty for none.")
-    date_to: str = Field("", description="YYYY-MM-DD, inclusive; empty for none.")
+    categories: list[Text] = Field(default_factory=list, description="At least one of these.")
+    date_from: Text = Field("", description="YYYY-MM-DD, inclusive; empty for none.")
+    date_to: Text = Field("", description="YYYY-MM-DD, inclusive; empty for none.")
     features_must_fire: list[Annotated[int, Field(ge=0, le=MAX_UINT32)]] = Field(default_factory=list)
     features_must_not_fire: list[Annotated[int, Field(ge=0, le=MAX_UINT32)]] = Field(default_factory=list)
 
 
 class SearchRequest(Model):
-    corpus: str
-    text: str = Field(description="The query.")
-    sae_id: str | None = Field(None, description="null: the default SAE.")
+    corpus: Text
+    text: Text = Field(description="The query.")
+    sae_id: Text | None = Field(None, description="null: the default SAE.")
     mode: SearchMode = "dense"
     fusion: Fusion = "rrf"
     top_k: int = Field(10, ge=0, le=MAX_UINT32)

@@ -250,4 +250,5 @@ async def family(
     family_id: Annotated[str, Path(description="A family id, e.g. 'f12-p0'.")],
     client: Client,
 ) -> models.Family:
+    family_id = validation.family_id(family_id)
     return convert.family(await client.families.get_family(family_id, sae_id))

@@ -59,6 +59,13 @@ def feature_of(sae: sdk.SaeInfo, feature: int) -> int:
     return feature
 
 
+def family_id(value: str) -> str:
+    """A family id of a path; 400 for a blank one, which the SDK refuses before any call."""
+    if not value.strip():
+        raise GatewayInputError("family_id is empty; family ids look like 'f12-p0'")
+    return value
+
+
 def offset_token(value: str) -> int:
     """The offset in a page token of a listing the gateway sorts itself ("" for the first page)."""
     if not value:
