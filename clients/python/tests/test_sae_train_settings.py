@@ -182,3 +182,14 @@ def test_patience_0_is_sent_and_the_result_names_the_epoch_it_kept(
     assert done.result.metrics.best_epoch in (0, 1, 2)
     assert not done.result.metrics.stopped_early
     assert done.result.metrics.steps == 9
+
+
+def test_input_noise_is_sent_and_trained_with(client: FeaturelensClient, store: Path, models: Path) -> None:
+    messages = list(
+        client.sae.train(str(store), SaeConfig(num_latents=64, k=4), batch_size=60, epochs=2, input_noise=0.5)
+    )
+
+    done = finished(messages)
+    assert done.result is not None
+    checkpoint = read_checkpoint(models / done.result.sae_id)
+    assert checkpoint.train_config == TrainConfig(batch_size=60, epochs=2, input_noise=0.5)

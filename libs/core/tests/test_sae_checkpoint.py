@@ -141,3 +141,9 @@ def test_weights_that_do_not_match_the_config_are_refused(tmp_path: Path) -> Non
         SaeCheckpointError, match=r"tensor 'W_enc' has shape \(64, 16\), the config says \(32, 16\)"
     ):
         load_sae(tmp_path / "c")
+
+
+def test_input_noise_enters_the_sae_id_only_when_it_is_used() -> None:
+    sae_id = make_sae_id(CFG, TrainConfig(), "f" * 64)
+    assert make_sae_id(CFG, TrainConfig(input_noise=0.0), "f" * 64) == sae_id
+    assert make_sae_id(CFG, TrainConfig(input_noise=0.04), "f" * 64) != sae_id

@@ -20,6 +20,8 @@ from featurelens.sae import (
     read_checkpoint,
     train_sae,
 )
+from featurelens.sae.analysis import evaluate
+from featurelens.sae.data import split_rows
 
 D_IN = 32
 SAE_CFG = SaeConfig(d_in=D_IN, num_latents=256, k=8, dead_steps_threshold=4)
@@ -251,3 +253,48 @@ def test_training_on_cuda_reduces_nmse(use_bf16: bool) -> None:
     assert result.sae.device.type == "cuda"
     assert result.final_train is not None
     assert result.final_train.nmse < 0.9 * steps[0].nmse
+
+
+NOISY_CFG = TrainConfig(batch_size=64, lr=1e-3, epochs=4, seed=7, input_noise=0.05)
+
+
+def test_input_noise_is_seeded_so_two_runs_agree_and_it_changes_what_is_learned() -> None:
+    data = sparse_data()
+    first = train_sae(data, SAE_CFG, NOISY_CFG)
+    second = train_sae(data, SAE_CFG, NOISY_CFG)
+    clean = train_sae(data, SAE_CFG, TRAIN_CFG)
+
+    assert_same_weights(state(first.sae), state(second.sae))
+    assert not torch.equal(first.sae.W_dec, clean.sae.W_dec)
+    assert first.sae_id != clean.sae_id
+
+
+def test_a_resumed_noisy_run_adds_the_noise_an_uninterrupted_one_would(tmp_path: Path) -> None:
+    data = sparse_data()
+    uninterrupted = train_sae(data, SAE_CFG, NOISY_CFG)
+    calls = {"n": 0}
+
+    def stop_after_5_steps() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 5
+
+    train_sae(data, SAE_CFG, NOISY_CFG, checkpoint_dir=tmp_path / "ckpt", should_stop=stop_after_5_steps)
+    resumed = train_sae(data, SAE_CFG, NOISY_CFG, resume_from=tmp_path / "ckpt")
+
+    assert_same_weights(state(resumed.sae), state(uninterrupted.sae))
+
+
+def test_the_final_training_nmse_is_measured_on_the_rows_without_noise() -> None:
+    data = sparse_data()
+    result = train_sae(data, SAE_CFG, NOISY_CFG)
+    train_rows, _ = split_rows(len(data), NOISY_CFG.val_fraction, NOISY_CFG.seed)
+    again = evaluate(result.sae, data[train_rows.numpy()], NOISY_CFG.batch_size)
+
+    assert result.final_train is not None
+    assert result.final_train.nmse == pytest.approx(again.nmse, rel=1e-5)
+
+
+@pytest.mark.parametrize("noise", [-0.1, 1.5, float("nan"), float("inf")])
+def test_an_input_noise_outside_0_to_1_is_refused(noise: float) -> None:
+    with pytest.raises(SaeConfigError, match="input_noise must be a number in"):
+        TrainConfig(input_noise=noise).validate()

@@ -180,6 +180,20 @@ async def test_patience_0_runs_every_epoch_and_still_keeps_the_best_one(
     assert info.train_config.patience == 0
 
 
+async def test_input_noise_is_trained_with_and_recorded_in_the_recipe(
+    running: Running, train_roots: Path
+) -> None:
+    write_store(train_roots / "corpus")
+
+    noisy = await train(running.stub, tiny_request("corpus", input_noise=0.25))
+    clean = await train(running.stub, tiny_request("corpus"))
+
+    info = read_checkpoint(running.servicer.registry.models_dir / noisy[-1].result.sae_id)
+    assert info.train_config is not None
+    assert info.train_config.input_noise == 0.25
+    assert noisy[-1].result.sae_id != clean[-1].result.sae_id
+
+
 async def test_an_unset_patience_is_the_core_default(running: Running, train_roots: Path) -> None:
     write_store(train_roots / "corpus")
 
@@ -275,6 +289,8 @@ async def test_a_second_train_while_one_runs_is_refused(running: Running, train_
         ({"epochs": 0}, {"num_latents": 64, "k": 4}, ["epochs must be a positive integer"]),
         ({"epochs": 5000}, {"num_latents": 64, "k": 4}, ["epochs 5,000", "MAX_TRAIN_EPOCHS"]),
         ({"patience": 5000}, {"num_latents": 64, "k": 4}, ["patience 5,000", "1,000", "MAX_TRAIN_EPOCHS"]),
+        ({"input_noise": 2.0}, {"num_latents": 64, "k": 4}, ["input_noise must be a number in [0, 1]"]),
+        ({"input_noise": float("nan")}, {"num_latents": 64, "k": 4}, ["input_noise"]),
         ({"batch_size": 1}, {"num_latents": 64, "k": 4}, ["batch_size must be at least 2"]),
         ({"batch_size": 70_000}, {"num_latents": 64, "k": 4}, ["batch_size 70,000", "65,536"]),
         ({"max_steps": 0}, {"num_latents": 64, "k": 4}, ["max_steps must be a positive integer"]),

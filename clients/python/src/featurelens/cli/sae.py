@@ -145,6 +145,20 @@ DeviceOption = Annotated[
     ),
 ]
 EvalDeviceOption = Annotated[str, typer.Option(help="Torch device: cpu, cuda or cuda:N.")]
+InputNoiseOption = Annotated[
+    float | None,
+    typer.Option(
+        "--input-noise",
+        min=0.0,
+        max=1.0,
+        help=_with_default(
+            "Gaussian noise added to each training batch (seeded), a regulariser for small corpora; "
+            "0 adds none.",
+            "TrainConfig",
+            "input_noise",
+        ),
+    ),
+]
 PatienceOption = Annotated[
     int | None,
     typer.Option(
@@ -233,6 +247,7 @@ def _train_config(
     device: str | None,
     out: Path,
     patience: int | None = None,
+    input_noise: float | None = None,
 ) -> TrainConfig:
     """The TrainConfig of `sae train` and `sae sweep` (None: core's default), --device and --out
     checked; exit 2 otherwise."""
@@ -247,6 +262,7 @@ def _train_config(
         val_fraction=val_fraction,
         device=device,
         patience=patience,
+        input_noise=input_noise,
     )
     try:
         train_cfg = TrainConfig(**given).validate()
@@ -361,6 +377,7 @@ def train(
         ),
     ] = None,
     patience: PatienceOption = None,
+    input_noise: InputNoiseOption = None,
     max_steps: MaxStepsOption = None,
     seed: SeedOption = None,
     val_fraction: ValFractionOption = None,
@@ -455,7 +472,9 @@ def train(
         sae_cfg = SaeConfig(d_in=int(data.vectors.shape[1]), num_latents=latents, k=k, **loss).validate()
     except SaeConfigError as error:
         raise fail(str(error), code=2) from error
-    train_cfg = _train_config(batch_size, lr, epochs, max_steps, seed, val_fraction, device, out, patience)
+    train_cfg = _train_config(
+        batch_size, lr, epochs, max_steps, seed, val_fraction, device, out, patience, input_noise
+    )
 
     model_name = embedding_model or data.model_id
     result, final_dir, seconds = _train_into(
@@ -700,6 +719,7 @@ def sweep(
     val_fraction: ValFractionOption = None,
     device: DeviceOption = None,
     patience: PatienceOption = None,
+    input_noise: InputNoiseOption = None,
     save_checkpoints: Annotated[
         bool, typer.Option("--save-checkpoints", help="Keep every run's checkpoint in OUT/runs/<sae_id>/.")
     ] = False,
@@ -718,7 +738,9 @@ def sweep(
         grid = sweep_configs(int(data.vectors.shape[1]), latent_list, k_list)
     except SaeConfigError as error:
         raise fail(str(error), code=2) from error
-    train_cfg = _train_config(batch_size, lr, epochs, max_steps, seed, val_fraction, device, out, patience)
+    train_cfg = _train_config(
+        batch_size, lr, epochs, max_steps, seed, val_fraction, device, out, patience, input_noise
+    )
 
     with _progress() as bar:
         overall = bar.add_task("sweep", total=len(grid), **_EMPTY_FIELDS)

@@ -310,6 +310,7 @@ def train_request(
     seed: int | None,
     val_fraction: float | None,
     patience: int | None,
+    input_noise: float | None = None,
     make_default: bool,
 ) -> sae_pb2.TrainRequest:
     """A TrainRequest with only the settings that are not None (an unset one is the server's default)."""
@@ -321,6 +322,7 @@ def train_request(
         seed=seed,
         val_fraction=val_fraction,
         patience=patience,
+        input_noise=input_noise,
     )
     return sae_pb2.TrainRequest(
         embeddings_path=embeddings_path,

@@ -105,6 +105,7 @@ class SaeClient:
         seed: int | None = None,
         val_fraction: float | None = None,
         patience: int | None = None,
+        input_noise: float | None = None,
         make_default: bool = False,
         timeout: float | NotGiven | None = NOT_GIVEN,
         timeout_s: float | NotGiven | None = NOT_GIVEN,
@@ -116,6 +117,8 @@ class SaeClient:
         ``TrainRequest`` in sae.proto); a value is used as sent, so ``val_fraction=0.0`` trains on
         every row without validation and ``patience=0`` runs every epoch (no early stopping; the
         epoch with the best validation NMSE is kept either way, see ``SaeMetrics.best_epoch``).
+        ``input_noise`` (e.g. 0.04) adds seeded Gaussian noise to each training batch, a regulariser
+        for small corpora.
         ``make_default`` makes the new SAE the one a call naming none gets; without it the default
         stays as it is (only a server's first SAE becomes it anyway).
         ``timeout`` bounds the whole run (no bound by default; ``timeout_s`` is its older,
@@ -131,6 +134,7 @@ class SaeClient:
             seed=seed,
             val_fraction=val_fraction,
             patience=patience,
+            input_noise=input_noise,
             make_default=make_default,
         )
         bound = stream_timeout(timeout, timeout_s)
@@ -225,6 +229,7 @@ class AsyncSaeClient:
         seed: int | None = None,
         val_fraction: float | None = None,
         patience: int | None = None,
+        input_noise: float | None = None,
         make_default: bool = False,
         timeout: float | NotGiven | None = NOT_GIVEN,
         timeout_s: float | NotGiven | None = NOT_GIVEN,
@@ -243,6 +248,7 @@ class AsyncSaeClient:
             seed=seed,
             val_fraction=val_fraction,
             patience=patience,
+            input_noise=input_noise,
             make_default=make_default,
         )
         bound = stream_timeout(timeout, timeout_s)

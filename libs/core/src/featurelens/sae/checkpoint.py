@@ -58,6 +58,9 @@ MOVED_ASIDE = re.compile(r"^\.(?P<name>.+)\.old-[0-9a-f]+$")
 _TENSORS = ("W_enc", "b_lat", "W_dec", "b_pre")
 # Train-config fields that do not change what is learned: they stay out of the sae_id.
 _NOT_IDENTITY = ("device", "eval_every", "checkpoint_every", "fast")
+#: Recipe fields added after ids were first given out, at the value that changes nothing: left out
+#: of the id at that value, so an SAE trained the old way keeps its id.
+_NEUTRAL_DEFAULTS: dict[str, object] = {"input_noise": 0.0}
 
 
 class SaeCheckpointError(Exception):
@@ -100,7 +103,11 @@ def make_sae_id(sae_cfg: SaeConfig, train_cfg: TrainConfig | None, data_fingerpr
     """ "sae-" + 12 hex digits of sha256 over the SAE config, the training recipe and the data."""
     recipe = None
     if train_cfg is not None:
-        recipe = {k: v for k, v in train_cfg.to_dict().items() if k not in _NOT_IDENTITY}
+        recipe = {
+            k: v
+            for k, v in train_cfg.to_dict().items()
+            if k not in _NOT_IDENTITY and not (k in _NEUTRAL_DEFAULTS and v == _NEUTRAL_DEFAULTS[k])
+        }
     payload = json.dumps(
         {"sae": sae_cfg.to_dict(), "train": recipe, "data": data_fingerprint},
         sort_keys=True,

@@ -28,6 +28,17 @@ The two aims conflict on small corpora: below ~50 * 32 * k training rows (51k at
 sparsity floor wins and the held-out NMSE stays more than 15% above the training NMSE (1.68 times it
 at 1,024 latents on the demo's corpus). Sparse, specific features are what the rest of featurelens
 (labels, families, steering) is for, so the floor is kept; a larger corpus closes the gap.
+
+Noise narrows the gap without giving up sparsity (``TrainConfig.input_noise``: seeded Gaussian
+noise on every coordinate of each training batch, so no row is seen twice the same). On the same
+corpus and recipe (k = 32, up to 200 epochs, patience 5; validation NMSE / training NMSE, both
+measured on the rows without noise): 1,536 latents with noise 0.04 reach 0.301 / 0.232 (+30%),
+0.055 reach 0.335 / 0.294 (+14%), 0.06 reach 0.350 / 0.315 (+11%), 0.07 reach 0.373 / 0.346 (+8%);
+3,072 latents with 0.05 (100 epochs) reach 0.346 / 0.293 (+18%) and with 0.06 (300 epochs)
+0.359 / 0.314 (+14%); without noise, 3,072 latents and 30 epochs reach 0.351 / 0.157 (+124%). The
+demo trains 1,536 latents with noise 0.055: held-out NMSE within 15% of the training NMSE and
+lower than that of the 3,072-latent SAE without noise. The rule below does not choose a noise: it
+depends on the embedding model's geometry (these are for unit-norm 384-d MiniLM embeddings).
 """
 
 from __future__ import annotations

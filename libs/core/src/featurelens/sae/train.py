@@ -234,6 +234,14 @@ def _metrics_json(
     return metrics
 
 
+def batch_noise(batch: Tensor, seed: int, step: int) -> Tensor:
+    """Standard normal noise shaped like ``batch``, the same for the same seed and step (so a resumed
+    run adds what an uninterrupted one would)."""
+    generator = torch.Generator(device=batch.device)
+    generator.manual_seed((seed * 1_000_003 + step) % 2**63)
+    return torch.randn(batch.shape, generator=generator, device=batch.device, dtype=batch.dtype)
+
+
 def _weights(sae: SparseAutoencoder) -> dict[str, Tensor]:
     """A copy of the SAE's parameters (on their device)."""
     return {name: getattr(sae, name).detach().clone() for name in _WEIGHTS}
@@ -435,6 +443,8 @@ def train_sae(
             if perm is None or position == 0:
                 perm = epoch_permutation(n_train, train_cfg.seed, epoch).to(device)
             batch = train_x.index_select(0, perm[position * batch_size : (position + 1) * batch_size])
+            if train_cfg.input_noise > 0:
+                batch = batch + train_cfg.input_noise * batch_noise(batch, train_cfg.seed, state.step)
             dead_mask = state.steps_since_fired >= dead_threshold if state.step >= dead_threshold else None
 
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):

@@ -50,9 +50,10 @@ _TRAIN_FIELDS = {
     "seed": "seed",
     "val_fraction": "val_fraction",
     "patience": "patience",
+    "input_noise": "input_noise",
 }
 #: Fields sent as float32 on the wire.
-_FLOAT_FIELDS = frozenset({"auxk_coef", "multik_coef", "learning_rate", "val_fraction"})
+_FLOAT_FIELDS = frozenset({"auxk_coef", "multik_coef", "learning_rate", "val_fraction", "input_noise"})
 #: Core's sentences say "SaeConfig.k" / "TrainConfig.lr" where the caller sent "config.k" / "learning_rate".
 _CORE_FIELD = re.compile(r"\b(SaeConfig|TrainConfig)\.(\w+)")
 _REQUEST_NAMES = {
