@@ -338,7 +338,10 @@ def main(argv: list[str] | None = None) -> int:
         "--seconds", type=float, default=None, help="measured seconds (default 60; 10 with --quick)"
     )
     parser.add_argument(
-        "--warmup", type=float, default=None, help="warm-up seconds (default 10; 3 with --quick)"
+        "--warmup",
+        type=float,
+        default=None,
+        help="warm-up seconds (default 30; 3 with --quick)",
     )
     parser.add_argument("--quick", action="store_true", help="4 clients for 10 s")
     parser.add_argument(
@@ -348,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.clients = args.clients or (4 if args.quick else 8)
     args.seconds = args.seconds or (10.0 if args.quick else 60.0)
-    args.warmup = args.warmup if args.warmup is not None else (3.0 if args.quick else 10.0)
+    args.warmup = args.warmup if args.warmup is not None else (3.0 if args.quick else 30.0)
     stack = demo_stack() if args.stack in ("auto", "demo") else None
     if stack is None and args.stack == "demo":
         raise SystemExit(f"{DEMO} is missing or incomplete: run `make demo` first")

@@ -240,6 +240,85 @@ def test_the_api_key_secrets_are_git_ignored_files_with_a_committed_example() ->
     assert subprocess.run(["git", "check-ignore", "-q", str(example)], cwd=ROOT, check=False).returncode == 1
 
 
+# -- the observability profile (infra/compose/prometheus.yml) ----------------------------------------
+
+PROMETHEUS_CONFIG_PATH = ROOT / "infra" / "compose" / "prometheus.yml"
+
+
+def scrape_targets(config: dict[str, Any]) -> list[tuple[str, str, int]]:
+    """(job, compose service, port) of every static target of a Prometheus configuration."""
+    found = []
+    for job in config.get("scrape_configs", []):
+        for static in job.get("static_configs", []):
+            for target in static.get("targets", []):
+                host, _, port = str(target).rpartition(":")
+                found.append((job["job_name"], host, int(port)))
+    return found
+
+
+def metrics_port_of(name: str) -> int | None:
+    """Where the compose service ``name`` serves /metrics: its METRICS_PORT setting (0: nowhere),
+    the gateway's HTTP port, None for what is no featurelens service."""
+    if name not in FEATURELENS_SERVICES:
+        return None
+    spec, service = SERVICES[name], FEATURELENS_SERVICES[name]
+    settings = load_settings(environment(spec), service)
+    if service in SDK_SERVICES:
+        return settings.port
+    return settings.metrics_port or None
+
+
+def scrape_problems(config: dict[str, Any]) -> list[str]:
+    """What is wrong with the Prometheus configuration: a target that names no featurelens service
+    of docker-compose.yml or misses its metrics port, or a service it does not scrape."""
+    problems = []
+    scraped = set()
+    for job, host, port in scrape_targets(config):
+        serving = metrics_port_of(host)
+        if serving is None:
+            problems.append(f"{job}: {host} is no featurelens service serving metrics in docker-compose.yml")
+        elif port != serving:
+            problems.append(f"{job}: {host}:{port}, but {host} serves /metrics on port {serving}")
+        scraped.add(host)
+    problems += [f"{name} is not scraped" for name in sorted(set(FEATURELENS_SERVICES) - scraped)]
+    return problems
+
+
+def test_prometheus_scrapes_every_service_on_the_metrics_port_compose_gives_it() -> None:
+    config = yaml.safe_load(PROMETHEUS_CONFIG_PATH.read_text(encoding="utf-8"))
+
+    assert scrape_problems(config) == []
+
+
+def test_the_scrape_check_catches_a_wrong_port_an_unknown_service_and_a_missing_one() -> None:
+    config = yaml.safe_load(PROMETHEUS_CONFIG_PATH.read_text(encoding="utf-8"))
+    config["scrape_configs"][0]["static_configs"][0]["targets"] = ["encoder:9999"]
+    config["scrape_configs"][1]["static_configs"][0]["targets"] = ["nowhere:9464"]
+
+    problems = scrape_problems(config)
+
+    assert any("encoder:9999" in problem for problem in problems)
+    assert any("nowhere" in problem for problem in problems)
+    assert any(problem.endswith("is not scraped") for problem in problems)
+
+
+@pytest.mark.parametrize("name", sorted(set(FEATURELENS_SERVICES) - {"gateway"}))
+def test_a_grpc_service_exposes_its_metrics_port_inside_the_compose_network_only(name: str) -> None:
+    spec = SERVICES[name]
+    port = metrics_port_of(name)
+
+    assert port is not None, f"{name}: no METRICS_PORT"
+    assert str(port) in {str(p) for p in spec.get("expose", [])}
+    assert port not in container_ports(spec), "the metrics port is published on the host"
+
+
+def test_the_prometheus_service_is_optional_and_mounts_the_checked_configuration() -> None:
+    prometheus = SERVICES["prometheus"]
+
+    assert prometheus["profiles"] == ["observability"]
+    assert any(volume.startswith("./infra/compose/prometheus.yml:") for volume in prometheus["volumes"])
+
+
 # -- the GPU overlay (infra/compose/docker-compose.gpu.yml) ------------------------------------------
 
 GPU_OVERLAY_PATH = ROOT / "infra" / "compose" / "docker-compose.gpu.yml"

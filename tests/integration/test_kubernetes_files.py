@@ -159,7 +159,8 @@ def port_problems(resources: Resources) -> list[str]:
         container = main_container(deployment)
         configured = container_env(resources, container).get(f"FEATURELENS_{service.upper()}_PORT")
         listening = int(configured) if configured else settings_class(service)().port
-        declared = [int(p["containerPort"]) for p in container.get("ports", [])]
+        # The metrics port (metrics_problems) is the only other one a container may declare.
+        declared = [int(p["containerPort"]) for p in container.get("ports", []) if p.get("name") != "metrics"]
         if declared != [listening]:
             problems.append(f"{service}: container ports {declared}, the service listens on {listening}")
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -176,6 +177,36 @@ def port_problems(resources: Resources) -> list[str]:
                     problems.append(
                         f"{service}: Service {front['metadata']['name']} port {port} misses {listening}"
                     )
+    return problems
+
+
+def metrics_problems(resources: Resources) -> list[str]:
+    """Every service's pods ask Prometheus to scrape the port where they serve /metrics: a gRPC
+    service's METRICS_PORT (set, and declared as the container port named "metrics"), the
+    gateway's HTTP port."""
+    problems = []
+    for service, deployment in service_deployments(resources).items():
+        container = main_container(deployment)
+        annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
+        if annotations.get("prometheus.io/scrape") != "true":
+            problems.append(f"{service}: no prometheus.io/scrape annotation")
+            continue
+        env = container_env(resources, container)
+        if service in HTTP_SERVICES:
+            configured = env.get(f"FEATURELENS_{service.upper()}_PORT")
+            serving = int(configured) if configured else settings_class(service)().port
+        else:
+            serving = int(env.get(f"FEATURELENS_{service.upper()}_METRICS_PORT", "0"))
+            if not serving:
+                problems.append(f"{service}: no FEATURELENS_{service.upper()}_METRICS_PORT")
+                continue
+            if container_port(container, "metrics") != serving:
+                problems.append(f"{service}: no container port named metrics at {serving}")
+        if annotations.get("prometheus.io/port") != str(serving):
+            problems.append(
+                f"{service}: prometheus.io/port is {annotations.get('prometheus.io/port')}, "
+                f"/metrics is served on {serving}"
+            )
     return problems
 
 
@@ -327,7 +358,15 @@ def test_an_overlay_builds_and_every_resource_is_valid_kubernetes(overlay: str) 
 @needs_kubectl
 @pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize(
-    "check", [service_part_problems, port_problems, setting_problems, address_problems, secret_problems]
+    "check",
+    [
+        service_part_problems,
+        port_problems,
+        metrics_problems,
+        setting_problems,
+        address_problems,
+        secret_problems,
+    ],
 )
 def test_an_overlay_agrees_with_the_services(overlay: str, check: Checker) -> None:
     assert check(built(overlay)) == []
@@ -449,6 +488,13 @@ def _broken() -> Iterator[tuple[str, Checker, Callable[[Resources], None]]]:
         pod = _deployment(r, "encoder")["spec"]["template"]["spec"]
         pod["volumes"][0]["secret"]["items"] = [{"key": "peer_api_key", "path": "peer_api_key"}]
 
+    def wrong_scrape_port(r: Resources) -> None:
+        annotations = _deployment(r, "search")["spec"]["template"]["metadata"]["annotations"]
+        annotations["prometheus.io/port"] = "50053"
+
+    def no_metrics_port(r: Resources) -> None:
+        del _config(r, "family")["FEATURELENS_FAMILY_METRICS_PORT"]
+
     def invalid_schema(r: Resources) -> None:
         _deployment(r, "search")["spec"]["replicas"] = "two"
 
@@ -460,6 +506,8 @@ def _broken() -> Iterator[tuple[str, Checker, Callable[[Resources], None]]]:
     yield "a service missing", service_part_problems, no_gateway
     yield "container port", port_problems, wrong_container_port
     yield "Service port", port_problems, wrong_service_port
+    yield "scrape annotation on the wrong port", metrics_problems, wrong_scrape_port
+    yield "no metrics port", metrics_problems, no_metrics_port
     yield "misspelt setting", setting_problems, misspelt_setting
     yield "another service's setting", setting_problems, other_service_setting
     yield "a value that does not parse", setting_problems, bad_value

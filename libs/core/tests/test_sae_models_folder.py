@@ -142,6 +142,21 @@ def test_what_interrupted_runs_left_is_cleaned_up_and_no_sae_is_lost(tmp_path: P
     assert read_checkpoint(folder.path / lost.sae_id).sae_id == lost.sae_id
 
 
+def test_a_default_marker_write_cut_short_by_a_kill_leaves_no_temporary_file_after_cleanup(
+    tmp_path: Path,
+) -> None:
+    folder = ModelsFolder(tmp_path / "models")
+    kept = folder.register(stage(folder, fingerprint="kept"))
+    # What write_default leaves when the process is killed between creating and renaming it.
+    (folder.path / ".default.tmp-k1ll3d").write_text("half")
+
+    removed = folder.remove_stale()
+
+    assert [path.name for path in removed] == [".default.tmp-k1ll3d"]
+    assert sorted(os.listdir(folder.path)) == sorted([kept.sae_id, "default"])
+    assert folder.read_default() == kept.sae_id
+
+
 def test_the_default_marker_round_trips_and_is_none_when_absent(tmp_path: Path) -> None:
     folder = ModelsFolder(tmp_path / "models")
     assert folder.read_default() is None

@@ -150,6 +150,7 @@ async def serve_stack(
     labelling_address: str | None = None,
     family_address: str | None = None,
     also: Sequence[Servicer] = (),
+    metrics_port: int | None = None,
     **settings: Any,
 ) -> AsyncIterator[Stack]:
     """encoder + sae + search in one GrpcServer on 127.0.0.1:0, as the embedded mode hosts them.
@@ -160,7 +161,7 @@ async def serve_stack(
     (default: this server, which hosts no family service, so family targets are refused) at a
     family service; ``open_store`` replaces the edge store of the settings; ``families`` replaces
     the family client; ``also`` are more servicers hosted in the same server (the labelling
-    service's tests add theirs).
+    service's tests add theirs); ``metrics_port`` (0: a free one) serves /metrics.
     """
     encoder = EncoderServicer({"wordllama": lambda: backend}, MemoryEmbeddingCache(64 * 1024 * 1024))
     sae = SaeServicer(SaeRegistry(models_dir))
@@ -180,7 +181,9 @@ async def serve_stack(
         )
     if families is not None:
         search.families = families
-    server = GrpcServer([encoder, sae, search, *also], host="127.0.0.1", port=0, grace_period_s=2.0)
+    server = GrpcServer(
+        [encoder, sae, search, *also], host="127.0.0.1", port=0, grace_period_s=2.0, metrics_port=metrics_port
+    )
     await server.start()
     # The embedded mode picks its port before it builds the servicers; here port 0 is bound first
     # and the search service's dependencies (whose channels open on first use) pointed at it.

@@ -55,6 +55,14 @@ def up(
             "health checks; default: no key needed.",
         ),
     ] = None,
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            "--metrics-port",
+            help="HTTP port of Prometheus /metrics for every service; 0 (default) turns it off. The "
+            "gateway also serves /metrics on --http-port.",
+        ),
+    ] = 0,
 ) -> None:
     """Run every installed featurelens service in this process until Ctrl-C or SIGTERM."""
     try:
@@ -67,7 +75,12 @@ def up(
 
     try:
         embedded = embedded_host(
-            host=host, port=port, data_dir=data_dir, models=split_list(models), api_keys_file=api_keys_file
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            models=split_list(models),
+            api_keys_file=api_keys_file,
+            metrics_port=metrics_port,
         )
     except EmbeddedHostError as error:
         raise fail(str(error)) from error

@@ -13,6 +13,9 @@ llama.cpp's server) through the official ``openai`` async client. Each call:
    other 4xx answers raise ``LlmRequestError`` at once, exhausted retries ``LlmUnavailableError``;
 4. reads the token usage of the response, prices it, settles the budget, stores the answer.
 
+Cache lookups, the time of each call (retries included) and the tokens and dollars of each
+answered call are reported to ``featurelens.telemetry`` (labelled by model, never by prompt).
+
 The API key is given to the ``openai`` client and nowhere else: it is kept out of the config's
 repr, the logs and the error messages.
 """
@@ -32,6 +35,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, cast
 
+from featurelens import telemetry
 from featurelens.embedding.backends.openai_http import error_message, retry_after_seconds
 from featurelens.interp.budget import Budget, estimate_call_usd, estimate_prompt_tokens
 from featurelens.interp.pricing import DEFAULT_PRICES, PriceTable
@@ -342,6 +346,8 @@ class ChatClient:
         params = self.params(model, max_tokens)
         key = cache_key(self.config.base_url, model, messages, params, prompt_version)
         cached = await self._cache_get(key)
+        if self.cache is not None:
+            telemetry.cache_lookups("llm", hits=int(cached is not None), misses=int(cached is None))
         if cached is not None:
             self.stats.cache_hits += 1
             self.stats.prompt_tokens += cached.prompt_tokens
@@ -353,7 +359,8 @@ class ChatClient:
         if self.budget is not None:
             reservation = self.budget.reserve(estimate_call_usd(self.prices, model, messages, max_tokens))
         try:
-            response = await self._send(model, messages, params)
+            with telemetry.operation("llm", "chat", model=model):
+                response = await self._send(model, messages, params)
         except BaseException:
             if reservation is not None and self.budget is not None:
                 self.budget.release(reservation)
@@ -366,6 +373,7 @@ class ChatClient:
         self.stats.prompt_tokens += prompt_tokens
         self.stats.completion_tokens += completion_tokens
         self.stats.cost_usd += cost
+        telemetry.llm_usage(model, prompt_tokens, completion_tokens, cost)
         answered_by = str(getattr(response, "model", "") or model)
         await self._cache_put(key, CachedCompletion(text, prompt_tokens, completion_tokens, answered_by))
         usage = Usage(prompt_tokens, completion_tokens, cost, 1, 0)

@@ -100,16 +100,21 @@ class ModelsFolder:
             shutil.rmtree(staging, ignore_errors=True)
 
     def remove_stale(self) -> list[Path]:
-        """Clean up after interrupted runs; returns the folders removed.
+        """Clean up after interrupted runs; returns the folders (and files) removed.
 
-        Staging folders go. A checkpoint left moved aside by an interrupted replace is put back
-        when its SAE is missing (so no SAE is lost), and removed otherwise.
+        Staging folders go, and so does a temporary file of the ``default`` marker. A checkpoint
+        left moved aside by an interrupted replace is put back when its SAE is missing (so no SAE
+        is lost), and removed otherwise.
         """
         if not self.path.is_dir():
             return []
         removed: list[Path] = []
         for folder in sorted(self.path.iterdir()):
             if not folder.is_dir():
+                # write_default's temporary file, left when the process died before its rename.
+                if folder.name.startswith(f".{DEFAULT_MARKER}.tmp-"):
+                    folder.unlink(missing_ok=True)
+                    removed.append(folder)
                 continue
             # save_sae writes a staging checkpoint beside it as "..train-*.tmp-*" first.
             if folder.name.startswith((STAGING_PREFIX, "." + STAGING_PREFIX)):

@@ -6,16 +6,21 @@ count, write, and convert to and from the engine's types. Everything that decide
 lives here: the existence check before an update, fusing a hybrid query's legs and then fetching
 only the page's payloads, and the two scroll passes of a seeded sample. Written once, the two
 adapters cannot drift apart; the congruence suite checks that their primitives agree.
+
+Every read and write here is one timed Qdrant operation for ``featurelens.telemetry``
+(``dependency="qdrant"``, the method's name as the operation, the adapter as ``backend``).
 """
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 
+from featurelens import telemetry
 from featurelens.store import schema
 from featurelens.store.errors import InvalidQueryError
 from featurelens.store.fusion import LegHit, PointKey, fuse
@@ -55,6 +60,24 @@ from featurelens.store.writes import (
 
 Handle = TypeVar("Handle")
 """An adapter's handle on one open collection (edge: its shard; server: its name)."""
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_Store = TypeVar("_Store", bound="EngineStore[Any]")
+
+
+def _qdrant_operation(
+    method: Callable[Concatenate[_Store, _P], _R],
+) -> Callable[Concatenate[_Store, _P], _R]:
+    """``method`` reported as one timed Qdrant operation named after it."""
+    operation = method.__name__
+
+    @functools.wraps(method)
+    def timed(self: _Store, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with telemetry.operation("qdrant", operation, backend=self.backend):
+            return method(self, *args, **kwargs)
+
+    return timed
 
 
 class EngineRecord(Protocol):
@@ -104,6 +127,9 @@ def _point(record: EngineRecord, proj: Projection) -> StoredPoint:
 
 class EngineStore(ABC, Generic[Handle]):
     """The DocumentStore's reads and writes; a subclass adds collection management and lifecycle."""
+
+    #: The adapter as telemetry names it ("edge", "server").
+    backend: ClassVar[str] = "qdrant"
 
     # -- what an adapter provides ------------------------------------------------------------
 
@@ -180,6 +206,7 @@ class EngineStore(ABC, Generic[Handle]):
         found = {str(record.id) for record in self._retrieve(handle, ids, None)}
         return [point_id for point_id in ids if point_id in found]
 
+    @_qdrant_operation
     def upsert(self, name: str, points: Sequence[PointRecord]) -> None:
         """Insert or replace documents (a doc id given twice: the last one wins)."""
         handle, current = self._collection(name, [sae_id for record in points for sae_id in record.sparse])
@@ -189,6 +216,7 @@ class EngineStore(ABC, Generic[Handle]):
         with self._write_lock(handle):
             self._upsert(handle, writes)
 
+    @_qdrant_operation
     def update_vectors(self, name: str, vectors: Mapping[str, Mapping[str, SparseVec]]) -> int:
         """Set SAE latents of stored documents (and their features fields); returns docs updated."""
         handle, current = self._collection(
@@ -201,6 +229,7 @@ class EngineStore(ABC, Generic[Handle]):
                 self._update_vectors(handle, [updates[point_id] for point_id in existing])
         return len(existing)
 
+    @_qdrant_operation
     def set_payload(self, name: str, doc_ids: Sequence[str], payload: Mapping[str, Any]) -> int:
         """Merge payload fields into stored documents; returns docs updated."""
         handle, _ = self._collection(name)
@@ -214,6 +243,7 @@ class EngineStore(ABC, Generic[Handle]):
                     self._delete_payload(handle, existing, [schema.DATE_INT])
         return len(existing)
 
+    @_qdrant_operation
     def delete(self, name: str, doc_ids: Sequence[str]) -> int:
         """Delete documents; returns how many existed."""
         handle, _ = self._collection(name)
@@ -226,6 +256,7 @@ class EngineStore(ABC, Generic[Handle]):
 
     # -- reads -------------------------------------------------------------------------------
 
+    @_qdrant_operation
     def query(self, name: str, request: QueryRequest) -> list[ScoredPoint]:
         """Dense, sparse or hybrid search; hits best first, ties broken by point id."""
         handle, current = self._collection(
@@ -270,6 +301,7 @@ class EngineStore(ABC, Generic[Handle]):
             out.append(scored_point(_point(record, proj), hit.score, dense_score, sparse_score))
         return out
 
+    @_qdrant_operation
     def scroll(
         self,
         name: str,
@@ -290,6 +322,7 @@ class EngineStore(ABC, Generic[Handle]):
         points = [_point(record, proj) for record in records]
         return ScrollPage(points, None if next_offset is None else str(next_offset))
 
+    @_qdrant_operation
     def retrieve(
         self,
         name: str,
@@ -307,11 +340,13 @@ class EngineStore(ABC, Generic[Handle]):
         by_id = {str(record.id): record for record in self._retrieve(handle, wanted, proj)}
         return [_point(by_id[point_id], proj) for point_id in wanted if point_id in by_id]
 
+    @_qdrant_operation
     def count(self, name: str, filter: DocFilter | None = None) -> int:
         """Exact number of matching documents."""
         handle, current = self._collection(name, _named_saes(filter, False))
         return self._count(handle, check_filter(filter, current, name))
 
+    @_qdrant_operation
     def sample(
         self,
         name: str,

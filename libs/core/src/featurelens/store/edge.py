@@ -160,6 +160,8 @@ class EdgeDocumentStore(EngineStore[_Collection]):
     ``max_search_threads`` bounds each shard's search pool (None: one per CPU).
     """
 
+    backend = "edge"
+
     def __init__(self, path: Path, *, max_search_threads: int | None = None) -> None:
         self._path = Path(path)
         self._path.mkdir(parents=True, exist_ok=True)

@@ -168,6 +168,8 @@ class QdrantServerDocumentStore(EngineStore[str]):
     mode is for tests only.
     """
 
+    backend = "server"
+
     def __init__(
         self, client: QdrantClient, *, shard_number: int | None = None, replication_factor: int | None = None
     ) -> None:

@@ -2,7 +2,7 @@
 
     python -m featurelens.kit.embedded [--host 127.0.0.1] [--port 50051] [--data-dir .featurelens]
                                        [--models wordllama] [--services encoder,sae,search]
-                                       [--api-keys-file keys.txt]
+                                       [--api-keys-file keys.txt] [--metrics-port 9464]
 
 ``featurelens up`` is this with a friendlier face, and ``featurelens.kit.launcher`` starts it as
 a child process for the demo and the benchmarks.
@@ -17,6 +17,10 @@ API keys are the host's, not each service's: ``--api-keys-file`` turns them on f
 (health and reflection stay open), and the services' calls to each other carry a key made up for
 this process alone. A service's own ``API_KEYS*`` / ``TLS_*`` settings are refused here rather
 than half applied; the embedded host serves plaintext, meant for loopback.
+
+Metrics and traces are the host's too: ``--metrics-port`` serves one ``/metrics`` for every hosted
+service (told apart by the ``service`` label), and ``FEATURELENS_OTLP_ENDPOINT`` (or
+``OTEL_EXPORTER_OTLP_ENDPOINT``) sends the process's spans to a collector as service "featurelens".
 """
 
 from __future__ import annotations
@@ -37,9 +41,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from featurelens.kit import tracing
 from featurelens.kit.auth import ApiKeys, PeerSecurity, SecurityConfigError, ServerAuth, key_digest
 from featurelens.kit.logs import configure_logging
+from featurelens.kit.observer import install_observer
 from featurelens.kit.peers import set_peer_security
+from featurelens.kit.readiness import start_following
 from featurelens.kit.redaction import register_secret, register_settings_secrets
 from featurelens.kit.server import GrpcServer, Servicer
 from featurelens.kit.settings import ServiceSettings
@@ -193,6 +200,8 @@ class EmbeddedHost:
     auth: ServerAuth = field(default_factory=ServerAuth)
     #: The key the hosted services send each other when keys are on; made up for this process.
     peer_key: str | None = field(default=None, repr=False)
+    #: HTTP port of ``/metrics`` for every hosted service (0: not served).
+    metrics_port: int = 0
 
     @property
     def names(self) -> list[str]:
@@ -233,6 +242,7 @@ class EmbeddedHost:
             grace_period_s=max(settings.grace_period_s for settings in self.settings),
             max_message_bytes=max(settings.max_message_bytes for settings in self.settings),
             auth=self.auth,
+            metrics_port=self.metrics_port or None,
         )
 
     async def serve(self, on_ready: Callable[[GrpcServer], None] | None = None) -> None:
@@ -249,9 +259,25 @@ class EmbeddedHost:
                 "only in the data folder, not under the working directory",
                 Path.cwd(),
             )
+        install_observer()
+        # The endpoint is process-wide (FEATURELENS_OTLP_ENDPOINT), so every service has the same.
+        tracing.configure("featurelens", self.settings[0].otlp_endpoint)
         # Built inside the running loop: a grpc.aio server binds to the loop it is created in.
         server = self.build_server()
-        await server.serve_until_signalled(on_ready=None if on_ready is None else lambda: on_ready(server))
+        following: list[asyncio.Task[None]] = []
+
+        def ready() -> None:
+            # From now on health follows what each service can serve (its store going away and back).
+            following.append(start_following(server))
+            if on_ready is not None:
+                on_ready(server)
+
+        try:
+            await server.serve_until_signalled(on_ready=ready)
+        finally:
+            for task in following:
+                task.cancel()
+            tracing.shutdown()
 
 
 def embedded_host(
@@ -262,10 +288,12 @@ def embedded_host(
     models: Sequence[str] = (),
     services: Sequence[str] = SERVICES,
     api_keys_file: Path | None = None,
+    metrics_port: int = 0,
 ) -> EmbeddedHost:
     """Discover the installed ``services`` and settle their settings (port 0 picks a free one).
 
     ``api_keys_file``: the keys the server accepts (see ``featurelens.kit.auth``); None: no key needed.
+    ``metrics_port``: HTTP port of ``/metrics`` for all the services (0: none).
     Creates ``data_dir``. Raises ``EmbeddedHostError`` when none of the services is installed, a
     setting is invalid or the key file cannot be used.
     """
@@ -286,7 +314,7 @@ def embedded_host(
         raise EmbeddedHostError(f"invalid settings: {error}") from error
     _refuse_per_service_security(settings)
     if api_keys_file is None:
-        return EmbeddedHost(host, port, factories, settings)
+        return EmbeddedHost(host, port, factories, settings, metrics_port=metrics_port)
     try:
         keys = ApiKeys.from_file(api_keys_file, "--api-keys-file")
     except SecurityConfigError as error:
@@ -294,7 +322,7 @@ def embedded_host(
     peer_key = secrets.token_urlsafe(32)
     register_secret(peer_key)
     auth = ServerAuth(keys + ApiKeys([key_digest(peer_key)]))
-    return EmbeddedHost(host, port, factories, settings, auth, peer_key)
+    return EmbeddedHost(host, port, factories, settings, auth, peer_key, metrics_port)
 
 
 _SERVER_SECURITY = ("api_keys_file", "api_keys", "tls_cert_file", "tls_key_file", "tls_client_ca_file")
@@ -334,6 +362,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--api-keys-file", type=Path, default=None, help="API keys to require, one a line (default: none)"
     )
+    parser.add_argument(
+        "--metrics-port", type=int, default=0, help="HTTP port of Prometheus /metrics (default 0: none)"
+    )
     ns = parser.parse_args(argv)
     configure_logging(ns.log_level, ns.log_format)
     try:
@@ -344,6 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             models=split_list(ns.models),
             services=split_list(ns.services) or SERVICES,
             api_keys_file=ns.api_keys_file,
+            metrics_port=ns.metrics_port,
         )
     except EmbeddedHostError as error:
         logger.error("%s", error)

@@ -12,7 +12,10 @@ enforced once, for every RPC of every service:
 - a server configured with API keys refuses a call without an accepted one with UNAUTHENTICATED
   (``featurelens.kit.auth``), logged like any refused call but never with the key;
 - while the server drains for a shutdown (``featurelens.kit.inflight``), a new call is refused with
-  UNAVAILABLE unless it carries the request id of a call in flight here (a peer's sub-call).
+  UNAVAILABLE unless it carries the request id of a call in flight here (a peer's sub-call);
+- every call is counted by its final status code, timed and counted in flight
+  (``featurelens.kit.metrics``); the Progress of a streaming job's responses is counted by stage;
+  and, when tracing is on, the call is a span, a child of the caller's (``featurelens.kit.tracing``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from featurelens.kit import metrics, tracing
 from featurelens.kit.auth import ServerAuth
 from featurelens.kit.context import reset_request_id, set_request_id
 from featurelens.kit.errors import InvalidArgumentError, UnauthenticatedError, UnavailableError, status_for
@@ -100,31 +104,98 @@ async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield _checked(request)
 
 
-class _CallTracker:
-    """Logs a call once it ends and maps an escaping exception to a status."""
+def _aborted_code(context: aio.ServicerContext) -> str:
+    """The status a handler gave ``context.abort`` (UNKNOWN when grpc does not say)."""
+    try:
+        code = context.code()
+    except Exception:  # an older grpc.aio context has no code()
+        return "UNKNOWN"
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    # grpc.aio keeps the numeric value of the code it was given.
+    return next((status.name for status in grpc.StatusCode if status.value[0] == code), "UNKNOWN")
 
-    def __init__(self, method: str, request_id: str) -> None:
+
+class _CallTracker:
+    """Logs a call once it ends, maps an escaping exception to a status, and records the call's
+    metrics and span (``finish`` settles them once, whichever way the call ended)."""
+
+    def __init__(self, method: str, request_id: str, metadata: Any = None) -> None:
         self.method = method
         self.request_id = request_id
         self.started = time.perf_counter()
         self.quiet = method.startswith(_QUIET_SERVICES)
+        #: The final status code's name; stays UNKNOWN only if the call ended in a way not foreseen.
+        self.code = "UNKNOWN"
+        service, _, rpc = method.lstrip("/").partition("/")
+        self.labels = (service, rpc)
+        self.in_flight = metrics.IN_FLIGHT.labels(service, rpc)
+        self.in_flight.inc()
+        self.span = tracing.server_span(method, metadata)
+        self._span_token = tracing.activate(self.span)
+        #: Units done of each stage, as the job's last Progress said (for the items counter).
+        self._stage_done: dict[str, int] = {}
+        self._finished = False
 
     async def fail(self, context: aio.ServicerContext, error: BaseException) -> None:
         if isinstance(error, aio.AbortError):
+            self.code = _aborted_code(context)
             raise error
         if isinstance(error, asyncio.CancelledError | GeneratorExit):
+            self.code = "CANCELLED"
             self.log("CANCELLED")
             raise error
         code = status_for(error)
         if code is None:
+            self.code = "INTERNAL"
             logger.exception("%s failed with an unexpected error", self.method)
             details = f"internal error; quote request id {self.request_id} to the operator"
             await context.abort(grpc.StatusCode.INTERNAL, details)
         # A sentence may quote a client's value or a dependency's answer: never a secret, never
         # more than gRPC's metadata limit lets through.
         details = status_detail(str(error)) or code.name
+        self.code = code.name
         self.log(code.name, details)
         await context.abort(code, details)
+
+    def succeeded(self) -> None:
+        self.code = "OK"
+        self.log("OK")
+
+    def progress(self, response: Any) -> None:
+        """Count the Progress a streaming job's response carries (every job's response has one as
+        its field ``progress``; other streams' responses have none)."""
+        has_field = getattr(response, "HasField", None)
+        try:
+            if has_field is None or not has_field("progress"):
+                return
+        except ValueError:  # a message without a ``progress`` field
+            return
+        report = response.progress
+        stage = report.stage or "job"
+        service, rpc = self.labels
+        done = max(int(report.done), 0)
+        advanced = done - self._stage_done.get(stage, 0)
+        if advanced > 0:
+            metrics.JOB_ITEMS.labels(service, rpc, stage).inc(advanced)
+        self._stage_done[stage] = done
+        metrics.JOB_DONE.labels(service, rpc, stage).set(done)
+        metrics.JOB_TOTAL.labels(service, rpc, stage).set(max(int(report.total), 0))
+
+    def finish(self) -> None:
+        """Record the call's metrics and end its span, once."""
+        if self._finished:
+            return
+        self._finished = True
+        service, rpc = self.labels
+        self.in_flight.dec()
+        metrics.REQUESTS.labels(service, rpc, self.code).inc()
+        metrics.REQUEST_SECONDS.labels(service, rpc).observe(time.perf_counter() - self.started)
+        # grpc may close a stream's generator from another context, where the token cannot be
+        # reset; that context never saw the span, so there is nothing to undo there.
+        with contextlib.suppress(ValueError):
+            tracing.deactivate(self._span_token)
+        tracing.end_server_span(self.span, self.code)
 
     def log(self, outcome: str, detail: str = "") -> None:
         # Probes and grpcurl's reflection would drown the service's own lines; their failures still log.
@@ -174,18 +245,24 @@ class RequestInterceptor(aio.ServerInterceptor):
             return handler
         method = handler_call_details.method
         request_id = _request_id(handler_call_details)
-        refusal = self.auth.refusal(method, handler_call_details.invocation_metadata)
+        metadata = handler_call_details.invocation_metadata
+        refusal = self.auth.refusal(method, metadata)
         deserializer = tolerant(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method, request_id, refusal=refusal),
+                self._wrap_unary(handler.unary_unary, method, request_id, refusal=refusal, metadata=metadata),
                 deserializer,
                 handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
                 self._wrap_unary(
-                    handler.stream_unary, method, request_id, refusal=refusal, request_streaming=True
+                    handler.stream_unary,
+                    method,
+                    request_id,
+                    refusal=refusal,
+                    request_streaming=True,
+                    metadata=metadata,
                 ),
                 deserializer,
                 handler.response_serializer,
@@ -197,11 +274,21 @@ class RequestInterceptor(aio.ServerInterceptor):
         # needs its own kind of wrapper.
         if inspect.iscoroutinefunction(streaming):
             wrapped = self._wrap_unary(
-                streaming, method, request_id, refusal=refusal, request_streaming=request_streaming
+                streaming,
+                method,
+                request_id,
+                refusal=refusal,
+                request_streaming=request_streaming,
+                metadata=metadata,
             )
         else:
             wrapped = self._wrap_stream(
-                streaming, method, request_id, refusal=refusal, request_streaming=request_streaming
+                streaming,
+                method,
+                request_id,
+                refusal=refusal,
+                request_streaming=request_streaming,
+                metadata=metadata,
             )
         make_handler = (
             grpc.unary_stream_rpc_method_handler
@@ -218,12 +305,13 @@ class RequestInterceptor(aio.ServerInterceptor):
         *,
         refusal: str | None = None,
         request_streaming: bool = False,
+        metadata: Any = None,
     ) -> Any:
         calls = self.calls
 
         async def wrapper(request: Any, context: aio.ServicerContext) -> Any:
             token = set_request_id(request_id)
-            tracker = _CallTracker(method, request_id)
+            tracker = _CallTracker(method, request_id, metadata)
             admission: _Admission | None = None
             try:
                 if refusal is not None:
@@ -238,11 +326,12 @@ class RequestInterceptor(aio.ServerInterceptor):
                 await tracker.fail(context, error)
                 raise
             else:
-                tracker.log("OK")
+                tracker.succeeded()
                 return response
             finally:
                 if admission is not None:
                     admission.release()
+                tracker.finish()
                 reset_request_id(token)
 
         return wrapper
@@ -255,12 +344,13 @@ class RequestInterceptor(aio.ServerInterceptor):
         *,
         refusal: str | None = None,
         request_streaming: bool = False,
+        metadata: Any = None,
     ) -> Any:
         calls = self.calls
 
         async def wrapper(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
             token = set_request_id(request_id)
-            tracker = _CallTracker(method, request_id)
+            tracker = _CallTracker(method, request_id, metadata)
             admission: _Admission | None = None
             try:
                 if refusal is not None:
@@ -269,15 +359,17 @@ class RequestInterceptor(aio.ServerInterceptor):
                 await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
                 request = _checked_stream(request) if request_streaming else _checked(request)
                 async for response in behavior(request, context):
+                    tracker.progress(response)
                     yield response
             except BaseException as error:
                 await tracker.fail(context, error)
                 raise
             else:
-                tracker.log("OK")
+                tracker.succeeded()
             finally:
                 if admission is not None:
                     admission.release()
+                tracker.finish()
                 # grpc may close the generator after the client went away from another context,
                 # where the token cannot be reset; that context never saw the id, so skip it.
                 with contextlib.suppress(ValueError):

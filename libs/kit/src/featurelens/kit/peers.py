@@ -9,7 +9,8 @@ holds one ``Peer`` per dependency and awaits its generated stub calls through ``
 A peer that cannot be reached becomes UNAVAILABLE naming it and its address; one that does not
 answer in time, DEADLINE_EXCEEDED; what it refuses keeps its code, with the peer's sentence.
 Every call carries the id of the request being served as ``x-request-id``, so the log lines of
-one user request can be joined across services.
+one user request can be joined across services, and (when tracing is on) the W3C trace context of
+the span being served, so its trace continues in the peer (``featurelens.kit.tracing``).
 
 Every call also carries this service's credentials (``featurelens.kit.auth.PeerSecurity``: the key
 of ``peer_api_key_file``, TLS verified against ``peer_tls_ca_file``). They are the process's, set
@@ -27,6 +28,7 @@ from typing import Any, TypeVar, cast
 import grpc
 from grpc import aio
 
+from featurelens.kit import tracing
 from featurelens.kit.auth import PeerSecurity
 from featurelens.kit.context import current_request_id
 from featurelens.kit.errors import (
@@ -59,15 +61,15 @@ def peer_security() -> PeerSecurity:
 def _with_call_metadata(
     details: aio.ClientCallDetails, extra: tuple[tuple[str, str], ...]
 ) -> aio.ClientCallDetails:
-    """The call's details with the current request id (unless the caller set one itself) and
-    ``extra`` (the credentials) added."""
+    """The call's details with the current request id (unless the caller set one itself),
+    ``extra`` (the credentials) and, when tracing is on, the current span's trace context added."""
     request_id = current_request_id()
     metadata = aio.Metadata(*details.metadata) if details.metadata is not None else aio.Metadata()
     added = False
     if request_id is not None and REQUEST_ID_KEY not in metadata:
         metadata.add(REQUEST_ID_KEY, request_id)
         added = True
-    for key, value in extra:
+    for key, value in (*extra, *tracing.inject()):
         if key not in metadata:
             metadata.add(key, value)
             added = True

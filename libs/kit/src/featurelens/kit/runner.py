@@ -7,9 +7,12 @@ import logging
 from collections.abc import Callable
 from typing import TypeVar
 
+from featurelens.kit import tracing
 from featurelens.kit.auth import SecurityConfigError
 from featurelens.kit.logs import configure_logging
+from featurelens.kit.observer import install_observer
 from featurelens.kit.peers import set_peer_security
+from featurelens.kit.readiness import start_following
 from featurelens.kit.redaction import register_settings_secrets
 from featurelens.kit.server import GrpcServer, Servicer
 from featurelens.kit.settings import ServiceSettings
@@ -29,6 +32,8 @@ async def serve(settings: SettingsT, build_servicer: Callable[[SettingsT], Servi
     auth = settings.server_auth()
     tls = settings.server_tls()
     set_peer_security(settings.peer_security())
+    install_observer()
+    tracing.configure(service_name(settings), settings.otlp_endpoint)
     # Built inside the running loop: a grpc.aio server binds to the loop it is created in.
     server = GrpcServer(
         [build_servicer(settings)],
@@ -38,8 +43,23 @@ async def serve(settings: SettingsT, build_servicer: Callable[[SettingsT], Servi
         max_message_bytes=settings.max_message_bytes,
         auth=auth,
         tls=tls,
+        metrics_port=settings.metrics_port or None,
     )
-    await server.serve_until_signalled()
+    following: list[asyncio.Task[None]] = []
+    try:
+        # Once ready, health follows what the service can serve (its store going away and back).
+        await server.serve_until_signalled(on_ready=lambda: following.append(start_following(server)))
+    finally:
+        for task in following:
+            task.cancel()
+        tracing.shutdown()
+
+
+def service_name(settings: ServiceSettings) -> str:
+    """The service as traces name it: ``featurelens-search`` for ``FEATURELENS_SEARCH_`` settings."""
+    prefix = str(type(settings).model_config.get("env_prefix", "FEATURELENS_"))
+    name = prefix.removeprefix("FEATURELENS_").strip("_").lower()
+    return f"featurelens-{name}" if name else "featurelens"
 
 
 def run_service(settings: SettingsT, build_servicer: Callable[[SettingsT], Servicer]) -> None:

@@ -10,6 +10,10 @@ request id of a call in flight (``featurelens.kit.inflight``): in ``featurelens 
 the encoder and sae servicers through this same server, and an in-flight Search or IndexDocuments
 needs those calls to finish. Once no call is in flight, or the grace period has passed, the
 server stops (cancelling what is left).
+
+With ``metrics_port`` the server also serves Prometheus metrics over HTTP
+(``featurelens.kit.metrics``), started once the gRPC port is bound and stopped after the servicers
+are closed, so the port is free again when ``stop`` returns.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from grpc_reflection.v1alpha import reflection
 from featurelens.kit.auth import ServerAuth, ServerTls, is_loopback
 from featurelens.kit.inflight import InFlightCalls
 from featurelens.kit.interceptor import RequestInterceptor
+from featurelens.kit.metrics import MetricsServer
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +81,7 @@ class GrpcServer:
         max_message_bytes: int = 64 * 1024 * 1024,
         auth: ServerAuth | None = None,
         tls: ServerTls | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         self.servicers = list(servicers)
         #: Which calls are admitted (every call when it holds no keys) and the TLS it serves.
@@ -95,6 +101,8 @@ class GrpcServer:
         #: The calls being served, by request id; stop() drains them.
         self.calls = InFlightCalls()
         self.port = 0
+        #: ``/metrics`` on its own HTTP port (None: not served; a port of 0 picks a free one).
+        self.metrics = None if metrics_port is None else MetricsServer(host, metrics_port)
 
     @property
     def address(self) -> str:
@@ -134,6 +142,12 @@ class GrpcServer:
                 "address is not available here; choose another port (0 picks a free one)"
             ) from error
         await server.start()
+        if self.metrics is not None:
+            try:
+                self.metrics.start()
+            except OSError:
+                await server.stop(0)
+                raise
         self._log_listening()
         self._warmup = asyncio.create_task(self._start_servicers())
         return self.port
@@ -211,6 +225,8 @@ class GrpcServer:
                 await servicer.close()
             except Exception:
                 logger.exception("closing %s failed", type(servicer).__name__)
+        if self.metrics is not None:
+            self.metrics.stop()
         logger.info("stopped")
 
     async def serve_until_signalled(self, on_ready: Callable[[], None] | None = None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from featurelens.kit.auth import (
@@ -47,6 +47,22 @@ class ServiceSettings(BaseSettings):
     )
     max_message_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="Largest gRPC message sent or received, in bytes."
+    )
+
+    # -- observability (featurelens.kit.metrics, featurelens.kit.tracing) -------------------------
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="HTTP port serving Prometheus metrics at /metrics, on the same host as the gRPC "
+        "port (no API key: keep it inside the network); 0 turns it off (compose and Kubernetes set 9464).",
+    )
+    otlp_endpoint: str = Field(
+        "",
+        validation_alias=AliasChoices("FEATURELENS_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="Base URL of an OTLP/HTTP collector (e.g. http://otel-collector:4318) that receives "
+        "traces; read from FEATURELENS_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, the same for "
+        "every service of a process. Empty: no tracing.",
     )
 
     # -- authentication and TLS (featurelens.kit.auth) --------------------------------------------

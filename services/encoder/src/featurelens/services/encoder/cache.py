@@ -3,6 +3,8 @@
 Both store one value per (model id, text): the row as little-endian float32 bytes followed by
 one byte, 1 when the model truncated the text, so a cached row reports truncation correctly.
 The cache is an optimisation only: a failing cache turns into misses, never into a failed call.
+Lookups are counted for ``featurelens.telemetry`` (cache "embedding"), and each Redis round trip
+is a timed "redis" operation.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Protocol, cast
 
 import numpy as np
 
+from featurelens import telemetry
 from featurelens.kit.redis_link import RedisLink
 
 logger = logging.getLogger(__name__)
@@ -58,6 +61,7 @@ class CacheStats:
         found = sum(row is not None for row in rows)
         self.hits += found
         self.misses += len(rows) - found
+        telemetry.cache_lookups("embedding", found, len(rows) - found)
 
 
 class EmbeddingCache(Protocol):
@@ -138,7 +142,8 @@ class RedisEmbeddingCache:
         rows: list[CachedRow | None] = [None] * len(texts)
         if texts and self.link.should_try():
             try:
-                values = await self.link.redis.mget([cache_key(model_id, text) for text in texts])
+                with telemetry.operation("redis", "mget"):
+                    values = await self.link.redis.mget([cache_key(model_id, text) for text in texts])
             except Exception as error:  # the cache must never fail a call
                 self._failed(error)
             else:
@@ -156,7 +161,8 @@ class RedisEmbeddingCache:
         keys = [cache_key(model_id, text) for text in texts]
         values = [encode_value(vector, cut) for vector, cut in zip(vectors, truncated, strict=True)]
         try:
-            await self._set_many(keys=keys, args=[self.ttl_s, *values])
+            with telemetry.operation("redis", "set_many"):
+                await self._set_many(keys=keys, args=[self.ttl_s, *values])
         except Exception as error:
             self._failed(error)
         else:

@@ -84,6 +84,15 @@ class GatewaySettings(ServiceSettings):
     )
 
     @model_validator(mode="after")
+    def _metrics_on_the_http_port(self) -> Self:
+        if self.metrics_port:
+            raise ValueError(
+                "FEATURELENS_GATEWAY_METRICS_PORT is not a gateway setting: the gateway serves its "
+                "Prometheus metrics at /metrics on its own HTTP port"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _only_client_security(self) -> Self:
         for name in _NOT_FOR_THE_GATEWAY:
             if getattr(self, name):

@@ -8,7 +8,8 @@ labelling job, here or in another replica, finds every answer and makes no LLM c
 The cache is an optimisation only: when Redis cannot be reached the cache logs one warning,
 answers every lookup with a miss and drops every write (labelling goes on uncached), and tries
 Redis again only every ``retry_after_s`` seconds, so a dead Redis costs no time per call. A
-corrupt or foreign value is a miss, never an error.
+corrupt or foreign value is a miss, never an error. Each Redis round trip is a timed "redis"
+operation for ``featurelens.telemetry`` (the core's ChatClient counts the hits and misses).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
+from featurelens import telemetry
 from featurelens.interp.llm import CachedCompletion
 from featurelens.kit.redis_link import RedisLink
 
@@ -80,7 +82,8 @@ class RedisChatCache:
             self.stats.misses += 1
             return None
         try:
-            value = await self.link.redis.get(self.redis_key(key))
+            with telemetry.operation("redis", "get"):
+                value = await self.link.redis.get(self.redis_key(key))
         except Exception as error:  # the cache must never fail a call
             self._failed(error)
             self.stats.misses += 1
@@ -106,7 +109,8 @@ class RedisChatCache:
         if not self.link.should_try():
             return
         try:
-            await self.link.redis.set(self.redis_key(key), value.to_bytes(), ex=self.ttl_s)
+            with telemetry.operation("redis", "set"):
+                await self.link.redis.set(self.redis_key(key), value.to_bytes(), ex=self.ttl_s)
         except Exception as error:
             self._failed(error)
             return

@@ -17,6 +17,7 @@ from featurelens.interp.records import LabelRecord
 from featurelens.interp.types import Vector
 from featurelens.kit import NotFoundError, UnavailableError
 from featurelens.store import DocumentStore
+from featurelens.store.errors import StoreUnavailableError
 from featurelens.store.labels import LabelStore
 
 T = TypeVar("T")
@@ -49,6 +50,16 @@ class Labels:
             self._store = None
             self._labels = None
         self._executor.shutdown(wait=False)
+
+    async def unready_reason(self) -> str | None:
+        """None while the label store answers; else why not (a sentence naming it)."""
+        if self._store is None:
+            return "its label store is not open yet"
+        try:
+            await self._run(self._store.list_collections)
+        except StoreUnavailableError as error:
+            return f"the label store is unavailable: {error}"
+        return None
 
     @property
     def store(self) -> LabelStore:

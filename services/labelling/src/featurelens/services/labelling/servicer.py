@@ -68,6 +68,10 @@ class LabellingServicer(labelling_pb2_grpc.LabellingServiceServicer):
             self.labellers.describe_default(),
         )
 
+    async def unready_reason(self) -> str | None:
+        """None while the label store answers (the kit's readiness probe, ``featurelens.kit.readiness``)."""
+        return await self.labels.unready_reason()
+
     async def close(self) -> None:
         await self.peers.close()
         await self.labellers.close()

@@ -94,6 +94,18 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
             await self._corpora.close()
             self._corpora = None
 
+    async def unready_reason(self) -> str | None:
+        """None while the document store answers; else why not (the kit's readiness probe turns
+        health NOT_SERVING meanwhile, see ``featurelens.kit.readiness``)."""
+        corpora = self._corpora
+        if corpora is None:
+            return "its document store is not open yet"
+        try:
+            await corpora.run(corpora.store.list_collections)
+        except UnavailableError as error:
+            return str(error)
+        return None
+
     @property
     def corpora(self) -> Corpora:
         if self._corpora is None:
