@@ -455,7 +455,7 @@ def test_a_server_that_answers_after_the_timeout_is_a_timeout_error_and_not_retr
 ) -> None:
     script.fail("GetSae", sleep_s=5)
 
-    with FeaturelensClient(scripted_server.address, timeout_s=0.3, backoff=FAST) as client:
+    with FeaturelensClient(scripted_server.address, timeout_s=1.0, backoff=FAST) as client:
         with pytest.raises(APITimeoutError) as caught:
             client.sae.get_sae("sae-a")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featurelens.client import FeaturelensClient, SaeConfig, TrainProgress
-from featurelens.client.convert import train_request
+from featurelens.client import FeaturelensClient, FileTrainSource, SaeConfig, TrainProgress
+from featurelens.client.convert import train_request, train_source
 from featurelens.embedding.store import EmbeddingStore
 from featurelens.kit.server import Servicer
 from featurelens.sae import SaeConfig as CoreSaeConfig
@@ -193,3 +193,24 @@ def test_input_noise_is_sent_and_trained_with(client: FeaturelensClient, store: 
     assert done.result is not None
     checkpoint = read_checkpoint(models / done.result.sae_id)
     assert checkpoint.train_config == TrainConfig(batch_size=60, epochs=2, input_noise=0.5)
+
+
+def test_an_sae_trains_from_a_npy_file_and_from_the_same_rows_in_a_store_gets_the_same_id(
+    client: FeaturelensClient, store: Path
+) -> None:
+    rows = EmbeddingStore.open(store, read_only=True).vectors()
+    npy = store.parent / "rows.npy"
+    np.save(npy, np.asarray(rows, dtype=np.float32))
+    config = SaeConfig(num_latents=64, k=4)
+
+    from_file = finished(list(client.sae.train(FileTrainSource(str(npy)), config, batch_size=60, epochs=1)))
+    from_store = finished(list(client.sae.train(str(store), config, batch_size=60, epochs=1)))
+
+    assert from_file.result is not None
+    assert from_store.result is not None
+    assert from_file.result.sae_id == from_store.result.sae_id
+
+
+def test_a_training_source_of_another_type_is_refused_before_sending() -> None:
+    with pytest.raises(TypeError, match="QdrantTrainSource or a FileTrainSource"):
+        train_source(3)  # type: ignore[arg-type]

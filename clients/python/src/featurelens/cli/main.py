@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from featurelens.cli.attach import attach, detach
 from featurelens.cli.embed import embed
 from featurelens.cli.eval import eval_app
 from featurelens.cli.families import families_app
@@ -28,6 +29,8 @@ app.command()(health)
 app.command()(models)
 app.command()(search)
 app.command()(label)
+app.command()(attach)
+app.command()(detach)
 # `sae match` calls the family service, unlike the local training commands of sae.py.
 sae_app.command("match")(match)
 app.add_typer(sae_app, name="sae")

@@ -56,6 +56,7 @@ from featurelens.client.types import (
     FeatureLabel,
     FeatureMatch,
     FeatureNeighbour,
+    FileTrainSource,
     Filter,
     Hit,
     IndexProgress,
@@ -65,6 +66,7 @@ from featurelens.client.types import (
     LlmSpend,
     ModelInfo,
     Progress,
+    QdrantTrainSource,
     QueryRewrite,
     SaeConfig,
     SaeInfo,
@@ -76,6 +78,7 @@ from featurelens.client.types import (
     SteeringDirection,
     SteeringJudgement,
     TrainProgress,
+    TrainSource,
 )
 from featurelens.wire.arrays import ArrayFormatError
 
@@ -115,6 +118,7 @@ __all__ = [
     "FeatureNeighbour",
     "FeaturelensClient",
     "FeaturelensError",
+    "FileTrainSource",
     "Filter",
     "HealthStatus",
     "Hit",
@@ -131,6 +135,7 @@ __all__ = [
     "OutOfRangeError",
     "PermissionDeniedError",
     "Progress",
+    "QdrantTrainSource",
     "QueryRewrite",
     "ResourceExhaustedError",
     "SaeConfig",
@@ -145,6 +150,7 @@ __all__ = [
     "SyncPage",
     "TlsConfig",
     "TrainProgress",
+    "TrainSource",
     "UnauthenticatedError",
     "UnavailableError",
     "UnimplementedError",

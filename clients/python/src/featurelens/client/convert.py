@@ -11,6 +11,8 @@ import numpy.typing as npt
 from featurelens.client.types import (
     ActivatedDocument,
     ActivationBatch,
+    AttachPlan,
+    AttachUpdate,
     CorpusInfo,
     CrossSaeMatch,
     Decoded,
@@ -28,6 +30,7 @@ from featurelens.client.types import (
     FeatureLabel,
     FeatureMatch,
     FeatureNeighbour,
+    FileTrainSource,
     Filter,
     Fusion,
     Hit,
@@ -39,6 +42,7 @@ from featurelens.client.types import (
     ModelInfo,
     NeighbourKind,
     Progress,
+    QdrantTrainSource,
     QueryRewrite,
     SaeConfig,
     SaeInfo,
@@ -52,6 +56,7 @@ from featurelens.client.types import (
     SteeringJudgement,
     SteerMode,
     TrainProgress,
+    TrainSource,
 )
 from featurelens.v1 import common_pb2, encoder_pb2, family_pb2, labelling_pb2, sae_pb2, search_pb2
 from featurelens.wire import arrays
@@ -112,6 +117,24 @@ def progress(message: common_pb2.Progress) -> Progress:
         eta_s=message.eta_s,
         message=message.message,
     )
+
+
+def attach_update(response: search_pb2.AttachSaeResponse) -> AttachUpdate:
+    plan = None
+    if response.HasField("plan"):
+        p = response.plan
+        plan = AttachPlan(
+            collection=p.collection,
+            sae_id=p.sae_id,
+            dense_vector=p.dense_vector,
+            sparse_vector=p.sparse_vector,
+            payload_key=p.payload_key,
+            id_type=p.id_type,
+            points=p.points,
+            points_to_write=p.points_to_write,
+            add_sparse_config=p.add_sparse_config,
+        )
+    return AttachUpdate(plan=plan, progress=progress(response.progress))
 
 
 def intervention_message(intervention: Intervention) -> common_pb2.Intervention:
@@ -299,8 +322,26 @@ def decoder_directions(response: sae_pb2.DecoderDirectionsResponse) -> DecoderDi
     return DecoderDirections(sae_id=response.sae_id, directions=arrays.from_dense_matrix(response.directions))
 
 
+def train_source(source: TrainSource) -> dict[str, Any]:
+    """The TrainRequest fields of a training source."""
+    if isinstance(source, QdrantTrainSource):
+        return {
+            "qdrant": sae_pb2.QdrantSource(
+                collection=source.collection, vector_name=source.vector_name, max_rows=source.max_rows
+            )
+        }
+    if isinstance(source, FileTrainSource):
+        return {"file": sae_pb2.FileSource(path=source.path, column=source.column, max_rows=source.max_rows)}
+    if isinstance(source, str):
+        return {"embeddings_path": source}
+    raise TypeError(
+        f"the training source must be a path (str), a QdrantTrainSource or a FileTrainSource, "
+        f"not {type(source).__name__}"
+    )
+
+
 def train_request(
-    embeddings_path: str,
+    embeddings_path: TrainSource,
     config: SaeConfig,
     *,
     batch_size: int | None,
@@ -325,7 +366,7 @@ def train_request(
         input_noise=input_noise,
     )
     return sae_pb2.TrainRequest(
-        embeddings_path=embeddings_path,
+        **train_source(embeddings_path),
         config=sae_config_message(config),
         make_default=make_default,
         **settings,

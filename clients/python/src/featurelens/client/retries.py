@@ -78,6 +78,8 @@ NOT_RETRIED_RPCS: dict[str, str] = {
     "/featurelens.v1.SaeService/Train": "a failed attempt may have trained and registered an SAE",
     "/featurelens.v1.SearchService/IndexDocuments": "its documents are consumed as they are sent",
     "/featurelens.v1.SearchService/DeleteDocuments": "a second attempt would report 0 deleted",
+    "/featurelens.v1.SearchService/AttachSae": "a long job that writes as it goes (run it again: it resumes)",
+    "/featurelens.v1.SearchService/DetachSae": "a second attempt would report was_attached false",
     "/featurelens.v1.LabellingService/LabelFeatures": "it stores labels as it goes",
     "/featurelens.v1.LabellingService/LabelFamilies": "a long job that spends its LLM budget as it goes",
     "/featurelens.v1.FamilyService/BuildFamilies": "it stores families as it goes",

@@ -20,6 +20,7 @@ from featurelens.client.types import (
     SaeInfo,
     Steered,
     TrainProgress,
+    TrainSource,
 )
 from featurelens.v1 import sae_pb2, sae_pb2_grpc
 
@@ -95,7 +96,7 @@ class SaeClient:
 
     def train(
         self,
-        embeddings_path: str,
+        embeddings_path: TrainSource,
         config: SaeConfig,
         *,
         batch_size: int | None = None,
@@ -111,6 +112,11 @@ class SaeClient:
         timeout_s: float | NotGiven | None = NOT_GIVEN,
     ) -> Iterator[TrainProgress]:
         """Train an SAE on an embedding store the server can read; yields progress as it goes.
+
+        ``embeddings_path`` is the store directory on the server, or a ``QdrantTrainSource`` (a
+        named dense vector of a collection in the server's Qdrant store, e.g. a search stack's own)
+        or a ``FileTrainSource`` (.npy / .parquet on the server); a source larger than its
+        ``max_rows`` is reduced to a seeded sample.
 
         The last message's ``result`` is the new SAE. A setting left None is not sent, and the
         server uses featurelens-core's default for it (the same as ``featurelens sae train``; see
@@ -219,7 +225,7 @@ class AsyncSaeClient:
 
     async def train(
         self,
-        embeddings_path: str,
+        embeddings_path: TrainSource,
         config: SaeConfig,
         *,
         batch_size: int | None = None,
@@ -235,6 +241,11 @@ class AsyncSaeClient:
         timeout_s: float | NotGiven | None = NOT_GIVEN,
     ) -> AsyncIterator[TrainProgress]:
         """Train an SAE on an embedding store the server can read; yields progress as it goes.
+
+        ``embeddings_path`` is the store directory on the server, or a ``QdrantTrainSource`` (a
+        named dense vector of a collection in the server's Qdrant store, e.g. a search stack's own)
+        or a ``FileTrainSource`` (.npy / .parquet on the server); a source larger than its
+        ``max_rows`` is reduced to a seeded sample.
 
         As ``SaeClient.train``: a setting left None is the server's (featurelens-core's) default.
         """

@@ -13,6 +13,7 @@ from featurelens.client.transport import AsyncTransport, SyncTransport
 from featurelens.client.types import (
     ActivatedDocument,
     ActivationBatch,
+    AttachUpdate,
     CorpusInfo,
     DocumentLike,
     Filter,
@@ -33,6 +34,8 @@ _SAMPLE_DOCUMENTS = rpc_path(_SERVICE, "SampleDocuments")
 _EXPORT_ACTIVATIONS = rpc_path(_SERVICE, "ExportActivations")
 _LIST_CORPORA = rpc_path(_SERVICE, "ListCorpora")
 _DELETE_DOCUMENTS = rpc_path(_SERVICE, "DeleteDocuments")
+_ATTACH_SAE = rpc_path(_SERVICE, "AttachSae")
+_DETACH_SAE = rpc_path(_SERVICE, "DetachSae")
 
 
 def _check_index_source(documents: object, corpus_path: str | None) -> None:
@@ -243,6 +246,42 @@ class SearchClient:
             self._stub.DeleteDocuments, request, rpc=_DELETE_DOCUMENTS, timeout=timeout
         ).deleted
 
+    def attach_sae(
+        self,
+        collection: str,
+        *,
+        sae_id: str | None = None,
+        dense_vector: str = "",
+        batch_size: int | None = None,
+        dry_run: bool = False,
+        timeout: float | NotGiven | None = NOT_GIVEN,
+    ) -> Iterator[AttachUpdate]:
+        """Attach an SAE to a Qdrant collection featurelens did not create; the plan, then progress.
+
+        ``dense_vector`` "" is the unnamed default vector. Resumable: run it again after a failure
+        and it writes only the points still without the SAE's vector. ``timeout`` bounds the whole
+        stream (no bound by default).
+        """
+        bound = stream_timeout(timeout, NOT_GIVEN)
+        request = search_pb2.AttachSaeRequest(
+            collection=collection,
+            sae_id=sae_id or "",
+            dense_vector=dense_vector,
+            batch_size=batch_size or 0,
+            dry_run=dry_run,
+        )
+        for response in self._transport.server_stream(self._stub.AttachSae, request, bound, rpc=_ATTACH_SAE):
+            yield convert.attach_update(response)
+
+    def detach_sae(
+        self, collection: str, sae_id: str, *, timeout: float | NotGiven | None = NOT_GIVEN
+    ) -> bool:
+        """Remove an attached SAE's sparse vector and payload key; whether it was attached."""
+        request = search_pb2.DetachSaeRequest(collection=collection, sae_id=sae_id)
+        return self._transport.unary(
+            self._stub.DetachSae, request, rpc=_DETACH_SAE, timeout=timeout
+        ).was_attached
+
 
 class AsyncSearchClient:
     """Indexes corpora and searches them, optionally steered by features, families or phrases (asyncio)."""
@@ -449,3 +488,42 @@ class AsyncSearchClient:
                 self._stub.DeleteDocuments, request, rpc=_DELETE_DOCUMENTS, timeout=timeout
             )
         ).deleted
+
+    async def attach_sae(
+        self,
+        collection: str,
+        *,
+        sae_id: str | None = None,
+        dense_vector: str = "",
+        batch_size: int | None = None,
+        dry_run: bool = False,
+        timeout: float | NotGiven | None = NOT_GIVEN,
+    ) -> AsyncIterator[AttachUpdate]:
+        """Attach an SAE to a Qdrant collection featurelens did not create; the plan, then progress.
+
+        ``dense_vector`` "" is the unnamed default vector. Resumable: run it again after a failure
+        and it writes only the points still without the SAE's vector. ``timeout`` bounds the whole
+        stream (no bound by default).
+        """
+        bound = stream_timeout(timeout, NOT_GIVEN)
+        request = search_pb2.AttachSaeRequest(
+            collection=collection,
+            sae_id=sae_id or "",
+            dense_vector=dense_vector,
+            batch_size=batch_size or 0,
+            dry_run=dry_run,
+        )
+        async for response in self._transport.server_stream(
+            self._stub.AttachSae, request, bound, rpc=_ATTACH_SAE
+        ):
+            yield convert.attach_update(response)
+
+    async def detach_sae(
+        self, collection: str, sae_id: str, *, timeout: float | NotGiven | None = NOT_GIVEN
+    ) -> bool:
+        """Remove an attached SAE's sparse vector and payload key; whether it was attached."""
+        request = search_pb2.DetachSaeRequest(collection=collection, sae_id=sae_id)
+        response = await self._transport.unary(
+            self._stub.DetachSae, request, rpc=_DETACH_SAE, timeout=timeout
+        )
+        return response.was_attached

@@ -7,7 +7,7 @@ identity (``eq=False``), because numpy arrays have no single truth value for ``=
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -253,6 +253,57 @@ class Steered:
     cosine_to_original: float
     latents_before: SparseVector
     latents_after: SparseVector
+
+    def as_dense_query(self) -> list[float]:
+        """The steered vector at unit length, as a list: an Elasticsearch / OpenSearch ``knn`` query's
+        ``query_vector``, a Vespa ``input.query(q)`` tensor's values, any engine's dense query."""
+        norm = float(np.linalg.norm(self.vector))
+        return [float(x) for x in (self.vector / norm if norm > 0 else self.vector)]
+
+    def as_sparse_query(self, labels: Mapping[int, str] | None = None) -> dict[str, float]:
+        """The steered query's latents as ``{feature: weight}``, weight > 0 only, ready for an
+        Elasticsearch / OpenSearch ``sparse_vector`` (``query_vector``) or ``neural_sparse`` query or
+        a Vespa mapped tensor: keys are the feature's label where ``labels`` has one, else its id.
+
+        The documents' side must use the same keys: index each document's latents under the same
+        label-or-id names (``featurelens.store.schema.firing`` decides which latents fire).
+        """
+        names = labels or {}
+        query: dict[str, float] = {}
+        for latent, weight in zip(self.latents_after.indices, self.latents_after.values, strict=True):
+            if weight > 0:
+                key = names.get(int(latent)) or str(int(latent))
+                query[key] = query.get(key, 0.0) + float(weight)
+        return query
+
+
+@dataclass(frozen=True)
+class AttachPlan:
+    """What attaching an SAE to a caller's Qdrant collection changes (a dry-run's answer)."""
+
+    collection: str
+    sae_id: str
+    dense_vector: str
+    """The dense vector encoded; empty for the unnamed default vector."""
+    sparse_vector: str
+    """The sparse vector name added to every point."""
+    payload_key: str
+    """The payload key added: ids of the latents that fire."""
+    id_type: str
+    """"integer" or "uuid", read from a point."""
+    points: int
+    points_to_write: int
+    """Points without the SAE's vector yet (what this attach writes)."""
+    add_sparse_config: bool
+    """Whether the sparse vector is new to the collection's config."""
+
+
+@dataclass(frozen=True)
+class AttachUpdate:
+    """One message of an attach: the plan (first message only), then progress."""
+
+    plan: AttachPlan | None
+    progress: Progress
 
 
 @dataclass(frozen=True, eq=False)
@@ -674,3 +725,30 @@ class QueryRewrite:
     """The rewritten query; empty when the answer held none (see ``note``)."""
     note: str
     spend: LlmSpend
+
+
+@dataclass(frozen=True)
+class QdrantTrainSource:
+    """Train on a named dense vector of a collection in the sae server's own Qdrant store, one
+    featurelens did not create (the server needs ``FEATURELENS_SAE_TRAIN_FROM_STORE``)."""
+
+    collection: str
+    vector_name: str = ""
+    """"" means the collection's unnamed vector."""
+    max_rows: int = 0
+    """More points than this are reduced to a seeded sample; 0 means the server's limit."""
+
+
+@dataclass(frozen=True)
+class FileTrainSource:
+    """Train on a .npy or .parquet file of embeddings on the sae server (inside its allowed roots)."""
+
+    path: str
+    column: str = ""
+    """The Parquet column of float lists; empty for .npy."""
+    max_rows: int = 0
+
+
+TrainSource = str | QdrantTrainSource | FileTrainSource
+"""Where an SAE's training rows come from: an embedding store directory on the server (a str), a
+Qdrant collection's vector, or a file."""

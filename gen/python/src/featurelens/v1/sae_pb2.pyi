@@ -437,6 +437,8 @@ class TrainRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EMBEDDINGS_PATH_FIELD_NUMBER: _builtins.int
+    QDRANT_FIELD_NUMBER: _builtins.int
+    FILE_FIELD_NUMBER: _builtins.int
     CONFIG_FIELD_NUMBER: _builtins.int
     BATCH_SIZE_FIELD_NUMBER: _builtins.int
     LEARNING_RATE_FIELD_NUMBER: _builtins.int
@@ -448,10 +450,7 @@ class TrainRequest(_message.Message):
     INPUT_NOISE_FIELD_NUMBER: _builtins.int
     MAKE_DEFAULT_FIELD_NUMBER: _builtins.int
     embeddings_path: _builtins.str
-    """Path (on the server) of an embedding store directory to train on.
-    Server paths follow one rule: inside the folders the server allows (its *_ROOTS setting), a
-    relative path tried under each in turn; PERMISSION_DENIED outside them, NOT_FOUND when missing.
-    """
+    """Path (on the server) of an embedding store directory to train on."""
     batch_size: _builtins.int
     """Rows per optimiser step, 2 to the server's max_train_batch_size. Unset means the core default (1024)."""
     learning_rate: _builtins.float
@@ -483,6 +482,16 @@ class TrainRequest(_message.Message):
     first SAE of a server with none becomes the default.
     """
     @_builtins.property
+    def qdrant(self) -> Global___QdrantSource:
+        """A named dense vector of a collection in the server's own Qdrant store (any collection,
+        featurelens-made or not).
+        """
+
+    @_builtins.property
+    def file(self) -> Global___FileSource:
+        """A Parquet or NumPy (.npy) file on the server."""
+
+    @_builtins.property
     def config(self) -> Global___SaeConfig:
         """Shape and loss settings; d_in is taken from the store when 0."""
 
@@ -490,6 +499,8 @@ class TrainRequest(_message.Message):
         self,
         *,
         embeddings_path: _builtins.str = ...,
+        qdrant: Global___QdrantSource | None = ...,
+        file: Global___FileSource | None = ...,
         config: Global___SaeConfig | None = ...,
         batch_size: _builtins.int | None = ...,
         learning_rate: _builtins.float | None = ...,
@@ -501,9 +512,9 @@ class TrainRequest(_message.Message):
         input_noise: _builtins.float | None = ...,
         make_default: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_epochs", b"_epochs", "_input_noise", b"_input_noise", "_learning_rate", b"_learning_rate", "_max_steps", b"_max_steps", "_patience", b"_patience", "_seed", b"_seed", "_val_fraction", b"_val_fraction", "batch_size", b"batch_size", "config", b"config", "epochs", b"epochs", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "max_steps", b"max_steps", "patience", b"patience", "seed", b"seed", "val_fraction", b"val_fraction"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_epochs", b"_epochs", "_input_noise", b"_input_noise", "_learning_rate", b"_learning_rate", "_max_steps", b"_max_steps", "_patience", b"_patience", "_seed", b"_seed", "_val_fraction", b"_val_fraction", "batch_size", b"batch_size", "config", b"config", "embeddings_path", b"embeddings_path", "epochs", b"epochs", "file", b"file", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "max_steps", b"max_steps", "patience", b"patience", "qdrant", b"qdrant", "seed", b"seed", "source", b"source", "val_fraction", b"val_fraction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_epochs", b"_epochs", "_input_noise", b"_input_noise", "_learning_rate", b"_learning_rate", "_max_steps", b"_max_steps", "_patience", b"_patience", "_seed", b"_seed", "_val_fraction", b"_val_fraction", "batch_size", b"batch_size", "config", b"config", "embeddings_path", b"embeddings_path", "epochs", b"epochs", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "make_default", b"make_default", "max_steps", b"max_steps", "patience", b"patience", "seed", b"seed", "val_fraction", b"val_fraction"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_epochs", b"_epochs", "_input_noise", b"_input_noise", "_learning_rate", b"_learning_rate", "_max_steps", b"_max_steps", "_patience", b"_patience", "_seed", b"_seed", "_val_fraction", b"_val_fraction", "batch_size", b"batch_size", "config", b"config", "embeddings_path", b"embeddings_path", "epochs", b"epochs", "file", b"file", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "make_default", b"make_default", "max_steps", b"max_steps", "patience", b"patience", "qdrant", b"qdrant", "seed", b"seed", "source", b"source", "val_fraction", b"val_fraction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__batch_size: _TypeAlias = _typing.Literal["batch_size"]  # noqa: Y015
     _WhichOneofArgType__batch_size: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size"]  # noqa: Y015
@@ -521,6 +532,8 @@ class TrainRequest(_message.Message):
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
     _WhichOneofReturnType__val_fraction: _TypeAlias = _typing.Literal["val_fraction"]  # noqa: Y015
     _WhichOneofArgType__val_fraction: _TypeAlias = _typing.Literal["_val_fraction", b"_val_fraction"]  # noqa: Y015
+    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["embeddings_path", "qdrant", "file"]  # noqa: Y015
+    _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__batch_size) -> _WhichOneofReturnType__batch_size | None: ...
     @_typing.overload
@@ -537,8 +550,79 @@ class TrainRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__val_fraction) -> _WhichOneofReturnType__val_fraction | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_source) -> _WhichOneofReturnType_source | None: ...
 
 Global___TrainRequest: _TypeAlias = TrainRequest  # noqa: Y015
+
+@_typing.final
+class QdrantSource(_message.Message):
+    """The vectors of one named dense vector of a collection in the server's configured Qdrant store,
+    read by scrolling it. Points without that vector are skipped. More points than max_rows are
+    reduced to a seeded uniform sample (reservoir, seeded by TrainRequest.seed), written to the
+    server's work folder, so memory stays bounded whatever the collection's size.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    VECTOR_NAME_FIELD_NUMBER: _builtins.int
+    MAX_ROWS_FIELD_NUMBER: _builtins.int
+    collection: _builtins.str
+    """Collection name; NOT_FOUND (naming the existing ones) when there is none."""
+    vector_name: _builtins.str
+    """Name of a dense vector of the collection ("" is a collection's unnamed vector);
+    INVALID_ARGUMENT (naming the collection's vectors) when unknown, sparse or multi-vector.
+    """
+    max_rows: _builtins.int
+    """Most rows trained on; 0 means the server's max_train_rows, and more than that is INVALID_ARGUMENT."""
+    def __init__(
+        self,
+        *,
+        collection: _builtins.str = ...,
+        vector_name: _builtins.str = ...,
+        max_rows: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "max_rows", b"max_rows", "vector_name", b"vector_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QdrantSource: _TypeAlias = QdrantSource  # noqa: Y015
+
+@_typing.final
+class FileSource(_message.Message):
+    """A file of embeddings on the server: .npy (a 2-D float array, memory-mapped) or .parquet (one
+    column of float lists or fixed-size lists, read in row groups). More rows than max_rows are
+    reduced to a seeded uniform sample, as for QdrantSource.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    COLUMN_FIELD_NUMBER: _builtins.int
+    MAX_ROWS_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """Path on the server, by the server path rule above."""
+    column: _builtins.str
+    """The column of vectors of a Parquet file; must be empty for .npy."""
+    max_rows: _builtins.int
+    """Most rows trained on; 0 means the server's max_train_rows, and more than that is INVALID_ARGUMENT."""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        column: _builtins.str = ...,
+        max_rows: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["column", b"column", "max_rows", b"max_rows", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileSource: _TypeAlias = FileSource  # noqa: Y015
 
 @_typing.final
 class TrainResponse(_message.Message):

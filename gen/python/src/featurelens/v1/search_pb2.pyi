@@ -860,3 +860,160 @@ class DeleteDocumentsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteDocumentsResponse: _TypeAlias = DeleteDocumentsResponse  # noqa: Y015
+
+@_typing.final
+class AttachSaeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    SAE_ID_FIELD_NUMBER: _builtins.int
+    DENSE_VECTOR_FIELD_NUMBER: _builtins.int
+    BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    collection: _builtins.str
+    """The caller's Qdrant collection (any Qdrant name; not a corpus featurelens indexed)."""
+    sae_id: _builtins.str
+    """The SAE to attach; empty means the sae service's default."""
+    dense_vector: _builtins.str
+    """The collection's dense vector the SAE encodes; empty means the unnamed default vector."""
+    batch_size: _builtins.int
+    """Points per scroll / encode / write batch, 0 to 4096; 0 means 256."""
+    dry_run: _builtins.bool
+    """Only report the plan (first response) and change nothing."""
+    def __init__(
+        self,
+        *,
+        collection: _builtins.str = ...,
+        sae_id: _builtins.str = ...,
+        dense_vector: _builtins.str = ...,
+        batch_size: _builtins.int = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "collection", b"collection", "dense_vector", b"dense_vector", "dry_run", b"dry_run", "sae_id", b"sae_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttachSaeRequest: _TypeAlias = AttachSaeRequest  # noqa: Y015
+
+@_typing.final
+class AttachPlan(_message.Message):
+    """What an attach changes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    SAE_ID_FIELD_NUMBER: _builtins.int
+    DENSE_VECTOR_FIELD_NUMBER: _builtins.int
+    SPARSE_VECTOR_FIELD_NUMBER: _builtins.int
+    PAYLOAD_KEY_FIELD_NUMBER: _builtins.int
+    ID_TYPE_FIELD_NUMBER: _builtins.int
+    POINTS_FIELD_NUMBER: _builtins.int
+    POINTS_TO_WRITE_FIELD_NUMBER: _builtins.int
+    ADD_SPARSE_CONFIG_FIELD_NUMBER: _builtins.int
+    collection: _builtins.str
+    sae_id: _builtins.str
+    dense_vector: _builtins.str
+    sparse_vector: _builtins.str
+    """The sparse vector name added (featurelens' rule: "sae_" and the escaped sae_id)."""
+    payload_key: _builtins.str
+    """The payload key added: the ids of the latents that fire ("features_" and the escaped sae_id)."""
+    id_type: _builtins.str
+    """"integer" or "uuid", read from a point; "none (empty collection)" when there is none."""
+    points: _builtins.int
+    """Points in the collection, and those without the SAE's vector (which attach writes)."""
+    points_to_write: _builtins.int
+    add_sparse_config: _builtins.bool
+    """Whether the sparse vector is new to the collection's config (added with create_vector_name)."""
+    def __init__(
+        self,
+        *,
+        collection: _builtins.str = ...,
+        sae_id: _builtins.str = ...,
+        dense_vector: _builtins.str = ...,
+        sparse_vector: _builtins.str = ...,
+        payload_key: _builtins.str = ...,
+        id_type: _builtins.str = ...,
+        points: _builtins.int = ...,
+        points_to_write: _builtins.int = ...,
+        add_sparse_config: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_sparse_config", b"add_sparse_config", "collection", b"collection", "dense_vector", b"dense_vector", "id_type", b"id_type", "payload_key", b"payload_key", "points", b"points", "points_to_write", b"points_to_write", "sae_id", b"sae_id", "sparse_vector", b"sparse_vector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttachPlan: _TypeAlias = AttachPlan  # noqa: Y015
+
+@_typing.final
+class AttachSaeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def plan(self) -> Global___AttachPlan:
+        """Set on the first response only."""
+
+    @_builtins.property
+    def progress(self) -> _common_pb2.Progress:
+        """Points written so far by this call, of plan.points_to_write."""
+
+    def __init__(
+        self,
+        *,
+        plan: Global___AttachPlan | None = ...,
+        progress: _common_pb2.Progress | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan", "progress", b"progress"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan", "progress", b"progress"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttachSaeResponse: _TypeAlias = AttachSaeResponse  # noqa: Y015
+
+@_typing.final
+class DetachSaeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    SAE_ID_FIELD_NUMBER: _builtins.int
+    collection: _builtins.str
+    sae_id: _builtins.str
+    """The attached SAE; required (detach never guesses a default)."""
+    def __init__(
+        self,
+        *,
+        collection: _builtins.str = ...,
+        sae_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "sae_id", b"sae_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DetachSaeRequest: _TypeAlias = DetachSaeRequest  # noqa: Y015
+
+@_typing.final
+class DetachSaeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WAS_ATTACHED_FIELD_NUMBER: _builtins.int
+    was_attached: _builtins.bool
+    """Whether the collection had the SAE's sparse vector."""
+    def __init__(
+        self,
+        *,
+        was_attached: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["was_attached", b"was_attached"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DetachSaeResponse: _TypeAlias = DetachSaeResponse  # noqa: Y015

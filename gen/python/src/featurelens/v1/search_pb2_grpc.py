@@ -70,6 +70,16 @@ class SearchServiceStub:
                 request_serializer=featurelens_dot_v1_dot_search__pb2.DeleteDocumentsRequest.SerializeToString,
                 response_deserializer=featurelens_dot_v1_dot_search__pb2.DeleteDocumentsResponse.FromString,
                 _registered_method=True)
+        self.AttachSae = channel.unary_stream(
+                '/featurelens.v1.SearchService/AttachSae',
+                request_serializer=featurelens_dot_v1_dot_search__pb2.AttachSaeRequest.SerializeToString,
+                response_deserializer=featurelens_dot_v1_dot_search__pb2.AttachSaeResponse.FromString,
+                _registered_method=True)
+        self.DetachSae = channel.unary_unary(
+                '/featurelens.v1.SearchService/DetachSae',
+                request_serializer=featurelens_dot_v1_dot_search__pb2.DetachSaeRequest.SerializeToString,
+                response_deserializer=featurelens_dot_v1_dot_search__pb2.DetachSaeResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer:
@@ -126,6 +136,23 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AttachSae(self, request, context):
+        """Attaches an SAE to a Qdrant collection featurelens did not create: adds the SAE's sparse
+        vector and its firing-latent payload key to every point lacking them, leaving the point's other
+        vectors and payload as they were; idempotent and resumable (a rerun writes only the points
+        without the vector); streams the plan first, then progress. Needs the server store.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DetachSae(self, request, context):
+        """Removes an attached SAE's sparse vector (from the collection's config too) and payload key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +190,16 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.DeleteDocuments,
                     request_deserializer=featurelens_dot_v1_dot_search__pb2.DeleteDocumentsRequest.FromString,
                     response_serializer=featurelens_dot_v1_dot_search__pb2.DeleteDocumentsResponse.SerializeToString,
+            ),
+            'AttachSae': grpc.unary_stream_rpc_method_handler(
+                    servicer.AttachSae,
+                    request_deserializer=featurelens_dot_v1_dot_search__pb2.AttachSaeRequest.FromString,
+                    response_serializer=featurelens_dot_v1_dot_search__pb2.AttachSaeResponse.SerializeToString,
+            ),
+            'DetachSae': grpc.unary_unary_rpc_method_handler(
+                    servicer.DetachSae,
+                    request_deserializer=featurelens_dot_v1_dot_search__pb2.DetachSaeRequest.FromString,
+                    response_serializer=featurelens_dot_v1_dot_search__pb2.DetachSaeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -355,6 +392,60 @@ class SearchService:
             '/featurelens.v1.SearchService/DeleteDocuments',
             featurelens_dot_v1_dot_search__pb2.DeleteDocumentsRequest.SerializeToString,
             featurelens_dot_v1_dot_search__pb2.DeleteDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachSae(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/featurelens.v1.SearchService/AttachSae',
+            featurelens_dot_v1_dot_search__pb2.AttachSaeRequest.SerializeToString,
+            featurelens_dot_v1_dot_search__pb2.AttachSaeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DetachSae(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/featurelens.v1.SearchService/DetachSae',
+            featurelens_dot_v1_dot_search__pb2.DetachSaeRequest.SerializeToString,
+            featurelens_dot_v1_dot_search__pb2.DetachSaeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,14 @@ class SearchServiceStub:
     """Lists indexed corpora."""
     DeleteDocuments: _grpc.UnaryUnaryMultiCallable[_search_pb2.DeleteDocumentsRequest, _search_pb2.DeleteDocumentsResponse]
     """Deletes documents by id."""
+    AttachSae: _grpc.UnaryStreamMultiCallable[_search_pb2.AttachSaeRequest, _search_pb2.AttachSaeResponse]
+    """Attaches an SAE to a Qdrant collection featurelens did not create: adds the SAE's sparse
+    vector and its firing-latent payload key to every point lacking them, leaving the point's other
+    vectors and payload as they were; idempotent and resumable (a rerun writes only the points
+    without the vector); streams the plan first, then progress. Needs the server store.
+    """
+    DetachSae: _grpc.UnaryUnaryMultiCallable[_search_pb2.DetachSaeRequest, _search_pb2.DetachSaeResponse]
+    """Removes an attached SAE's sparse vector (from the collection's config too) and payload key."""
 
 @_typing.type_check_only
 class SearchServiceAsyncStub(SearchServiceStub):
@@ -71,6 +79,14 @@ class SearchServiceAsyncStub(SearchServiceStub):
     """Lists indexed corpora."""
     DeleteDocuments: _aio.UnaryUnaryMultiCallable[_search_pb2.DeleteDocumentsRequest, _search_pb2.DeleteDocumentsResponse]  # type: ignore[assignment]
     """Deletes documents by id."""
+    AttachSae: _aio.UnaryStreamMultiCallable[_search_pb2.AttachSaeRequest, _search_pb2.AttachSaeResponse]  # type: ignore[assignment]
+    """Attaches an SAE to a Qdrant collection featurelens did not create: adds the SAE's sparse
+    vector and its firing-latent payload key to every point lacking them, leaving the point's other
+    vectors and payload as they were; idempotent and resumable (a rerun writes only the points
+    without the vector); streams the plan first, then progress. Needs the server store.
+    """
+    DetachSae: _aio.UnaryUnaryMultiCallable[_search_pb2.DetachSaeRequest, _search_pb2.DetachSaeResponse]  # type: ignore[assignment]
+    """Removes an attached SAE's sparse vector (from the collection's config too) and payload key."""
 
 class SearchServiceServicer(metaclass=_abc_1.ABCMeta):
     """Indexes corpora into Qdrant and serves dense, sparse, hybrid and feature-steered search."""
@@ -132,5 +148,25 @@ class SearchServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_search_pb2.DeleteDocumentsResponse, _abc.Awaitable[_search_pb2.DeleteDocumentsResponse]]:
         """Deletes documents by id."""
+
+    @_abc_1.abstractmethod
+    def AttachSae(
+        self,
+        request: _search_pb2.AttachSaeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_search_pb2.AttachSaeResponse], _abc.AsyncIterator[_search_pb2.AttachSaeResponse]]:
+        """Attaches an SAE to a Qdrant collection featurelens did not create: adds the SAE's sparse
+        vector and its firing-latent payload key to every point lacking them, leaving the point's other
+        vectors and payload as they were; idempotent and resumable (a rerun writes only the points
+        without the vector); streams the plan first, then progress. Needs the server store.
+        """
+
+    @_abc_1.abstractmethod
+    def DetachSae(
+        self,
+        request: _search_pb2.DetachSaeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_search_pb2.DetachSaeResponse, _abc.Awaitable[_search_pb2.DetachSaeResponse]]:
+        """Removes an attached SAE's sparse vector (from the collection's config too) and payload key."""
 
 def add_SearchServiceServicer_to_server(servicer: SearchServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

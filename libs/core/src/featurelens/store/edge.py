@@ -32,12 +32,14 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
+import numpy as np
 import qdrant_edge as qe
 
 from featurelens.store import schema
@@ -59,12 +61,15 @@ from featurelens.store.plan import (
     check_collection_request,
 )
 from featurelens.store.types import CollectionInfo, SearchMode
+from featurelens.store.vectors import SCROLL_BATCH, VectorSpec, stacked
 from featurelens.store.writes import PointWrite, SparseLists, VectorUpdate
 
 logger = logging.getLogger(__name__)
 
 _META = "collection.json"
 _SHARD = "shard"
+#: The file in which an edge shard keeps its vector config (written by qdrant-edge itself).
+_EDGE_CONFIG = "edge_config.json"
 #: The HNSW graph of new collections: m, ef_construct, full_scan_threshold (KB, Qdrant's default).
 _HNSW_M, _HNSW_EF_CONSTRUCT, _HNSW_FULL_SCAN_KB = 16, 64, 10_000
 
@@ -413,6 +418,84 @@ class EdgeDocumentStore(EngineStore[_Collection]):
         with _engine(handle.name):
             handle.shard.update(qe.UpdateOperation.delete_points(list(ids)))
 
+    # -- any collection's vectors (featurelens.store.vectors) -----------------------------------
+    #
+    # A collection here is ``<path>/<name>/shard/`` (featurelens's layout) or ``<path>/<name>/``
+    # itself being an edge shard (one made with qdrant-edge directly); its vectors are read from the
+    # shard's own config file, as the engine does not tell them back once loaded.
+
+    def vector_collections(self) -> list[str]:
+        """Every collection under the folder, sorted, featurelens-made or not."""
+        shards = {p.parent.name for p in self._path.glob(f"*/{_EDGE_CONFIG}")}
+        shards |= {p.parent.parent.name for p in self._path.glob(f"*/{_SHARD}/{_EDGE_CONFIG}")}
+        return sorted(shards)
+
+    def _shard_dir(self, name: str) -> Path:
+        if not name or "/" in name or name in (".", ".."):
+            raise CollectionNotFoundError(f"collection {name!r} does not exist")
+        for folder in (self._path / name / _SHARD, self._path / name):
+            if (folder / _EDGE_CONFIG).is_file():
+                return folder
+        raise CollectionNotFoundError(f"collection {name!r} does not exist")
+
+    def vector_specs(self, name: str) -> list[VectorSpec]:
+        """The named vectors of any collection under the folder."""
+        config = json.loads((self._shard_dir(name) / _EDGE_CONFIG).read_text())
+        specs = []
+        for vector_name, params in (config.get("vectors") or {}).items():
+            multi = params.get("multivector_config") is not None
+            specs.append(
+                VectorSpec(
+                    vector_name, None if multi else int(params["size"]), "multivector" if multi else "dense"
+                )
+            )
+        specs += [
+            VectorSpec(vector_name, None, "sparse") for vector_name in config.get("sparse_vectors") or {}
+        ]
+        return specs
+
+    def count_points(self, name: str) -> int:
+        """Points of any collection under the folder (exact)."""
+        with self._foreign_shard(name) as shard, _engine(name):
+            return shard.count(qe.CountRequest(exact=True))
+
+    def scroll_vectors(self, name: str, vector_name: str, batch: int = SCROLL_BATCH) -> Iterator[np.ndarray]:
+        """The dense vector ``vector_name`` of every point that has it, ``batch`` points a page."""
+        dim = next((s.dim for s in self.vector_specs(name) if s.name == vector_name and s.dim), None)
+        if dim is None:
+            raise InvalidQueryError(f"collection {name!r} has no dense vector {vector_name!r}")
+        with self._foreign_shard(name) as shard:
+            offset: int | str | UUID | None = None
+            while True:
+                request = qe.ScrollRequest(
+                    offset=offset, limit=batch, with_vector=[vector_name], with_payload=False
+                )
+                with _engine(name):
+                    records, offset = shard.scroll(request)
+                rows = [_dense_row(record.vector, vector_name) for record in records]
+                yield stacked([row for row in rows if row is not None], dim)
+                if offset is None:
+                    return
+
+    @contextmanager
+    def _foreign_shard(self, name: str) -> Iterator[qe.EdgeShard]:
+        """The collection's shard: the one this store has open, or loaded for the call and closed."""
+        folder = self._shard_dir(name)
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailableError("the edge store is closed")
+            coll = self._open.get(name)
+        if coll is not None:
+            yield coll.shard
+            return
+        with _engine(name):
+            shard = qe.EdgeShard.load(str(folder))
+        try:
+            yield shard
+        finally:
+            with _engine(name):
+                shard.close()
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def optimize(self, name: str) -> None:
@@ -438,3 +521,9 @@ class EdgeDocumentStore(EngineStore[_Collection]):
                     coll.shard.close()
             self._open.clear()
             self._closed = True
+
+
+def _dense_row(vector: object, vector_name: str) -> list[float] | None:
+    """A record's dense vector ``vector_name``, None when the point lacks it."""
+    row = vector.get(vector_name) if isinstance(vector, dict) else None
+    return row if isinstance(row, list) and row and isinstance(row[0], float | int) else None

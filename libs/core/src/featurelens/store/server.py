@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
@@ -44,6 +45,7 @@ from featurelens.store.plan import (
     check_collection_request,
 )
 from featurelens.store.types import CollectionInfo, SearchMode
+from featurelens.store.vectors import SCROLL_BATCH, VectorSpec, stacked
 from featurelens.store.writes import PointWrite, SparseLists, VectorUpdate
 
 _UNAVAILABLE_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})
@@ -450,6 +452,45 @@ class QdrantServerDocumentStore(EngineStore[str]):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    # -- any collection's vectors (featurelens.store.vectors) -----------------------------------
+
+    def vector_collections(self) -> list[str]:
+        """Every collection on the server, sorted, featurelens-made or not."""
+        with _engine("*"):
+            return sorted(c.name for c in self._client.get_collections().collections)
+
+    def vector_specs(self, name: str) -> list[VectorSpec]:
+        """The named vectors of any collection ("" is an unnamed vector)."""
+        with _engine(name):
+            params = self._client.get_collection(name).config.params
+        vectors = params.vectors if isinstance(params.vectors, dict) else {"": params.vectors}
+        specs = [_vector_spec(vector_name, vector) for vector_name, vector in vectors.items() if vector]
+        specs += [VectorSpec(vector_name, None, "sparse") for vector_name in params.sparse_vectors or {}]
+        return specs
+
+    def count_points(self, name: str) -> int:
+        """Points of any collection (exact)."""
+        with _engine(name):
+            return self._client.count(name, exact=True).count
+
+    def scroll_vectors(self, name: str, vector_name: str, batch: int = SCROLL_BATCH) -> Iterator[np.ndarray]:
+        """The dense vector ``vector_name`` of every point that has it, ``batch`` points a page."""
+        dim = next((s.dim for s in self.vector_specs(name) if s.name == vector_name and s.dim), None)
+        if dim is None:
+            raise InvalidQueryError(f"collection {name!r} has no dense vector {vector_name!r}")
+        with_vectors: bool | list[str] = [vector_name] if vector_name else True
+        offset: models.ExtendedPointId | None = None
+        while True:
+            with _engine(name):
+                records, next_offset = self._client.scroll(
+                    name, limit=batch, offset=offset, with_vectors=with_vectors, with_payload=False
+                )
+            rows = [_named(record.vector, vector_name) for record in records]
+            yield stacked([row for row in rows if row is not None], dim)
+            if next_offset is None:
+                return
+            offset = next_offset  # type: ignore[assignment]  # a grpc PointId works as an offset too
+
     def optimize(self, name: str) -> None:
         """A no-op: the server builds indexes in the background."""
         self._schema(name)
@@ -457,3 +498,23 @@ class QdrantServerDocumentStore(EngineStore[str]):
     def close(self) -> None:
         """Close the client."""
         self._client.close()
+
+    # -- attaching an SAE to a collection featurelens did not create (featurelens.store.attach) --
+
+    @property
+    def attach_client(self) -> QdrantClient:
+        """The qdrant-client this store talks through, for ``attach_engines.QdrantClientCollection``."""
+        return self._client
+
+
+def _vector_spec(name: str, params: models.VectorParams) -> VectorSpec:
+    if params.multivector_config is not None:
+        return VectorSpec(name, None, "multivector")
+    return VectorSpec(name, params.size, "dense")
+
+
+def _named(vector: Any, vector_name: str) -> list[float] | None:
+    """A record's dense vector ``vector_name`` ("" the unnamed one), None when the point lacks it."""
+    if isinstance(vector, dict):
+        vector = vector.get(vector_name)
+    return vector if isinstance(vector, list) and vector and isinstance(vector[0], float | int) else None

@@ -6,12 +6,15 @@ This is the only module that reads the environment (through ``SaeSettings``).
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from featurelens.kit import run_service
 from featurelens.services.sae.registry import SaeRegistry
 from featurelens.services.sae.servicer import SaeServicer
 from featurelens.services.sae.settings import SaeSettings
+from featurelens.store.vectors import VectorReader
 
 
 def build_registry(settings: SaeSettings) -> SaeRegistry:
@@ -23,6 +26,14 @@ def build_registry(settings: SaeSettings) -> SaeRegistry:
         max_loaded=settings.max_loaded_saes,
         pinned_default=settings.default_sae_id,
     )
+
+
+def open_vector_store(settings: SaeSettings) -> VectorReader:
+    """The Qdrant store whose collections Train may read (both adapters read any collection)."""
+    store = settings.open_store()
+    if not isinstance(store, VectorReader):
+        raise TypeError(f"the {type(store).__name__} store cannot read a collection's vectors")
+    return store
 
 
 def build_servicer(settings: SaeSettings) -> SaeServicer:
@@ -39,6 +50,9 @@ def build_servicer(settings: SaeSettings) -> SaeServicer:
         max_train_batch_size=settings.max_train_batch_size,
         train_progress_interval_s=settings.train_progress_interval_s,
         inference_threads=settings.inference_threads,
+        open_vector_store=partial(open_vector_store, settings) if settings.train_from_store else None,
+        max_train_rows=settings.max_train_rows,
+        work_dir=settings.data_dir / "train-work",
     )
 
 

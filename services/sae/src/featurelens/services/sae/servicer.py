@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import threading
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -22,12 +24,14 @@ import torch
 from grpc import aio
 from typing_extensions import override
 
+from featurelens.embedding.sources import Source, SourceError, sample_rows
 from featurelens.kit import (
     FailedPreconditionError,
     InvalidArgumentError,
     ResourceExhaustedError,
     UnavailableError,
 )
+from featurelens.kit.echo import shown
 from featurelens.kit.paths import allowed_path
 from featurelens.sae import (
     EpochMetrics,
@@ -39,12 +43,14 @@ from featurelens.sae import (
     steer_additive,
     steer_clamp,
 )
-from featurelens.services.sae import convert, validation
+from featurelens.services.sae import convert, sources, validation
 from featurelens.services.sae.batcher import EncodeBatcher
 from featurelens.services.sae.registry import LoadedSae, SaeEntry, SaeRegistry
-from featurelens.services.sae.settings import MAX_NUM_LATENTS, MAX_TRAIN_PARAMETERS
+from featurelens.services.sae.settings import MAX_NUM_LATENTS, MAX_TRAIN_PARAMETERS, MAX_TRAIN_ROWS
 from featurelens.services.sae.training import TrainingJob
 from featurelens.steering import SteerPlan
+from featurelens.store import StoreError
+from featurelens.store.vectors import VectorReader
 from featurelens.v1 import common_pb2, sae_pb2, sae_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -79,7 +85,13 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
         max_train_batch_size: int = 65_536,
         train_progress_interval_s: float = 0.5,
         inference_threads: int = 1,
+        open_vector_store: Callable[[], VectorReader] | None = None,
+        max_train_rows: int = MAX_TRAIN_ROWS,
+        work_dir: Path | None = None,
     ) -> None:
+        """``open_vector_store`` opens the Qdrant store a QdrantSource reads (None: this server has
+        none); sources other than an embedding store are sampled to at most ``max_train_rows`` rows
+        into ``work_dir`` (default: a ``train-work`` folder next to the models folder)."""
         self.registry = registry
         self.max_batch = max_batch
         self.batch_window_s = batch_window_ms / 1000.0
@@ -92,6 +104,13 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
             max_train_batch_size=max_train_batch_size,
         )
         self.train_progress_interval_s = train_progress_interval_s
+        self._open_vector_store = open_vector_store
+        self._vector_store: VectorReader | None = None
+        self._vector_store_lock = threading.Lock()
+        self.max_train_rows = max_train_rows
+        self.work_dir = work_dir if work_dir is not None else Path(registry.models_dir).parent / "train-work"
+        #: True while a Train call reads its source, before its run starts (one at a time).
+        self._preparing = False
         # One inference thread, running torch on ``inference_threads`` threads (0: torch's default,
         # one per core). Serving passes are small: on shared or CPU-limited cores a 2-row encode
         # took 3-12 ms on two OpenMP threads (waiting for the second one) and 0.4 ms on one.
@@ -147,6 +166,9 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
             )  # fmt: skip
         self._batchers.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._vector_store is not None:
+            await asyncio.to_thread(self._vector_store.close)
+            self._vector_store = None
 
     # -- RPCs ---------------------------------------------------------------------------------
 
@@ -207,32 +229,51 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
         self, request: sae_pb2.TrainRequest, context: aio.ServicerContext
     ) -> AsyncIterator[sae_pb2.TrainResponse]:
         self._require_started()
-        store_path = self._train_store_path(request.embeddings_path)
-        store = await asyncio.to_thread(validation.open_train_store, store_path, request.embeddings_path)
+        source: Source | None = None
+        if request.WhichOneof("source") in ("qdrant", "file"):
+            opened, limit = await asyncio.to_thread(self._open_source, request)
+            rows, dim, described, model_id = min(opened.rows, limit), opened.dim, opened.label, None
+            source = opened
+        else:
+            store_path = self._train_store_path(request.embeddings_path)
+            store = await asyncio.to_thread(validation.open_train_store, store_path, request.embeddings_path)
+            rows, dim, model_id = len(store), store.dim, store.model_id
+            described = f"the store {shown(request.embeddings_path)}"
         sae_cfg, train_cfg = validation.train_configs(
-            request, store, limits=self.train_limits, device=self.registry.device
+            request,
+            rows=rows,
+            dim=dim,
+            source=described,
+            limits=self.train_limits,
+            device=self.registry.device,
         )
-        if self.training is not None and self.training.running:
+        if self._preparing or (self.training is not None and self.training.running):
             raise FailedPreconditionError(
                 "a training run is already in progress on this server; wait for it to end (one at a time)"
             )
+        work_file: Path | None = None
+        if source is None:
+            embeddings = store.vectors()
+        else:
+            work_file = self.work_dir / f"rows-{uuid.uuid4().hex}.npy"
+            embeddings = await self._sample(source, limit, train_cfg.seed, work_file)
+        rows = len(embeddings)
         job = TrainingJob(
-            store.vectors(),
+            embeddings,
             sae_cfg,
             train_cfg,
             checkpoint_dir=self.registry.staging_dir(),
-            embedding_model=store.model_id,
+            embedding_model=model_id,
             progress_interval_s=self.train_progress_interval_s,
         )
         self.training = job
         logger.info(
             "training on %s (%d rows, dim %d): %d latents, k %d, batch %d, up to %d epochs, patience %d",
-            store_path, len(store), store.dim, sae_cfg.num_latents, sae_cfg.k, train_cfg.batch_size,
+            described, rows, dim, sae_cfg.num_latents, sae_cfg.k, train_cfg.batch_size,
             train_cfg.epochs, train_cfg.patience,
         )  # fmt: skip
         job.start()
         # The library shrinks a batch larger than the training split to the split.
-        rows = len(store)
         batch_size = min(train_cfg.batch_size, rows - round(rows * train_cfg.val_fraction))
         # A client that cancels (or a deadline) ends this generator with CancelledError or
         # GeneratorExit: the finally stops the run before its next step.
@@ -242,7 +283,7 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
                     stage="prepare",
                     total=0,
                     eta_s=-1.0,
-                    message=f"reading {len(store):,} rows of dim {store.dim}; training "
+                    message=f"reading {rows:,} rows of dim {dim}; training "
                     f"{sae_cfg.num_latents:,} latents with k={sae_cfg.k} for up to {train_cfg.epochs:,} "
                     "epochs, keeping the epoch with the best validation NMSE",
                 ),
@@ -265,6 +306,9 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
         finally:
             if job.running:
                 job.cancel()
+            if work_file is not None:
+                # The run's thread may still map it: unlinking keeps its pages until it lets go.
+                work_file.unlink(missing_ok=True)
         is_default = self.registry.default_id() == entry.sae_id
         message = f"trained {entry.sae_id} in {result.steps:,} steps"
         if result.final_val is not None:
@@ -384,6 +428,38 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
             raise UnavailableError("the sae service is still loading its default SAE; retry shortly")
 
     # -- training requests --------------------------------------------------------------------
+
+    def _open_source(self, request: sae_pb2.TrainRequest) -> tuple[Source, int]:
+        """The Qdrant or file source of a request, checked, and the rows it is reduced to (blocking)."""
+        if request.WhichOneof("source") == "qdrant":
+            limit = sources.max_rows(request.qdrant.max_rows, self.max_train_rows, "qdrant.max_rows")
+            return sources.open_qdrant(request.qdrant, self._store_for_vectors()), limit
+        limit = sources.max_rows(request.file.max_rows, self.max_train_rows, "file.max_rows")
+        return sources.open_file(request.file, self.train_data_roots), limit
+
+    def _store_for_vectors(self) -> VectorReader | None:
+        """The Qdrant store QdrantSources read, opened on first use; None when the server has none."""
+        if self._open_vector_store is None:
+            return None
+        with self._vector_store_lock:
+            if self._vector_store is None:
+                self._vector_store = self._open_vector_store()
+            return self._vector_store
+
+    async def _sample(self, source: Source, limit: int, seed: int, out: Path) -> np.ndarray:
+        """At most ``limit`` rows of ``source`` in a memmap at ``out`` (a uniform sample past it)."""
+        self._preparing = True
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            return await asyncio.to_thread(sample_rows, source, max_rows=limit, seed=seed, out=out)
+        except (SourceError, StoreError) as error:
+            out.unlink(missing_ok=True)
+            raise sources.sampling_error(error) from None
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
+        finally:
+            self._preparing = False
 
     def _train_store_path(self, requested: str) -> Path:
         """The embedding store a Train request names, only if it lies inside a train data root."""

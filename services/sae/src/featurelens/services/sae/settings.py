@@ -8,7 +8,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from featurelens.kit import ServiceSettings, service_config
+from featurelens.kit import service_config
+from featurelens.kit.stores import StoreSettings
 
 DEFAULT_PORT = 50052
 #: Torch devices the service accepts; anything else is a configuration mistake caught at start-up.
@@ -20,9 +21,11 @@ Dtype = Literal["float32", "float64", "bfloat16", "float16"]
 #: matrix, some 24 GiB with gradients and Adam state, so the size is capped by weights, not latents.
 MAX_NUM_LATENTS = 131_072
 MAX_TRAIN_PARAMETERS = 2**26
+#: Default cap of the rows a Train call reads from a collection or file (a seeded sample past it).
+MAX_TRAIN_ROWS = 1_000_000
 
 
-class SaeSettings(ServiceSettings):
+class SaeSettings(StoreSettings):
     """Everything the sae service can be configured with (see the service README)."""
 
     model_config = service_config("SAE")
@@ -84,6 +87,18 @@ class SaeSettings(ServiceSettings):
     )
     max_train_batch_size: int = Field(
         65_536, ge=2, description="Largest batch_size (rows per step) a Train call may ask for."
+    )
+    train_from_store: bool = Field(
+        False,
+        description="Let Train read a collection's vectors (QdrantSource) from the Qdrant store that "
+        "storage, edge_path and qdrant_url name; false = this server has no Qdrant store.",
+    )
+    max_train_rows: int = Field(
+        MAX_TRAIN_ROWS,
+        ge=1,
+        description="Most rows a Train call reads from a collection or a file: more are reduced to a "
+        "seeded uniform sample (a float32 file of at most max_train_rows × dim × 4 bytes in "
+        "<data_dir>/train-work).",
     )
     train_progress_interval_s: float = Field(
         0.5, gt=0, description="Seconds between Train progress messages (epoch ends are always sent)."

@@ -139,23 +139,21 @@ def open_train_store(path: Path, requested: str) -> EmbeddingStore:
 
 
 def train_configs(
-    request: sae_pb2.TrainRequest, store: EmbeddingStore, *, limits: TrainLimits, device: str
+    request: sae_pb2.TrainRequest, *, rows: int, dim: int, source: str, limits: TrainLimits, device: str
 ) -> tuple[SaeConfig, TrainConfig]:
-    """The core configs of a Train request on ``store``, checked by the core and this server's caps."""
+    """The core configs of a Train request on ``rows`` vectors of ``dim`` (``source`` names them, e.g.
+    "the store 'x'"), checked by the core and this server's caps."""
     config = request.config
-    d_in = config.d_in or store.dim
-    if d_in != store.dim:
-        raise InvalidArgumentError(
-            f"config.d_in is {d_in} but the store {shown(request.embeddings_path)} holds vectors "
-            f"of dim {store.dim}"
-        )
+    d_in = config.d_in or dim
+    if d_in != dim:
+        raise InvalidArgumentError(f"config.d_in is {d_in} but {source} holds vectors of dim {dim}")
     sae_fields = _set_fields(config, {name: name for name in _SAE_FIELDS})
     train_fields = _set_fields(request, _TRAIN_FIELDS)
     num_latents = config.num_latents
     try:
         if num_latents == 0:
             val_fraction = train_fields.get("val_fraction", TrainConfig.val_fraction)
-            size = default_train_size(len(store), k=config.k, val_fraction=val_fraction)
+            size = default_train_size(rows, k=config.k, val_fraction=val_fraction)
             num_latents = size.num_latents
             train_fields.setdefault("epochs", size.epochs)
         sae_cfg = SaeConfig(d_in=d_in, num_latents=num_latents, k=config.k, **sae_fields).validate()

@@ -12,7 +12,7 @@ from typing_extensions import override
 
 from featurelens.corpus import Record
 from featurelens.kit import InvalidArgumentError, UnavailableError
-from featurelens.services.search import convert, validation
+from featurelens.services.search import attaching, convert, validation
 from featurelens.services.search.corpora import Corpora
 from featurelens.services.search.dependencies import Dependencies
 from featurelens.services.search.documents import FeatureDocuments
@@ -206,6 +206,19 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         await self.corpora.get(corpus)
         deleted = await self.corpora.run(self.corpora.store.delete, corpus, list(request.doc_ids))
         return search_pb2.DeleteDocumentsResponse(deleted=deleted)
+
+    @override
+    async def AttachSae(
+        self, request: search_pb2.AttachSaeRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[search_pb2.AttachSaeResponse]:
+        async for response in attaching.run_attach(self.corpora, self.dependencies, request):
+            yield response
+
+    @override
+    async def DetachSae(
+        self, request: search_pb2.DetachSaeRequest, context: aio.ServicerContext
+    ) -> search_pb2.DetachSaeResponse:
+        return await attaching.run_detach(self.corpora, request)
 
     def _documents(self) -> FeatureDocuments:
         return FeatureDocuments(self.corpora, self.dependencies)
