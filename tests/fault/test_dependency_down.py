@@ -30,6 +30,8 @@ from featurelens.kit import GrpcServer
 from featurelens.kit.readiness import start_following
 from featurelens.services.encoder.cache import MemoryEmbeddingCache
 from featurelens.services.encoder.servicer import EncoderServicer
+from featurelens.services.family.__main__ import build_servicer as build_family
+from featurelens.services.family.settings import FamilySettings
 from featurelens.services.labelling.__main__ import build_servicer as build_labelling
 from featurelens.services.labelling.settings import LabellingSettings
 from featurelens.services.search.__main__ import build_servicer as build_search
@@ -219,3 +221,23 @@ async def test_the_search_service_with_its_qdrant_server_down_at_start_stays_not
     finally:
         await server.stop(0)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_the_qdrant_server_adapter_at_a_dead_port_makes_the_family_service_not_serving() -> None:
+    dead = free_port()
+    settings = FamilySettings(
+        storage="server",
+        qdrant_url=f"http://127.0.0.1:{dead}",
+        qdrant_prefer_grpc=False,
+        qdrant_timeout_s=2.0,
+    )
+    server = GrpcServer([build_family(settings)], host="127.0.0.1", port=0)
+    await server.start()
+    await server.wait_ready(30)
+    following = start_following(server, interval_s=0.05)
+    try:
+        await eventually_health(server.address, "featurelens.v1.FamilyService", NOT_SERVING)
+        await eventually_health(server.address, "", NOT_SERVING)
+    finally:
+        following.cancel()
+        await server.stop(0)

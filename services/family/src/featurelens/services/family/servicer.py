@@ -69,6 +69,10 @@ class FamilyServicer(family_pb2_grpc.FamilyServiceServicer):
         await self.peers.close()
         await self.stored.close()
 
+    async def unready_reason(self) -> str | None:
+        """None while the family store answers (the kit's readiness probe, ``featurelens.kit.readiness``)."""
+        return await self.stored.unready_reason()
+
     async def _sae(self, requested: str) -> SaeFacts:
         """The SAE a request means ("" = the sae service's default); NOT_FOUND when unknown."""
         return await self.peers.sae_facts(validation.sae_id(requested))

@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from featurelens.kit import NotFoundError, UnavailableError
 from featurelens.store import DocumentStore
+from featurelens.store.errors import StoreUnavailableError
 from featurelens.store.families import FamilyRecord, FamilyStore
 
 T = TypeVar("T")
@@ -43,6 +44,16 @@ class StoredFamilies:
             self._store = None
             self._families = None
         self._executor.shutdown(wait=False)
+
+    async def unready_reason(self) -> str | None:
+        """None while the family store answers; else why not (a sentence naming it)."""
+        if self._store is None:
+            return "its family store is not open yet"
+        try:
+            await self._run(self._store.list_collections)
+        except StoreUnavailableError as error:
+            return f"the family store is unavailable: {error}"
+        return None
 
     @property
     def store(self) -> FamilyStore:
