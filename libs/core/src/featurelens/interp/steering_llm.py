@@ -15,16 +15,18 @@ label cannot fake the prompt's structure.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
-from featurelens.interp.llm import ChatClient
+from featurelens.interp.llm import ChatClient, Completion
 from featurelens.interp.parsing import LabelParseError, parse_choice, parse_rewrite
 from featurelens.interp.prompts import ChatMessage, domain_line, one_line
 from featurelens.interp.types import Usage
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SteeringDirection = Literal["up", "down"]
 
@@ -124,14 +126,34 @@ def _numbered(texts: Sequence[str]) -> str:
     return "\n".join(f"{n}. {one_line(text, SHOWN_RESULT_CHARS)}" for n, text in enumerate(texts, start=1))
 
 
-class LlmSteeringJudge:
-    """Judges a steered search with one chat completion (``JUDGE_PROMPT_VERSION`` prompt)."""
+class _OneCall:
+    """One chat completion whose answer a parser reads: the judge's and the rewriter's common part."""
+
+    role = "the LLM"
 
     def __init__(self, client: ChatClient, model: str) -> None:
         if not model.strip():
-            raise ValueError("model is empty; name the judge's model")
+            raise ValueError(f"model is empty; name {self.role}'s model")
         self.client = client
         self.model = model
+
+    async def _ask(
+        self, messages: list[ChatMessage], prompt_version: str, max_tokens: int, parse: Callable[[str], T]
+    ) -> tuple[T, Completion]:
+        """The parsed answer and its completion; ``LabelParseError`` carrying the call's usage (so
+        a failed call's cost is still counted) when the parser finds nothing."""
+        completion = await self.client.complete(self.model, messages, prompt_version, max_tokens)
+        try:
+            return parse(completion.text), completion
+        except LabelParseError as error:
+            logger.info("%s (%s): %s", self.role, self.model, error)
+            raise LabelParseError(error.reason, error.excerpt, completion.usage) from None
+
+
+class LlmSteeringJudge(_OneCall):
+    """Judges a steered search with one chat completion (``JUDGE_PROMPT_VERSION`` prompt)."""
+
+    role = "the judge"
 
     async def judge(
         self,
@@ -144,33 +166,21 @@ class LlmSteeringJudge:
     ) -> Judgement:
         """The judge's pick; ``LabelParseError`` (with the call's usage) when it names none."""
         messages = judge_messages(query, candidates, before, after, direction, domain)
-        completion = await self.client.complete(self.model, messages, JUDGE_PROMPT_VERSION, JUDGE_MAX_TOKENS)
-        try:
-            choice = parse_choice(completion.text, len(candidates))
-        except LabelParseError as error:
-            logger.info("steering judge (%s): %s", self.model, error)
-            raise LabelParseError(error.reason, error.excerpt, completion.usage) from None
+        choice, completion = await self._ask(
+            messages, JUDGE_PROMPT_VERSION, JUDGE_MAX_TOKENS, lambda text: parse_choice(text, len(candidates))
+        )
         return Judgement(choice, completion.usage, completion.model or self.model)
 
 
-class LlmQueryRewriter:
+class LlmQueryRewriter(_OneCall):
     """Rewrites a query with one chat completion (``REWRITE_PROMPT_VERSION`` prompt)."""
 
-    def __init__(self, client: ChatClient, model: str) -> None:
-        if not model.strip():
-            raise ValueError("model is empty; name the rewriter's model")
-        self.client = client
-        self.model = model
+    role = "the rewriter"
 
     async def rewrite(self, query: str, topic: str, direction: SteeringDirection, domain: str) -> Rewrite:
         """The rewritten query; ``LabelParseError`` (with the call's usage) when there is none."""
         messages = rewrite_messages(query, topic, direction, domain)
-        completion = await self.client.complete(
-            self.model, messages, REWRITE_PROMPT_VERSION, REWRITE_MAX_TOKENS
+        rewritten, completion = await self._ask(
+            messages, REWRITE_PROMPT_VERSION, REWRITE_MAX_TOKENS, parse_rewrite
         )
-        try:
-            rewritten = parse_rewrite(completion.text)
-        except LabelParseError as error:
-            logger.info("query rewriter (%s): %s", self.model, error)
-            raise LabelParseError(error.reason, error.excerpt, completion.usage) from None
         return Rewrite(rewritten, completion.usage, completion.model or self.model)

@@ -272,24 +272,15 @@ class RequestInterceptor(aio.ServerInterceptor):
         # A streaming handler either yields its responses (async generator) or writes them with
         # context.write() and returns a coroutine (the standard health Watch does), and each
         # needs its own kind of wrapper.
-        if inspect.iscoroutinefunction(streaming):
-            wrapped = self._wrap_unary(
-                streaming,
-                method,
-                request_id,
-                refusal=refusal,
-                request_streaming=request_streaming,
-                metadata=metadata,
-            )
-        else:
-            wrapped = self._wrap_stream(
-                streaming,
-                method,
-                request_id,
-                refusal=refusal,
-                request_streaming=request_streaming,
-                metadata=metadata,
-            )
+        wrap = self._wrap_unary if inspect.iscoroutinefunction(streaming) else self._wrap_stream
+        wrapped = wrap(
+            streaming,
+            method,
+            request_id,
+            refusal=refusal,
+            request_streaming=request_streaming,
+            metadata=metadata,
+        )
         make_handler = (
             grpc.unary_stream_rpc_method_handler
             if handler.unary_stream
