@@ -140,7 +140,10 @@ def test_a_family_page_draws_the_tree_and_a_node_opens_its_feature(
     page.goto(f"/saes/{explorer.sae_id}/families/{family_id}")
 
     nodes = page.locator("svg.tree a.node")
-    expect(nodes).to_have_count(page.locator("#members tbody tr").count())
+    members = page.locator("#members tbody tr")
+    # count() does not wait: let the members table render before reading how many rows it has.
+    expect(members).not_to_have_count(0)
+    expect(nodes).to_have_count(members.count())
     expect(page.get_by_role("link", name="Steer search with this family")).to_have_attribute(
         "href", re.compile(rf"steer={family_id}%3A0.5")
     )
