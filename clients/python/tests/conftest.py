@@ -589,6 +589,10 @@ class FakeSearch(search_pb2_grpc.SearchServiceServicer):
             )
             for i in range(top_k)
         ]
+        # An attached collection's hits carry the payload keys asked for (here: "<key>-<rank>").
+        for i, hit in enumerate(hits):
+            if request.payload_fields:
+                hit.document.payload.update({key: f"{key}-{i}" for key in request.payload_fields})
         return search_pb2.SearchResponse(
             hits=hits,
             sae_id=request.sae_id or DEFAULT_SAE,

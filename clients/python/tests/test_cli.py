@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -186,3 +187,26 @@ def test_up_with_an_invalid_setting_says_which_and_exits_1(monkeypatch: pytest.M
 
     assert result.exit_code == 1
     assert "batch_size" in result.stderr
+
+
+def test_search_of_an_attached_collection_passes_their_filter_and_shows_their_payload(
+    services_address: str, fake_search: Any
+) -> None:
+    their_filter = '{"must": [{"key": "year", "range": {"gte": 2020}}]}'
+    result = runner.invoke(
+        app,
+        [
+            *("search", "dark matter", "--corpus", "arxiv", "--top-k", "2", "--address", services_address),
+            *("--qdrant-filter", their_filter, "--payload-field", "lang", "--payload-field", "year"),
+            *("--dense-vector", "emb"),
+        ],
+    )
+
+    assert result.exit_code == 0, result.output
+    sent = fake_search.last_search
+    assert (sent.qdrant_filter, list(sent.payload_fields), sent.dense_vector) == (
+        their_filter,
+        ["lang", "year"],
+        "emb",
+    )
+    assert '{"lang": "lang-1", "year": "year-1"}' in result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -229,10 +230,51 @@ def test_feature_documents_export_listing_and_deletion(client: FeaturelensClient
     assert client.search.delete_documents("arxiv", ["doc-1", "doc-9"]) == 1
 
 
+def test_search_of_an_attached_collection_sends_their_filter_and_returns_their_payload(
+    client: FeaturelensClient, fake_search: Any
+) -> None:
+    their_filter = {"must": [{"key": "year", "range": {"gte": 2020}}]}
+    result = client.search.search(
+        "arxiv",
+        "dark matter",
+        qdrant_filter=their_filter,
+        payload_fields=["lang", "year"],
+        dense_vector="emb",
+        top_k=2,
+    )
+
+    sent = fake_search.last_search
+    assert json.loads(sent.qdrant_filter) == their_filter
+    assert list(sent.payload_fields) == ["lang", "year"]
+    assert sent.dense_vector == "emb"
+    assert [hit.document.payload for hit in result.hits] == [
+        {"lang": "lang-0", "year": "year-0"},
+        {"lang": "lang-1", "year": "year-1"},
+    ]
+
+
+def test_a_qdrant_filter_given_as_json_text_is_sent_as_it_is(
+    client: FeaturelensClient, fake_search: Any
+) -> None:
+    client.search.search("arxiv", "q", qdrant_filter='{"must": []}')
+    assert fake_search.last_search.qdrant_filter == '{"must": []}'
+    assert client.search.search("arxiv", "q").hits[0].document.payload == {}
+    with pytest.raises(TypeError, match="payload_fields"):
+        client.search.search("arxiv", "q", payload_fields="lang")
+
+
 async def test_sync_and_async_search_clients_agree(
     client: FeaturelensClient, aclient: AsyncFeaturelensClient
 ) -> None:
-    options = {"mode": "sparse", "top_k": 4, "explain": True, "with_rank_changes": True}
+    options: dict[str, Any] = {
+        "mode": "sparse",
+        "top_k": 4,
+        "explain": True,
+        "with_rank_changes": True,
+        "qdrant_filter": {"must": [{"key": "lang", "match": {"value": "en"}}]},
+        "payload_fields": ["lang"],
+        "dense_vector": "emb",
+    }
     assert client.search.search("arxiv", "q", **options) == await aclient.search.search(
         "arxiv", "q", **options
     )

@@ -43,6 +43,7 @@ from featurelens.services.search.servicer import SearchServicer
 from featurelens.services.search.settings import SearchSettings
 from featurelens.steering import FamilyMembers
 from featurelens.store import DocumentStore
+from featurelens.store.vectors import VectorReader
 from featurelens.v1 import (
     common_pb2,
     family_pb2,
@@ -151,6 +152,7 @@ async def serve_stack(
     family_address: str | None = None,
     also: Sequence[Servicer] = (),
     metrics_port: int | None = None,
+    sae_vector_store: Callable[[], VectorReader] | None = None,
     **settings: Any,
 ) -> AsyncIterator[Stack]:
     """encoder + sae + search in one GrpcServer on 127.0.0.1:0, as the embedded mode hosts them.
@@ -161,10 +163,11 @@ async def serve_stack(
     (default: this server, which hosts no family service, so family targets are refused) at a
     family service; ``open_store`` replaces the edge store of the settings; ``families`` replaces
     the family client; ``also`` are more servicers hosted in the same server (the labelling
-    service's tests add theirs); ``metrics_port`` (0: a free one) serves /metrics.
+    service's tests add theirs); ``metrics_port`` (0: a free one) serves /metrics;
+    ``sae_vector_store`` is the Qdrant store the sae service trains from (none by default).
     """
     encoder = EncoderServicer({"wordllama": lambda: backend}, MemoryEmbeddingCache(64 * 1024 * 1024))
-    sae = SaeServicer(SaeRegistry(models_dir))
+    sae = SaeServicer(SaeRegistry(models_dir), open_vector_store=sae_vector_store)
     options: dict[str, Any] = {"encoder_timeout_s": 20.0, "sae_timeout_s": 20.0} | settings
     search_settings = SearchSettings(
         storage="edge", edge_path=edge_path, corpus_roots=list(corpus_roots), **options

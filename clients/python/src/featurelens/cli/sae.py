@@ -13,8 +13,18 @@ the same sae_id (same config, recipe and data) is replaced. The first SAE of a m
 becomes its default (the ``default`` file: what the service serves to a request naming no SAE); a
 later one only with ``--make-default``, so training never changes the default silently.
 
-``featurelens sae match A B`` (in ``sae_match.py``) is the one command of the group that calls a
-server: the family service matches the features of two served SAEs.
+``featurelens sae train --from-qdrant COLLECTION`` / ``--from-file PATH`` trains on the user's own
+vectors instead, on the sae service (through the SDK's ``QdrantTrainSource`` / ``FileTrainSource``):
+the service reads a collection of its own Qdrant store, or a .npy / .parquet file inside the folders
+it may read, samples at most ``--max-rows`` rows, trains, and registers the SAE in its models
+directory. The CLI shows the run's progress and the service's errors as one line each, as every
+command that calls a server does. The service reads collections only from a store configured for
+it (``FEATURELENS_SAE_TRAIN_FROM_STORE``); ``featurelens up`` gives it none by default, and the
+search service's edge folder is not one it can open (that service holds it locked), so the
+"no Qdrant store" error says what to change.
+
+``featurelens sae match A B`` (in ``sae_match.py``) calls a server too: the family service matches
+the features of two served SAEs.
 
 Training settings left out take featurelens-core's defaults (``SaeConfig`` / ``TrainConfig``),
 the same ones a Train call gets for a field it does not set; ``--help`` shows them. ``sae train``
@@ -41,7 +51,22 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from featurelens.cli.console import console, err_console, fail
+from featurelens.cli.console import (
+    DEFAULT_ADDRESS,
+    connect,
+    console,
+    err_console,
+    fail,
+    reporting_errors,
+)
+from featurelens.client import (
+    FeaturelensError,
+    FileTrainSource,
+    QdrantTrainSource,
+    SaeInfo,
+    TrainProgress,
+)
+from featurelens.client import SaeConfig as SaeConfigMessage
 
 if TYPE_CHECKING:
     from featurelens.sae import (
@@ -57,7 +82,8 @@ if TYPE_CHECKING:
 
 sae_app = typer.Typer(
     name="sae",
-    help="Train, evaluate and sweep top-k sparse autoencoders locally on stored embeddings; "
+    help="Train, evaluate and sweep top-k sparse autoencoders locally on stored embeddings, or have "
+    "the sae service train one on your own vectors (a Qdrant collection, a .npy or .parquet file); "
     "match the features of two served SAEs.",
     no_args_is_help=True,
 )
@@ -169,6 +195,96 @@ PatienceOption = Annotated[
             "TrainConfig",
             "patience",
         ),
+    ),
+]
+
+
+#: The --help panel of the options that train on the sae server instead of here.
+SERVER_PANEL = "Train on the sae server, from your own vectors"
+FromQdrantOption = Annotated[
+    str | None,
+    typer.Option(
+        "--from-qdrant",
+        metavar="COLLECTION",
+        show_default=False,
+        rich_help_panel=SERVER_PANEL,
+        help="Have the sae service train on a collection of its own Qdrant store (one featurelens did "
+        "not create). The service needs FEATURELENS_SAE_TRAIN_FROM_STORE=true and a store: "
+        "`featurelens up` gives it none by default, and it cannot share the search service's edge "
+        "folder (that service holds it locked), so point it at a Qdrant server "
+        "(FEATURELENS_SAE_STORAGE=server, FEATURELENS_SAE_QDRANT_URL) or export the vectors and use "
+        "--from-file.",
+    ),
+]
+VectorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--vector",
+        metavar="NAME",
+        show_default=False,
+        rich_help_panel=SERVER_PANEL,
+        help="The collection's named dense vector (--from-qdrant); default: its unnamed default vector.",
+    ),
+]
+FromFileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--from-file",
+        metavar="PATH",
+        show_default=False,
+        rich_help_panel=SERVER_PANEL,
+        help="Have the sae service train on a .npy (2-D float array) or .parquet file on the server, "
+        "inside the folders it may read (FEATURELENS_SAE_TRAIN_DATA_ROOTS; with `featurelens up`: its "
+        "data folder and working directory). A relative PATH is looked up under those folders.",
+    ),
+]
+ColumnOption = Annotated[
+    str | None,
+    typer.Option(
+        "--column",
+        metavar="NAME",
+        show_default=False,
+        rich_help_panel=SERVER_PANEL,
+        help="The Parquet column of float lists (--from-file with a .parquet file).",
+    ),
+]
+MaxRowsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-rows",
+        min=1,
+        show_default=False,
+        rich_help_panel=SERVER_PANEL,
+        help="Train on a seeded sample of at most this many rows; default: the server's limit "
+        "(FEATURELENS_SAE_MAX_TRAIN_ROWS).",
+    ),
+]
+ServerAddressOption = Annotated[
+    str,
+    typer.Option(
+        "--address",
+        envvar="FEATURELENS_ADDRESS",
+        rich_help_panel=SERVER_PANEL,
+        help="host:port of the featurelens server (or of the sae service's own port).",
+    ),
+]
+ServerApiKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="FEATURELENS_API_KEY",
+        show_default=False,
+        rich_help_panel=SERVER_PANEL,
+        help="API key of a server that requires one (prefer the environment variable).",
+    ),
+]
+ServerTlsCaOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-ca",
+        envvar="FEATURELENS_TLS_CA_FILE",
+        rich_help_panel=SERVER_PANEL,
+        help="PEM CA bundle: connect over TLS, verifying the server with it.",
     ),
 ]
 
@@ -288,7 +404,7 @@ def _parse_list(value: str, option: str) -> list[int]:
 # -- progress -------------------------------------------------------------------------------------------
 
 
-def _progress() -> Progress:
+def _progress(*, transient: bool = False) -> Progress:
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(bar_width=20),
@@ -296,7 +412,7 @@ def _progress() -> Progress:
         TextColumn("val NMSE {task.fields[val]} train NMSE {task.fields[nmse]} dead {task.fields[dead]}"),
         TextColumn("{task.fields[rate]} ETA {task.fields[eta]}"),
         console=err_console,
-        transient=False,
+        transient=transient,
     )
 
 
@@ -351,11 +467,26 @@ def _num(value: float | None) -> str:
 
 @sae_app.command("train")
 def train(
-    embeddings: EmbeddingsArgument,
     k: Annotated[int, typer.Option("--k", min=1, help="Latents kept per input by the top-k activation.")],
+    embeddings: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Embedding store directory (from `featurelens embed`) or a .npy file of (n, d_in), "
+            "trained on here; or leave it out and name a source on the sae server with --from-qdrant "
+            "or --from-file.",
+            metavar="EMBEDDINGS",
+            show_default=False,
+        ),
+    ] = None,
     out: Annotated[
-        Path, typer.Option("--out", help="Models directory: the checkpoint goes to OUT/<sae_id>/.")
-    ],
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Models directory: the checkpoint goes to OUT/<sae_id>/ (needed when training here; "
+            "a run on the server writes to the sae service's own models directory).",
+            show_default=False,
+        ),
+    ] = None,
     latents: Annotated[
         int | None,
         typer.Option(
@@ -430,21 +561,65 @@ def train(
     ] = None,
     embedding_model: Annotated[
         str | None,
-        typer.Option("--embedding-model", help="Name of the embedding model (default: the store's)."),
+        typer.Option(
+            "--embedding-model",
+            help="Name of the embedding model (default: the store's); training here only.",
+        ),
     ] = None,
     make_default: Annotated[
         bool,
         typer.Option(
             "--make-default",
-            help="Make the new SAE the default of OUT (the one the sae service uses when a request "
-            "names none). The first SAE of OUT becomes its default anyway; later ones only with this.",
+            help="Make the new SAE the default of OUT, or of the sae service for a run there (the one "
+            "the service uses when a request names none). The first SAE of OUT becomes its default "
+            "anyway; later ones only with this.",
         ),
     ] = False,
+    from_qdrant: FromQdrantOption = None,
+    vector: VectorOption = None,
+    from_file: FromFileOption = None,
+    column: ColumnOption = None,
+    max_rows: MaxRowsOption = None,
+    address: ServerAddressOption = DEFAULT_ADDRESS,
+    api_key: ServerApiKeyOption = None,
+    tls_ca: ServerTlsCaOption = None,
 ) -> None:
-    """Train a top-k SAE on stored embeddings and write its checkpoint to OUT/<sae_id>/.
+    """Train a top-k SAE on stored embeddings and write its checkpoint to OUT/<sae_id>/, or have
+    the sae service train one on your own vectors (--from-qdrant, --from-file).
 
-    The SAE kept is the one of the epoch with the best validation NMSE.
+    Name one source: EMBEDDINGS (trained here; --out, --device and --embedding-model go with it) or
+    a source on the server (the SAE goes to the service's models directory). The shape and training
+    options apply to both. The SAE kept is the one of the epoch with the best validation NMSE.
     """
+    server_source = _server_source(embeddings, from_qdrant, vector, from_file, column, max_rows)
+    if server_source is not None:
+        _refuse_local_options(out=out, device=device, embedding_model=embedding_model)
+        config = SaeConfigMessage(
+            num_latents=latents or 0,
+            k=k,
+            k_aux=k_aux,
+            auxk_coef=auxk_coef,
+            dead_steps_threshold=dead_steps,
+            multik_coef=multik_coef,
+            multik_k=multik_k,
+        )
+        settings = _given(
+            batch_size=batch_size,
+            learning_rate=lr,
+            epochs=epochs,
+            max_steps=max_steps,
+            seed=seed,
+            val_fraction=val_fraction,
+            patience=patience,
+            input_noise=input_noise,
+        )
+        server = _Server(address, api_key, tls_ca)
+        _train_on_server(server, server_source, config, settings, make_default=make_default)
+        return
+    if embeddings is None or out is None:
+        raise typer.BadParameter(
+            "training here needs EMBEDDINGS and --out OUT", param_hint="'EMBEDDINGS', '--out'"
+        )
     data = _open_embeddings(embeddings)
     try:
         from featurelens.sae import SaeConfig, SaeConfigError, TrainConfig, default_train_size
@@ -560,6 +735,183 @@ def _kept_text(result: TrainResult) -> str:
     epochs_run = result.val_curve[-1][0] + 1 if result.val_curve else 0
     ending = "; stopped early" if result.stopped_early else ""
     return f"epoch {result.best_epoch + 1} of {epochs_run} (the best validation NMSE{ending})"
+
+
+# -- train on the server --------------------------------------------------------------------------------
+
+#: The hint added to the sae service's "no Qdrant store" sentence (FAILED_PRECONDITION).
+NO_STORE_HINT = (
+    "`featurelens up` (the embedded mode) gives the sae service no Qdrant store by default, and it "
+    "cannot share the search service's edge folder, which that service holds locked: point it at a "
+    "Qdrant server (FEATURELENS_SAE_STORAGE=server, FEATURELENS_SAE_QDRANT_URL), or export the "
+    "vectors to a .npy or .parquet file and train with --from-file."
+)
+
+ServerSource = QdrantTrainSource | FileTrainSource
+
+
+@dataclass(frozen=True)
+class _Server:
+    """Where a run on the server goes, and how to reach it."""
+
+    address: str
+    api_key: str | None
+    tls_ca: Path | None
+
+
+def _server_source(
+    embeddings: Path | None,
+    from_qdrant: str | None,
+    vector: str | None,
+    from_file: str | None,
+    column: str | None,
+    max_rows: int | None,
+) -> ServerSource | None:
+    """The source on the sae server the options name, None to train here on EMBEDDINGS; a usage
+    error (exit 2) unless exactly one source is named and each option goes with its source."""
+    named = [
+        name
+        for name, value in (
+            ("EMBEDDINGS", embeddings),
+            ("--from-qdrant", from_qdrant),
+            ("--from-file", from_file),
+        )
+        if value is not None
+    ]
+    hint = "'EMBEDDINGS', '--from-qdrant', '--from-file'"
+    if not named:
+        raise typer.BadParameter(
+            "name a training source: EMBEDDINGS (train here), or --from-qdrant COLLECTION or "
+            "--from-file PATH (the sae service trains on your vectors)",
+            param_hint=hint,
+        )
+    if len(named) > 1:
+        raise typer.BadParameter(
+            f"name one training source, not {len(named)} ({' and '.join(named)})", param_hint=hint
+        )
+    if vector is not None and from_qdrant is None:
+        raise typer.BadParameter("names a vector of --from-qdrant's collection", param_hint="'--vector'")
+    if column is not None and from_file is None:
+        raise typer.BadParameter("names a column of --from-file's Parquet file", param_hint="'--column'")
+    if max_rows is not None and embeddings is not None:
+        raise typer.BadParameter(
+            "samples a source on the server (--from-qdrant, --from-file); EMBEDDINGS trains on every row",
+            param_hint="'--max-rows'",
+        )
+    if from_qdrant is not None:
+        return QdrantTrainSource(from_qdrant, vector_name=vector or "", max_rows=max_rows or 0)
+    if from_file is not None:
+        return FileTrainSource(from_file, column=column or "", max_rows=max_rows or 0)
+    return None
+
+
+def _refuse_local_options(**given: Any) -> None:
+    """A usage error (exit 2) for an option of training here, given with a source on the server."""
+    for name, value in given.items():
+        if value is not None:
+            option = "--" + name.replace("_", "-")
+            raise typer.BadParameter(
+                "is for training here, on EMBEDDINGS; the sae service trains on its own device and "
+                "writes the SAE to its own models directory",
+                param_hint=f"'{option}'",
+            )
+
+
+def _source_text(source: ServerSource) -> str:
+    if isinstance(source, QdrantTrainSource):
+        vector = f"vector {source.vector_name!r}" if source.vector_name else "the unnamed default vector"
+        return f"collection {source.collection!r}, {vector}"
+    return f"{source.path}, column {source.column!r}" if source.column else source.path
+
+
+def _train_on_server(
+    server: _Server,
+    source: ServerSource,
+    config: SaeConfigMessage,
+    settings: dict[str, Any],
+    *,
+    make_default: bool,
+) -> None:
+    """Have the sae service train on `source`, with a progress bar; print the new SAE.
+
+    The service's errors are one line each (as every command that calls a server shows them), the
+    "no Qdrant store" one with what to change.
+    """
+    started = time.perf_counter()
+    result: SaeInfo | None = None
+    with reporting_errors(server.address), connect(server.address, server.api_key, server.tls_ca) as client:
+        try:
+            # Transient: a run that fails leaves one error line, and the summary repeats the figures.
+            with _progress(transient=True) as bar:
+                fields = _EMPTY_FIELDS | {"rate": "- steps/s"}
+                task = bar.add_task("reading rows on the server", total=None, **fields)
+                for update in client.sae.train(source, config, make_default=make_default, **settings):
+                    if update.progress.stage == "prepare" and update.progress.message:
+                        bar.console.print(update.progress.message, highlight=False, soft_wrap=True)
+                    bar.update(task, **_server_fields(update))
+                    result = update.result or result
+        except FeaturelensError as error:
+            if isinstance(source, QdrantTrainSource) and "no Qdrant store" in error.details:
+                raise fail(f"{error.code.name}: {error.details}. {NO_STORE_HINT}") from error
+            raise
+        except KeyboardInterrupt:
+            raise fail(
+                "interrupted; the sae service stops the run and keeps no checkpoint", code=130
+            ) from None
+    if result is None:
+        raise fail("the sae service ended the run without a trained SAE")
+    _print_server_summary(result, server.address, _source_text(source), time.perf_counter() - started)
+
+
+def _server_fields(update: TrainProgress) -> dict[str, Any]:
+    """The progress bar's fields from one Train message (-1 on the wire: not known yet)."""
+    progress = update.progress
+    if progress.stage == "prepare":
+        return {"description": "training"}
+    fields: dict[str, Any] = {
+        "description": "training" if progress.stage != "done" else "done",
+        "completed": progress.done,
+        "total": progress.total or None,
+        "nmse": f"{update.nmse:.4f}",
+        "dead": f"{100 * update.dead_fraction:.1f}%",
+        "rate": f"{progress.rate_per_s:,.1f} steps/s",
+        "eta": _clock(progress.eta_s if progress.eta_s >= 0 else math.inf),
+    }
+    if update.val_nmse >= 0:
+        fields["val"] = f"{update.val_nmse:.4f}"
+    return fields
+
+
+def _print_server_summary(info: SaeInfo, address: str, source: str, seconds: float) -> None:
+    cfg, metrics = info.config, info.metrics
+    if metrics.best_epoch is None:
+        kept = "the last step (no validation split)"
+    else:
+        ending = "; stopped early" if metrics.stopped_early else ""
+        kept = f"epoch {metrics.best_epoch + 1} (the best validation NMSE{ending})"
+    table = Table(title="trained SAE (on the sae service)", show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    rows = [
+        ("sae_id", info.sae_id),
+        ("server", address),
+        ("trained on", source),
+        ("default", "yes" if info.is_default else "no (--make-default makes it so)"),
+        ("embedding model", info.embedding_model or "-"),
+        ("d_in", str(cfg.d_in)),
+        ("num_latents", str(cfg.num_latents)),
+        ("k", str(cfg.k)),
+        ("steps", f"{metrics.steps:,} ({metrics.samples:,} rows seen)"),
+        ("kept", kept),
+        ("val NMSE", _num(metrics.val_nmse if metrics.best_epoch is not None else None)),
+        ("train NMSE", _num(metrics.train_nmse)),
+        ("dead %", _pct(metrics.dead_fraction)),
+        ("dense %", _pct(metrics.dense_fraction)),
+        ("time", _duration(seconds)),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
 
 
 # -- eval -----------------------------------------------------------------------------------------------

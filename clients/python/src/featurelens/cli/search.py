@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Annotated
 
@@ -40,7 +41,12 @@ def _say(text: str) -> None:
 
 def search(
     query: Annotated[str, typer.Argument(help="The query text.")],
-    corpus: Annotated[str, typer.Option("--corpus", help="The indexed corpus to search.")],
+    corpus: Annotated[
+        str,
+        typer.Option(
+            "--corpus", help="The indexed corpus to search, or a Qdrant collection an SAE is attached to."
+        ),
+    ],
     sae_id: Annotated[
         str | None,
         typer.Option(
@@ -65,11 +71,33 @@ def search(
             "--rank-changes", help="With steering: show each hit's unsteered rank and the hits that fell out."
         ),
     ] = False,
+    qdrant_filter: Annotated[
+        str | None,
+        typer.Option(
+            "--qdrant-filter",
+            help="Attached collections: a Qdrant filter as JSON on the collection's own payload, "
+            'e.g. \'{"must": [{"key": "year", "range": {"gte": 2020}}]}\'.',
+        ),
+    ] = None,
+    payload_field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--payload-field", help="Attached collections: a payload key to show per hit (repeatable)."
+        ),
+    ] = None,
+    dense_vector: Annotated[
+        str | None,
+        typer.Option(
+            "--dense-vector",
+            help="Attached collections: the dense vector to search; default: the one of the SAE's size.",
+        ),
+    ] = None,
     address: AddressOption = DEFAULT_ADDRESS,
     api_key: ApiKeyOption = None,
     tls_ca: TlsCaOption = None,
 ) -> None:
-    """Search a corpus; --steer turns features (by id, family or phrase) up or down."""
+    """Search a corpus or an attached Qdrant collection; --steer turns features (by id, family or
+    phrase) up or down."""
     if mode not in _MODES:
         raise fail(f"--mode must be dense, sparse or hybrid; got {mode!r}.", 2)
     try:
@@ -86,6 +114,9 @@ def search(
             explain=explain,
             interventions=interventions,
             with_rank_changes=rank_changes and bool(interventions),
+            qdrant_filter=qdrant_filter,
+            payload_fields=payload_field or (),
+            dense_vector=dense_vector,
         )
     _print_result(result, explain=explain, rank_changes=rank_changes and bool(interventions))
 
@@ -152,6 +183,8 @@ def _print_result(result: SearchResult, *, explain: bool, rank_changes: bool) ->
 
 def _hit_line(hit: Hit, rank_changes: bool) -> str:
     line = f"{hit.rank:>3}. {hit.score:.3f}  {hit.document.id}  {hit.document.title}"
+    if hit.document.payload:
+        line += "  " + json.dumps(dict(hit.document.payload), ensure_ascii=False, sort_keys=True)
     if rank_changes:
         line += f"  (was {hit.rank_before})" if hit.rank_before else "  (new)"
     return line

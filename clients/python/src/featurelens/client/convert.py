@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
+import json
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
+from google.protobuf import json_format
 
 from featurelens.client.types import (
     ActivatedDocument,
@@ -167,7 +169,19 @@ def document(message: common_pb2.Document) -> Document:
         text=message.text,
         categories=tuple(message.categories),
         date=message.date,
+        payload=json_format.MessageToDict(message.payload) if message.HasField("payload") else {},
     )
+
+
+def qdrant_filter_json(value: Mapping[str, Any] | str | None) -> str:
+    """A Qdrant filter as the JSON the server takes: a dict is serialised, a string sent as it is."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"qdrant_filter must be a dict or a JSON string, got {type(value).__name__}")
+    return json.dumps(value, separators=(",", ":"))
 
 
 def document_message(doc: DocumentLike) -> common_pb2.Document:
@@ -479,6 +493,9 @@ def search_request(
     interventions: Iterable[Intervention],
     with_rank_changes: bool,
     with_text: bool,
+    qdrant_filter: Mapping[str, Any] | str | None = None,
+    payload_fields: Sequence[str] = (),
+    dense_vector: str | None = None,
 ) -> search_pb2.SearchRequest:
     if (text is None) == (vector is None):
         raise ValueError("give the query as exactly one of text= or vector=")
@@ -499,6 +516,9 @@ def search_request(
         interventions=[intervention_message(i) for i in interventions],
         with_rank_changes=with_rank_changes,
         with_text=with_text,
+        qdrant_filter=qdrant_filter_json(qdrant_filter),
+        payload_fields=text_list(payload_fields, "payload_fields"),
+        dense_vector=dense_vector or "",
     )
     if text is not None:
         request.text = text

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy.typing as npt
 
@@ -110,6 +111,9 @@ class SearchClient:
         interventions: Iterable[Intervention] = (),
         with_rank_changes: bool = False,
         with_text: bool = False,
+        qdrant_filter: Mapping[str, Any] | str | None = None,
+        payload_fields: Sequence[str] = (),
+        dense_vector: str | None = None,
         timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> SearchResult:
         """Search ``corpus`` by ``text`` or by a query ``vector``, optionally steered.
@@ -117,6 +121,12 @@ class SearchClient:
         With ``interventions`` the result's ``steered`` names each feature steered (its label, and
         for a phrase the feature it resolved to and how well they matched); ``explain`` adds each
         hit's shared features with their labels.
+
+        ``corpus`` may name a Qdrant collection an SAE is attached to (``attach_sae``); there
+        ``qdrant_filter`` (a Qdrant filter as a dict or JSON string, ANDed with ``filter``'s
+        features) filters the collection's own payload, each hit's ``document.id`` is the point id
+        and ``document.payload`` holds the ``payload_fields`` asked for, and ``dense_vector`` names
+        the dense vector to search (default: the one of the SAE's size).
         """
         request = convert.search_request(
             corpus,
@@ -134,6 +144,9 @@ class SearchClient:
             interventions=interventions,
             with_rank_changes=with_rank_changes,
             with_text=with_text,
+            qdrant_filter=qdrant_filter,
+            payload_fields=payload_fields,
+            dense_vector=dense_vector,
         )
         return convert.search_result(
             self._transport.unary(self._stub.Search, request, rpc=_SEARCH, timeout=timeout)
@@ -349,6 +362,9 @@ class AsyncSearchClient:
         interventions: Iterable[Intervention] = (),
         with_rank_changes: bool = False,
         with_text: bool = False,
+        qdrant_filter: Mapping[str, Any] | str | None = None,
+        payload_fields: Sequence[str] = (),
+        dense_vector: str | None = None,
         timeout: float | NotGiven | None = NOT_GIVEN,
     ) -> SearchResult:
         """Search ``corpus`` by ``text`` or by a query ``vector``, optionally steered.
@@ -356,6 +372,12 @@ class AsyncSearchClient:
         With ``interventions`` the result's ``steered`` names each feature steered (its label, and
         for a phrase the feature it resolved to and how well they matched); ``explain`` adds each
         hit's shared features with their labels.
+
+        ``corpus`` may name a Qdrant collection an SAE is attached to (``attach_sae``); there
+        ``qdrant_filter`` (a Qdrant filter as a dict or JSON string, ANDed with ``filter``'s
+        features) filters the collection's own payload, each hit's ``document.id`` is the point id
+        and ``document.payload`` holds the ``payload_fields`` asked for, and ``dense_vector`` names
+        the dense vector to search (default: the one of the SAE's size).
         """
         request = convert.search_request(
             corpus,
@@ -373,6 +395,9 @@ class AsyncSearchClient:
             interventions=interventions,
             with_rank_changes=with_rank_changes,
             with_text=with_text,
+            qdrant_filter=qdrant_filter,
+            payload_fields=payload_fields,
+            dense_vector=dense_vector,
         )
         return convert.search_result(
             await self._transport.unary(self._stub.Search, request, rpc=_SEARCH, timeout=timeout)

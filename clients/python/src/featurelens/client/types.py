@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -121,6 +121,10 @@ class Document:
     categories: tuple[str, ...] = ()
     date: str = ""
     """Listing date as YYYY-MM-DD, or empty."""
+    payload: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    """Search hits on an attached Qdrant collection: the point's payload keys asked for with
+    ``payload_fields`` (JSON values; numbers come back as floats). Empty elsewhere, and not sent
+    when indexing."""
 
 
 # -- encoder --------------------------------------------------------------------------------------

@@ -22,27 +22,28 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x61turelens/v1/common.proto\x12\x0e\x66\x65\x61turelens.v1\"(\n\x0b\x44\x65nseVector\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\"7\n\x0b\x44\x65nseMatrix\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\r\n\x05\x63ount\x18\x03 \x01(\r\"/\n\x0cSparseVector\x12\x0f\n\x07indices\x18\x01 \x03(\r\x12\x0e\n\x06values\x18\x02 \x03(\x02\"j\n\x08Progress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12\x12\n\nrate_per_s\x18\x04 \x01(\x01\x12\r\n\x05\x65ta_s\x18\x05 \x01(\x01\x12\x0f\n\x07message\x18\x06 \x01(\t\"\x9f\x01\n\x0cIntervention\x12\x11\n\x07\x66\x65\x61ture\x18\x01 \x01(\rH\x00\x12\x13\n\tfamily_id\x18\x02 \x01(\tH\x00\x12\x10\n\x06phrase\x18\x05 \x01(\tH\x00\x12\x0e\n\x06weight\x18\x03 \x01(\x02\x12\'\n\x04mode\x18\x04 \x01(\x0e\x32\x19.featurelens.v1.SteerMode\x12\x12\n\nper_member\x18\x06 \x01(\x08\x42\x08\n\x06target\"U\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x12\n\ncategories\x18\x04 \x03(\t\x12\x0c\n\x04\x64\x61te\x18\x05 \x01(\t*V\n\tSteerMode\x12\x1a\n\x16STEER_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13STEER_MODE_ADDITIVE\x10\x01\x12\x14\n\x10STEER_MODE_CLAMP\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x61turelens/v1/common.proto\x12\x0e\x66\x65\x61turelens.v1\x1a\x1cgoogle/protobuf/struct.proto\"(\n\x0b\x44\x65nseVector\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\"7\n\x0b\x44\x65nseMatrix\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\r\n\x05\x63ount\x18\x03 \x01(\r\"/\n\x0cSparseVector\x12\x0f\n\x07indices\x18\x01 \x03(\r\x12\x0e\n\x06values\x18\x02 \x03(\x02\"j\n\x08Progress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12\x12\n\nrate_per_s\x18\x04 \x01(\x01\x12\r\n\x05\x65ta_s\x18\x05 \x01(\x01\x12\x0f\n\x07message\x18\x06 \x01(\t\"\x9f\x01\n\x0cIntervention\x12\x11\n\x07\x66\x65\x61ture\x18\x01 \x01(\rH\x00\x12\x13\n\tfamily_id\x18\x02 \x01(\tH\x00\x12\x10\n\x06phrase\x18\x05 \x01(\tH\x00\x12\x0e\n\x06weight\x18\x03 \x01(\x02\x12\'\n\x04mode\x18\x04 \x01(\x0e\x32\x19.featurelens.v1.SteerMode\x12\x12\n\nper_member\x18\x06 \x01(\x08\x42\x08\n\x06target\"\x7f\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x12\n\ncategories\x18\x04 \x03(\t\x12\x0c\n\x04\x64\x61te\x18\x05 \x01(\t\x12(\n\x07payload\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct*V\n\tSteerMode\x12\x1a\n\x16STEER_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13STEER_MODE_ADDITIVE\x10\x01\x12\x14\n\x10STEER_MODE_CLAMP\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'featurelens.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STEERMODE']._serialized_start=552
-  _globals['_STEERMODE']._serialized_end=638
-  _globals['_DENSEVECTOR']._serialized_start=47
-  _globals['_DENSEVECTOR']._serialized_end=87
-  _globals['_DENSEMATRIX']._serialized_start=89
-  _globals['_DENSEMATRIX']._serialized_end=144
-  _globals['_SPARSEVECTOR']._serialized_start=146
-  _globals['_SPARSEVECTOR']._serialized_end=193
-  _globals['_PROGRESS']._serialized_start=195
-  _globals['_PROGRESS']._serialized_end=301
-  _globals['_INTERVENTION']._serialized_start=304
-  _globals['_INTERVENTION']._serialized_end=463
-  _globals['_DOCUMENT']._serialized_start=465
-  _globals['_DOCUMENT']._serialized_end=550
+  _globals['_STEERMODE']._serialized_start=624
+  _globals['_STEERMODE']._serialized_end=710
+  _globals['_DENSEVECTOR']._serialized_start=77
+  _globals['_DENSEVECTOR']._serialized_end=117
+  _globals['_DENSEMATRIX']._serialized_start=119
+  _globals['_DENSEMATRIX']._serialized_end=174
+  _globals['_SPARSEVECTOR']._serialized_start=176
+  _globals['_SPARSEVECTOR']._serialized_end=223
+  _globals['_PROGRESS']._serialized_start=225
+  _globals['_PROGRESS']._serialized_end=331
+  _globals['_INTERVENTION']._serialized_start=334
+  _globals['_INTERVENTION']._serialized_end=493
+  _globals['_DOCUMENT']._serialized_start=495
+  _globals['_DOCUMENT']._serialized_end=622
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -253,6 +254,7 @@ class Document(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     CATEGORIES_FIELD_NUMBER: _builtins.int
     DATE_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The corpus's own document id (e.g. the arXiv id)."""
     title: _builtins.str
@@ -264,6 +266,13 @@ class Document(_message.Message):
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Category tags, e.g. "astro-ph.CO"."""
 
+    @_builtins.property
+    def payload(self) -> _struct_pb2.Struct:
+        """Search hits on an attached Qdrant collection: the point's payload keys asked for with
+        SearchRequest.payload_fields, as stored (a JSON object; numbers travel as doubles). Empty
+        elsewhere.
+        """
+
     def __init__(
         self,
         *,
@@ -272,10 +281,11 @@ class Document(_message.Message):
         text: _builtins.str = ...,
         categories: _abc.Iterable[_builtins.str] | None = ...,
         date: _builtins.str = ...,
+        payload: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "date", b"date", "id", b"id", "text", b"text", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "date", b"date", "id", b"id", "payload", b"payload", "text", b"text", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -286,7 +286,15 @@ class SearchRequest(_message.Message):
     INTERVENTIONS_FIELD_NUMBER: _builtins.int
     WITH_RANK_CHANGES_FIELD_NUMBER: _builtins.int
     WITH_TEXT_FIELD_NUMBER: _builtins.int
+    QDRANT_FILTER_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELDS_FIELD_NUMBER: _builtins.int
+    DENSE_VECTOR_FIELD_NUMBER: _builtins.int
     corpus: _builtins.str
+    """The corpus to search, or the name of a Qdrant collection an SAE is attached to (AttachSae; the
+    search service on a Qdrant server only). On an attached collection hits carry the point id as
+    the document id and the payload_fields asked for; filter.categories and the dates do not apply
+    there (use qdrant_filter), and with_text is ignored (ask for the text's key in payload_fields).
+    """
     text: _builtins.str
     """Free text, embedded by the encoder."""
     mode: Global___SearchMode.ValueType
@@ -312,6 +320,16 @@ class SearchRequest(_message.Message):
     """
     with_text: _builtins.bool
     """Return the document text in hits (titles and ids are always returned)."""
+    qdrant_filter: _builtins.str
+    """Attached collections only: a Qdrant filter as JSON, as Qdrant's REST API takes it (e.g.
+    {"must": [{"key": "year", "range": {"gte": 2020}}]}), at most 64 KiB; it is ANDed with the
+    request's features_must_fire / features_must_not_fire. On a corpus use filter instead.
+    """
+    dense_vector: _builtins.str
+    """Attached collections only: the name of the collection's dense vector to search. Empty means its
+    only dense vector whose size equals the SAE's d_in (refused, naming the candidates, when there
+    is none or more than one).
+    """
     @_builtins.property
     def vector(self) -> _common_pb2.DenseVector:
         """A query embedding of the corpus's dimension."""
@@ -324,6 +342,12 @@ class SearchRequest(_message.Message):
         expanded to their member features first, and the expanded list is checked as a whole: at
         most 256 interventions, at most 16,384 features once expanded, each steered once (see
         Intervention).
+        """
+
+    @_builtins.property
+    def payload_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Attached collections only: the payload keys to return in each hit's Document.payload, at most
+        64, each 1 to 256 bytes; empty returns no payload (the point id is always the document id).
         """
 
     def __init__(
@@ -344,10 +368,13 @@ class SearchRequest(_message.Message):
         interventions: _abc.Iterable[_common_pb2.Intervention] | None = ...,
         with_rank_changes: _builtins.bool = ...,
         with_text: _builtins.bool = ...,
+        qdrant_filter: _builtins.str = ...,
+        payload_fields: _abc.Iterable[_builtins.str] | None = ...,
+        dense_vector: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "query", b"query", "text", b"text", "vector", b"vector"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["corpus", b"corpus", "dense_weight", b"dense_weight", "explain", b"explain", "filter", b"filter", "fusion", b"fusion", "interventions", b"interventions", "mode", b"mode", "offset", b"offset", "query", b"query", "sae_id", b"sae_id", "sparse_weight", b"sparse_weight", "text", b"text", "top_k", b"top_k", "vector", b"vector", "with_rank_changes", b"with_rank_changes", "with_text", b"with_text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["corpus", b"corpus", "dense_vector", b"dense_vector", "dense_weight", b"dense_weight", "explain", b"explain", "filter", b"filter", "fusion", b"fusion", "interventions", b"interventions", "mode", b"mode", "offset", b"offset", "payload_fields", b"payload_fields", "qdrant_filter", b"qdrant_filter", "query", b"query", "sae_id", b"sae_id", "sparse_weight", b"sparse_weight", "text", b"text", "top_k", b"top_k", "vector", b"vector", "with_rank_changes", b"with_rank_changes", "with_text", b"with_text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_query: _TypeAlias = _typing.Literal["text", "vector"]  # noqa: Y015
     _WhichOneofArgType_query: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015

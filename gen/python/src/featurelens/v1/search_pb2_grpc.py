@@ -95,7 +95,8 @@ class SearchServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Search(self, request, context):
-        """Searches a corpus, optionally steered by feature or family interventions.
+        """Searches a corpus, or a Qdrant collection an SAE is attached to (AttachSae), optionally
+        steered by feature or family interventions.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,7 +38,9 @@ class SearchServiceStub:
     (or the setup names a corpus file readable by the server); streams progress back.
     """
     Search: _grpc.UnaryUnaryMultiCallable[_search_pb2.SearchRequest, _search_pb2.SearchResponse]
-    """Searches a corpus, optionally steered by feature or family interventions."""
+    """Searches a corpus, or a Qdrant collection an SAE is attached to (AttachSae), optionally
+    steered by feature or family interventions.
+    """
     TopDocuments: _grpc.UnaryUnaryMultiCallable[_search_pb2.TopDocumentsRequest, _search_pb2.TopDocumentsResponse]
     """Returns the documents on which a feature fires most strongly."""
     SampleDocuments: _grpc.UnaryUnaryMultiCallable[_search_pb2.SampleDocumentsRequest, _search_pb2.SampleDocumentsResponse]
@@ -68,7 +70,9 @@ class SearchServiceAsyncStub(SearchServiceStub):
     (or the setup names a corpus file readable by the server); streams progress back.
     """
     Search: _aio.UnaryUnaryMultiCallable[_search_pb2.SearchRequest, _search_pb2.SearchResponse]  # type: ignore[assignment]
-    """Searches a corpus, optionally steered by feature or family interventions."""
+    """Searches a corpus, or a Qdrant collection an SAE is attached to (AttachSae), optionally
+    steered by feature or family interventions.
+    """
     TopDocuments: _aio.UnaryUnaryMultiCallable[_search_pb2.TopDocumentsRequest, _search_pb2.TopDocumentsResponse]  # type: ignore[assignment]
     """Returns the documents on which a feature fires most strongly."""
     SampleDocuments: _aio.UnaryUnaryMultiCallable[_search_pb2.SampleDocumentsRequest, _search_pb2.SampleDocumentsResponse]  # type: ignore[assignment]
@@ -107,7 +111,9 @@ class SearchServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _search_pb2.SearchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_search_pb2.SearchResponse, _abc.Awaitable[_search_pb2.SearchResponse]]:
-        """Searches a corpus, optionally steered by feature or family interventions."""
+        """Searches a corpus, or a Qdrant collection an SAE is attached to (AttachSae), optionally
+        steered by feature or family interventions.
+        """
 
     @_abc_1.abstractmethod
     def TopDocuments(

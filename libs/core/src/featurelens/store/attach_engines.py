@@ -14,10 +14,10 @@ import numpy as np
 import qdrant_edge as qe
 from qdrant_client import QdrantClient, models
 
-from featurelens.store import server
+from featurelens.store import foreign_query, schema, server
 from featurelens.store.attach import Batch, PointId, firing_ids, missing_collection, point_id, vector_writes
 from featurelens.store.errors import InvalidQueryError, StoreError, translated
-from featurelens.store.types import SparseVec
+from featurelens.store.types import QueryRequest, ScoredPoint, SparseVec
 
 
 def _dense_matrix(
@@ -63,6 +63,31 @@ class QdrantClientCollection:
 
     def has_sparse_vector(self, sparse: str) -> bool:
         return sparse in (self._params().sparse_vectors or {})
+
+    def dense_vector_sizes(self) -> dict[str, int]:
+        """The size of each dense vector (``""`` for the unnamed default; multivectors left out)."""
+        vectors = self._params().vectors
+        named = {"": vectors} if isinstance(vectors, models.VectorParams) else dict(vectors or {})
+        return {name: p.size for name, p in named.items() if p is not None and p.multivector_config is None}
+
+    def attached_sae_ids(self) -> list[str]:
+        """The SAEs attached to the collection: its sparse vectors whose names featurelens made
+        (``schema.sae_id_of``), sorted; empty when none is."""
+        names = (self._params().sparse_vectors or {}).keys()
+        return sorted(sae_id for sae_id in map(schema.sae_id_of, names) if sae_id is not None)
+
+    def query(
+        self,
+        request: QueryRequest,
+        dense_vector: str,
+        dense_dim: int,
+        sae_ids: Sequence[str],
+        qdrant_filter: models.Filter | None = None,
+    ) -> list[ScoredPoint]:
+        """Dense, sparse or hybrid search of the collection (see ``featurelens.store.foreign_query``)."""
+        return foreign_query.query(
+            self.client, self.name, request, dense_vector, dense_dim, sae_ids, qdrant_filter
+        )
 
     def count(self, missing: str | None = None) -> int:
         flt = (

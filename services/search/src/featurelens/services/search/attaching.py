@@ -1,21 +1,27 @@
-"""AttachSae / DetachSae: an SAE on a Qdrant collection featurelens did not create.
+"""AttachSae / DetachSae: an SAE on a Qdrant collection featurelens did not create; and finding
+such a collection again when a search names it.
 
 The work is ``featurelens.store.attach``'s (plan, resume rule, write order); this module checks
 the request, finds the collection through the server store's client, encodes each batch through
 the sae service and streams progress. Only the server store can reach a caller's collections:
 the embedded engine's folder holds featurelens' own corpora (a caller's qdrant-edge shard is
 attached in process with ``featurelens.store.attach_engines.EdgeShardCollection``).
+
+An attached collection is known by no registry: it is a collection of the server that is no
+featurelens corpus and has one or more sparse vectors named as featurelens names an SAE's
+(``schema.sae_id_of``), so it is found again after a restart, and detaching ends it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 
 from featurelens.kit import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from featurelens.kit.echo import shown
-from featurelens.services.search.corpora import Corpora
+from featurelens.services.search.corpora import Corpora, Corpus
 from featurelens.services.search.dependencies import Dependencies, SaeSummary
 from featurelens.store import attach, schema
 from featurelens.store.attach_engines import QdrantClientCollection
@@ -66,6 +72,121 @@ async def resolve_sae(dependencies: Dependencies, sae_id: str) -> SaeSummary:
     known = ", ".join(repr(s.sae_id) for s in saes) or "none"
     what = f"SAE {shown(sae_id)}" if sae_id else "a default SAE"
     raise NotFoundError(f"the sae service has no {what}; registered SAEs: {known}")
+
+
+@dataclass(frozen=True)
+class AttachedCollection:
+    """A collection an SAE is attached to, as a search finds it."""
+
+    collection: QdrantClientCollection
+    #: Size of each dense vector ("" the unnamed default).
+    dense_sizes: Mapping[str, int]
+    #: The SAEs attached (their sparse vectors are there), sorted.
+    sae_ids: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.collection.name
+
+
+@dataclass(frozen=True)
+class AttachedTarget:
+    """What a search of an attached collection runs on: the SAE and the dense vector it uses."""
+
+    attached: AttachedCollection
+    sae: SaeSummary
+    dense_vector: str
+
+    @property
+    def dense_dim(self) -> int:
+        return self.attached.dense_sizes[self.dense_vector]
+
+    def as_corpus(self) -> Corpus:
+        """The collection as the search path sees a corpus: the dimension of the dense vector used,
+        the encoder's default model for text queries, and the attached SAE with its size."""
+        return Corpus(
+            name=self.attached.name,
+            documents=0,
+            dim=self.dense_dim,
+            embedding_model="",
+            sae_ids=(self.sae.sae_id,),
+            num_latents={self.sae.sae_id: self.sae.num_latents},
+        )
+
+
+async def find_attached(corpora: Corpora, name: str) -> AttachedCollection | None:
+    """The attached collection of this name; None when the service's store holds no such collection
+    (or cannot hold a caller's: the edge store), NOT_FOUND when it exists with no SAE attached."""
+    store = corpora.store
+    if not isinstance(store, QdrantServerDocumentStore):
+        return None
+    if schema.is_labels_collection(name) or schema.is_families_collection(name):
+        return None
+    try:
+        collection = await corpora.run(QdrantClientCollection, store.attach_client, name)
+    except NotFoundError:
+        return None
+    sae_ids = await corpora.run(collection.attached_sae_ids)
+    if not sae_ids:
+        raise NotFoundError(
+            f"collection {name!r} is no featurelens corpus and has no SAE attached; attach one with "
+            "AttachSae (ListCorpora lists the corpora)"
+        )
+    sizes = await corpora.run(collection.dense_vector_sizes)
+    return AttachedCollection(collection, sizes, tuple(sae_ids))
+
+
+async def attached_target(
+    dependencies: Dependencies, attached: AttachedCollection, sae_id: str, dense_vector: str, needs_sae: bool
+) -> AttachedTarget:
+    """The SAE (the one named, else the only one attached, else the sae service's default if
+    attached) and the dense vector (the one named, else the only one of the SAE's d_in)."""
+    if sae_id and sae_id not in attached.sae_ids:
+        raise NotFoundError(
+            f"SAE {shown(sae_id)} is not attached to collection {attached.name!r} (attached: "
+            f"{', '.join(attached.sae_ids)}); attach it with AttachSae"
+        )
+    saes = {sae.sae_id: sae for sae in await dependencies.list_saes()}
+    chosen = sae_id or (attached.sae_ids[0] if len(attached.sae_ids) == 1 else "")
+    if not chosen:
+        default = next((s for s in saes.values() if s.is_default and s.sae_id in attached.sae_ids), None)
+        if default is None:
+            raise FailedPreconditionError(
+                f"collection {attached.name!r} has several SAEs attached ({', '.join(attached.sae_ids)}) "
+                "and the sae service's default is none of them; name one with sae_id"
+            )
+        chosen = default.sae_id
+    sae = saes.get(chosen)
+    if sae is None:
+        raise FailedPreconditionError(
+            f"SAE {chosen!r} is attached to collection {attached.name!r}, but the sae service does not "
+            "have it (ListSaes lists the SAEs it serves)"
+        )
+    return AttachedTarget(attached, sae, _dense_vector(attached, sae, dense_vector, needs_sae))
+
+
+def _dense_vector(attached: AttachedCollection, sae: SaeSummary, named: str, needs_sae: bool) -> str:
+    sizes = attached.dense_sizes
+    shown_all = ", ".join(f"{name!r} ({size} dims)" for name, size in sorted(sizes.items())) or "none"
+    if named or (named == "" and "" in sizes and len(sizes) == 1):
+        if named not in sizes:
+            raise InvalidArgumentError(
+                f"collection {attached.name!r} has no dense vector {shown(named)}; it has {shown_all}"
+            )
+        if needs_sae and sizes[named] != sae.d_in:
+            raise InvalidArgumentError(
+                f"dense vector {named!r} of collection {attached.name!r} has {sizes[named]} dims, but SAE "
+                f"{sae.sae_id!r} reads {sae.d_in}-dim embeddings; name one of {shown_all}"
+            )
+        return named
+    fits = sorted(name for name, size in sizes.items() if size == sae.d_in)
+    if len(fits) != 1:
+        what = "none" if not fits else "more than one"
+        raise InvalidArgumentError(
+            f"{what} of the dense vectors of collection {attached.name!r} has SAE {sae.sae_id!r}'s "
+            f"{sae.d_in} dims; name the one to search with dense_vector (it has {shown_all})"
+        )
+    return fits[0]
 
 
 def plan_message(found: attach.AttachPlan) -> search_pb2.AttachPlan:

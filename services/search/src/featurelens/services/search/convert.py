@@ -113,14 +113,27 @@ def steered(
     return out
 
 
+def foreign_document(point_id: str, payload: Mapping[str, Any]) -> common_pb2.Document:
+    """A hit's Document on an attached collection: the point id, and its payload keys as fetched."""
+    message = common_pb2.Document(id=point_id)
+    if payload:
+        message.payload.update(dict(payload))
+    return message
+
+
 def hit(
     point: ScoredPoint,
     rank: int,
     rank_before: int = 0,
     explanation: Sequence[search_pb2.FeatureContribution] = (),
+    *,
+    foreign: bool = False,
 ) -> search_pb2.Hit:
+    """A hit; ``foreign``: of an attached collection (see ``foreign_document``)."""
     return search_pb2.Hit(
-        document=document(point.doc_id, point.payload),
+        document=foreign_document(point.doc_id, point.payload)
+        if foreign
+        else document(point.doc_id, point.payload),
         score=point.score,
         rank=rank,
         rank_before=rank_before,

@@ -17,6 +17,11 @@ Rank changes compare the steered page with the unsteered ranking read from rank 
 ``offset + top_k``, but never deeper than the store answers in one query (``RANK_DEPTH``, 10,000
 ranks): a hit below that depth reports ``rank_before`` 0, as one that was not found at all. So
 every page the validation accepts is served, rank changes included.
+
+A name no corpus has may be a Qdrant collection an SAE is attached to (``attaching``): it is
+searched as a corpus holding that SAE and the chosen dense vector, through
+``featurelens.store.foreign_query`` (same checks, legs, fusion and ties), with the caller's Qdrant
+filter ANDed in and their payload keys on each hit.
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from featurelens.kit import FailedPreconditionError, InvalidArgumentError
+from featurelens.kit import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from featurelens.kit.echo import shown
 from featurelens.kit.interventions import interventions_to_proto
-from featurelens.services.search import convert
+from featurelens.services.search import attaching, convert
+from featurelens.services.search.attaching import AttachedTarget
 from featurelens.services.search.corpora import Corpora, Corpus
 from featurelens.services.search.dependencies import Dependencies
 from featurelens.services.search.explain import Contribution, LabelLookup, explain
@@ -85,10 +91,11 @@ class Searcher:
         self.phrases = phrases
 
     async def search(self, query: SearchQuery) -> search_pb2.SearchResponse:
-        corpus = await self.corpora.recent(query.corpus)
-        if query.sae_id and query.sae_id not in corpus.sae_ids:
-            corpus = await self.corpora.get(query.corpus)  # the SAE may have been added since
-        sae_id = await resolve_sae(corpus, query.sae_id, self.dependencies) if query.needs_sae else ""
+        corpus, attached = await self._target(query)
+        if attached is not None:
+            sae_id = attached.sae.sae_id if query.needs_sae else ""
+        else:
+            sae_id = await resolve_sae(corpus, query.sae_id, self.dependencies) if query.needs_sae else ""
         self._check_features(query, corpus, sae_id)
         plan, matches = await self._steer_plan(query, corpus, sae_id)
         vector = await self._query_vector(query, corpus)
@@ -119,11 +126,13 @@ class Searcher:
         if steering and query.with_rank_changes:
             depth = min(query.top_k + query.offset, RANK_DEPTH)
             hits, unsteered = await asyncio.gather(
-                self._run(query, corpus, sae_id, after, doc_filter, query.top_k, query.offset),
-                self._run(query, corpus, sae_id, before, doc_filter, depth, 0),
+                self._run(query, corpus, sae_id, after, doc_filter, query.top_k, query.offset, attached),
+                self._run(query, corpus, sae_id, before, doc_filter, depth, 0, attached),
             )
         else:
-            hits = await self._run(query, corpus, sae_id, after, doc_filter, query.top_k, query.offset)
+            hits = await self._run(
+                query, corpus, sae_id, after, doc_filter, query.top_k, query.offset, attached
+            )
             unsteered = None
         _check_scores(hits, unsteered)
         shared = self._explain(query, sae_id, after.sparse, hits)
@@ -135,19 +144,39 @@ class Searcher:
         )
         explanations = [convert.contributions(items, labels, families) for items in shared]
         response.steered.extend(convert.steered(plan, labels, matches))
+        foreign = attached is not None
         ranks_before = {p.doc_id: rank for rank, p in enumerate(unsteered or (), start=1)}
         for position, (point, explanation) in enumerate(zip(hits, explanations, strict=True)):
             rank = query.offset + position + 1
             rank_before = 0
             if query.with_rank_changes:
                 rank_before = ranks_before.get(point.doc_id, 0) if unsteered is not None else rank
-            response.hits.append(convert.hit(point, rank, rank_before, explanation))
+            response.hits.append(convert.hit(point, rank, rank_before, explanation, foreign=foreign))
         if unsteered is not None:
             kept = {point.doc_id for point in hits}
             for rank, point in enumerate(unsteered[query.offset :], start=query.offset + 1):
                 if point.doc_id not in kept:
-                    response.dropped.append(convert.hit(point, 0, rank))
+                    response.dropped.append(convert.hit(point, 0, rank, foreign=foreign))
         return response
+
+    async def _target(self, query: SearchQuery) -> tuple[Corpus, AttachedTarget | None]:
+        """The corpus searched; for a Qdrant collection an SAE is attached to (tried when no corpus
+        has the name), the SAE and dense vector used too, and the collection seen as a corpus."""
+        try:
+            corpus = await self.corpora.recent(query.corpus)
+        except (NotFoundError, InvalidArgumentError):
+            found = await attaching.find_attached(self.corpora, query.corpus)
+            if found is None:
+                raise
+            _refuse_corpus_filter(query)
+            target = await attaching.attached_target(
+                self.dependencies, found, query.sae_id, query.dense_vector, query.needs_sae
+            )
+            return target.as_corpus(), target
+        _refuse_attached_options(query)
+        if query.sae_id and query.sae_id not in corpus.sae_ids:
+            corpus = await self.corpora.get(query.corpus)  # the SAE may have been added since
+        return corpus, None
 
     async def _steer_plan(
         self, query: SearchQuery, corpus: Corpus, sae_id: str
@@ -203,6 +232,7 @@ class Searcher:
         doc_filter: DocFilter | None,
         top_k: int,
         offset: int,
+        attached: AttachedTarget | None = None,
     ) -> list[ScoredPoint]:
         mode = query.mode
         if mode is not SearchMode.DENSE and (vectors.sparse is None or not np.any(vectors.sparse.values)):
@@ -221,9 +251,19 @@ class Searcher:
             fusion=query.fusion,
             dense_weight=query.dense_weight,
             sparse_weight=query.sparse_weight,
-            with_payload=convert.hit_fields(query.with_text),
+            with_payload=list(query.payload_fields) if attached else convert.hit_fields(query.with_text),
             with_sparse=[sae_id] if query.explain else False,
         )
+        if attached is not None:
+            collection = attached.attached.collection
+            return await self.corpora.run(
+                collection.query,
+                request,
+                attached.dense_vector,
+                attached.dense_dim,
+                corpus.sae_ids,
+                query.qdrant_filter,
+            )
         return await self.corpora.run(self.corpora.store.query, corpus.name, request)
 
     @staticmethod
@@ -263,6 +303,33 @@ def _check_scores(*results: Sequence[ScoredPoint] | None) -> None:
                     f"the query scored document {shown(point.doc_id)} {point.score:g}, which a response "
                     "cannot carry; use a smaller query vector or leg weights"
                 )
+
+
+def _refuse_corpus_filter(query: SearchQuery) -> None:
+    """Categories and dates are fields of featurelens corpora, not of an attached collection."""
+    if query.categories or query.date_from or query.date_to:
+        raise InvalidArgumentError(
+            f"collection {query.corpus!r} is an attached Qdrant collection, which has no featurelens "
+            "categories or dates; filter its own payload with qdrant_filter"
+        )
+
+
+def _refuse_attached_options(query: SearchQuery) -> None:
+    """qdrant_filter, payload_fields and dense_vector apply to attached collections only."""
+    used = [
+        name
+        for name, value in (
+            ("qdrant_filter", query.qdrant_filter),
+            ("payload_fields", query.payload_fields),
+            ("dense_vector", query.dense_vector),
+        )
+        if value
+    ]
+    if used:
+        raise InvalidArgumentError(
+            f"{' and '.join(used)} apply only to a Qdrant collection an SAE is attached to; corpus "
+            f"{query.corpus!r} is a featurelens corpus: use filter instead"
+        )
 
 
 def _unit(vector: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

@@ -7,10 +7,12 @@ whether the SAE is indexed) happen in ``querying`` once the corpus is known.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from qdrant_client import models
 
 from featurelens.corpus import Record
 from featurelens.kit import InvalidArgumentError
@@ -18,7 +20,7 @@ from featurelens.kit.echo import shown
 from featurelens.kit.interventions import interventions_from_proto
 from featurelens.kit.names import corpus_name
 from featurelens.steering import RequestedIntervention
-from featurelens.store import FusionMethod, InvalidQueryError, SearchMode
+from featurelens.store import FusionMethod, InvalidQueryError, SearchMode, foreign_query
 from featurelens.store import schema as store_schema
 from featurelens.v1 import common_pb2, search_pb2
 from featurelens.wire.arrays import ArrayFormatError, from_dense_vector
@@ -28,6 +30,11 @@ MAX_DOC_ID_CHARS = 512
 #: Largest dense_weight / sparse_weight: only their ratio matters, and under this bound a fused
 #: score (a weight times a normalised or reciprocal-rank score) can never overflow.
 MAX_LEG_WEIGHT = 1000.0
+#: Most payload keys a search of an attached collection returns, and the longest key (bytes).
+MAX_PAYLOAD_FIELDS = 64
+MAX_PAYLOAD_FIELD_BYTES = 256
+#: Longest name of a Qdrant collection (bytes): a search may name an attached one.
+MAX_COLLECTION_BYTES = 255
 
 _MODES = {
     search_pb2.SEARCH_MODE_UNSPECIFIED: SearchMode.DENSE,
@@ -75,6 +82,11 @@ class SearchQuery:
     interventions: tuple[RequestedIntervention, ...]
     with_rank_changes: bool
     with_text: bool
+    #: Attached collections only: the caller's Qdrant filter, its payload keys to return, and the
+    #: name of the dense vector to search ("" = the one of the SAE's size).
+    qdrant_filter: models.Filter | None = None
+    payload_fields: tuple[str, ...] = ()
+    dense_vector: str = ""
 
     @property
     def needs_sae(self) -> bool:
@@ -148,9 +160,43 @@ def _weight(value: float, what: str) -> float:
     return value or 1.0
 
 
+def _search_target(name: str) -> str:
+    """A corpus name, or else a name a Qdrant collection may have (one an SAE is attached to)."""
+    try:
+        return corpus_name(name)
+    except InvalidArgumentError:
+        if not name or len(name.encode()) > MAX_COLLECTION_BYTES or "/" in name or not name.isprintable():
+            raise
+    return name
+
+
+def qdrant_filter(text: str) -> models.Filter | None:
+    """The caller's Qdrant filter (JSON, at most 64 KiB), None when empty."""
+    if not text:
+        return None
+    try:
+        return foreign_query.parse_filter(text)
+    except InvalidQueryError as error:
+        raise InvalidArgumentError(str(error)) from None
+
+
+def payload_fields(fields: Sequence[str]) -> tuple[str, ...]:
+    """Payload keys to return: at most 64, each 1 to 256 bytes (repeats dropped)."""
+    if len(fields) > MAX_PAYLOAD_FIELDS:
+        raise InvalidArgumentError(
+            f"payload_fields names {len(fields)} keys; the limit is {MAX_PAYLOAD_FIELDS}"
+        )
+    for field in fields:
+        if not field or len(field.encode()) > MAX_PAYLOAD_FIELD_BYTES:
+            raise InvalidArgumentError(
+                f"payload_fields holds {shown(field)}; each key must be 1 to {MAX_PAYLOAD_FIELD_BYTES} bytes"
+            )
+    return tuple(dict.fromkeys(fields))
+
+
 def search_query(request: search_pb2.SearchRequest, limits: Limits) -> SearchQuery:
     """A checked query, or InvalidArgumentError naming what is wrong."""
-    corpus = corpus_name(request.corpus)
+    corpus = _search_target(request.corpus)
     kind = request.WhichOneof("query")
     text = vector = None
     if kind is None:
@@ -207,7 +253,16 @@ def search_query(request: search_pb2.SearchRequest, limits: Limits) -> SearchQue
         interventions=tuple(interventions_from_proto(request.interventions)),
         with_rank_changes=request.with_rank_changes,
         with_text=request.with_text,
+        qdrant_filter=qdrant_filter(request.qdrant_filter),
+        payload_fields=payload_fields(request.payload_fields),
+        dense_vector=_dense_vector_name(request.dense_vector),
     )
+
+
+def _dense_vector_name(name: str) -> str:
+    if len(name.encode()) > MAX_COLLECTION_BYTES:
+        raise InvalidArgumentError(f"dense_vector {shown(name)} is no vector name (longer than 255 bytes)")
+    return name
 
 
 def document_problem(record: Record) -> str | None:
