@@ -1,6 +1,6 @@
 """Encoder service overhead: texts/s of each local model called directly vs through gRPC on loopback.
 
-    .venv/bin/python benchmarks/encoder.py [--texts 2000] [--batch-size 64] [--repeats 3]
+    .venv/bin/python benchmarks/encoder.py [--texts 2000] [--batch-size 64] [--repeats 3] [--engine-texts 512]
 
 On real abstracts (title + abstract of arxiv_astro.jsonl.gz) in batches of ``--batch-size``:
 
@@ -18,6 +18,22 @@ On real abstracts (title + abstract of arxiv_astro.jsonl.gz) in batches of ``--b
   over 200 calls, as the client sees it.
 - ``stream_texts_per_s``: the same batches through ``EmbedStream`` (up to 2 batches in flight
   inside the server), cold cache; extra, for information.
+
+Engines of all-MiniLM-L6-v2 side by side (``--engine-texts``, default 512; 0 skips), in this
+process on the same texts, batch by batch in a rotating order (torch, onnx, onnx-int8; then
+onnx, onnx-int8, torch; ...), so load from elsewhere on the machine hits every engine alike:
+
+- ``torch_texts_per_s``: the PyTorch backend (``engine="torch"``, as before this engine existed).
+- ``onnx_texts_per_s`` / ``onnx_speedup``: the engine that ``auto`` picks on this machine
+  (``onnx_engine``), its texts/s and that over torch's.
+- ``onnx_fp32_texts_per_s``, ``onnx_int8_texts_per_s`` and their ``*_speedup``; and
+  ``onnx_fp32_min_cosine``, ``onnx_int8_min_cosine``: the lowest cosine between a text's ONNX
+  and PyTorch vectors over all the texts.
+- ``demo_embed_minutes_estimate``: 11,636 demo abstracts at ``onnx_texts_per_s`` and at
+  ``torch_texts_per_s`` (an estimate from this rate, not a measured demo run).
+
+The exported ONNX models are cached in ``.featurelens/cache/onnx`` (the first run exports them,
+about 20 s each on 2 cores).
 
 Needs Redis at 127.0.0.1:6379 (``scripts/ensure_redis.sh``). Progress goes to stderr; the
 figures are the one JSON line printed last on stdout.
@@ -38,17 +54,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import redis
 from grpc import aio
 
 from featurelens.corpus import read_corpus
-from featurelens.embedding.backends import EmbeddingBackend, load_backend
+from featurelens.embedding.backends import EmbeddingBackend, load_backend, load_sentence_transformer_backend
 from featurelens.kit.launcher import start_embedded
 from featurelens.services.encoder.cache import cache_key
 from featurelens.v1 import encoder_pb2, encoder_pb2_grpc
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-DATA = Path(os.environ.get("FEATURELENS_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("FEATURELENS_DATA_DIR", ROOT.parent / "shared" / "data"))
+ONNX_CACHE = ROOT / ".featurelens" / "cache" / "onnx"
+DEMO_TEXTS = 11_636
 BACKENDS = ("wordllama", "sentence-transformers")
 WARM_UP_TEXT = "benchmark warm-up call"
 
@@ -75,6 +95,7 @@ def served(spec: str, batch_size: int) -> Iterator[str]:
         FEATURELENS_ENCODER_REDIS_URL=REDIS_URL,
         FEATURELENS_ENCODER_CACHE_TTL_S="3600",
         FEATURELENS_ENCODER_BATCH_SIZE=str(batch_size),
+        FEATURELENS_ENCODER_ONNX_CACHE_DIR=str(ONNX_CACHE),
     )
     with tempfile.TemporaryDirectory() as data_dir:
         # WARNING: the one line per call at INFO is not what this benchmark measures.
@@ -146,7 +167,8 @@ async def bench_backend(
     spec: str, texts: list[str], args: argparse.Namespace, figures: dict[str, Any]
 ) -> None:
     progress(f"[{spec}] loading")
-    backend = load_backend(spec, batch_size=args.batch_size)
+    options: dict[str, Any] = {"onnx_cache_dir": ONNX_CACHE} if spec == "sentence-transformers" else {}
+    backend = load_backend(spec, batch_size=args.batch_size, **options)
     batches = [texts[i : i + args.batch_size] for i in range(0, len(texts), args.batch_size)]
     repeats = args.repeats if spec == "wordllama" else 1
     # Blocks this loop while the server starts; nothing else runs on it yet.
@@ -189,14 +211,69 @@ async def bench_backend(
             forget(backend.model_id, [*texts, WARM_UP_TEXT])
 
 
+def engines_side_by_side(texts: list[str], batch_size: int, figures: dict[str, Any]) -> None:
+    """texts/s of MiniLM on PyTorch, ONNX fp32 and ONNX int8 on the same batches, in rotating order."""
+    engines: dict[str, EmbeddingBackend] = {
+        name: load_sentence_transformer_backend(engine=name, batch_size=batch_size, onnx_cache_dir=ONNX_CACHE)
+        for name in ("torch", "onnx", "onnx-int8")
+    }
+    chosen = load_sentence_transformer_backend(
+        engine="auto", batch_size=batch_size, onnx_cache_dir=ONNX_CACHE
+    )
+    chosen_engine = str(getattr(chosen, "engine", "torch"))
+    del chosen
+    names = list(engines)
+    for backend in engines.values():
+        backend.embed(texts[:batch_size])  # warm each engine before timing
+    seconds = dict.fromkeys(names, 0.0)
+    vectors: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
+    for number, batch in enumerate(batches):
+        shift = number % len(names)
+        for name in names[shift:] + names[:shift]:
+            started = time.perf_counter()
+            vectors[name].append(engines[name].embed(batch).vectors)
+            seconds[name] += time.perf_counter() - started
+        done = sum(map(len, batches[: number + 1]))
+        progress(
+            f"[engines] {done}/{len(texts)}: "
+            + ", ".join(f"{name} {done / seconds[name]:.1f} texts/s" for name in names)
+        )
+    rates = {name: len(texts) / seconds[name] for name in names}
+    reference = np.concatenate(vectors["torch"])
+    for name, key in (("onnx", "onnx_fp32"), ("onnx-int8", "onnx_int8")):
+        cosines = np.sum(np.concatenate(vectors[name]) * reference, axis=1)
+        figures[f"{key}_texts_per_s"] = round(rates[name], 1)
+        figures[f"{key}_speedup"] = round(rates[name] / rates["torch"], 2)
+        figures[f"{key}_min_cosine"] = round(float(cosines.min()), 5)
+    figures["torch_texts_per_s"] = round(rates["torch"], 1)
+    figures["onnx_engine"] = chosen_engine
+    onnx_rate = rates.get(chosen_engine, rates["torch"])
+    figures["onnx_texts_per_s"] = round(onnx_rate, 1)
+    figures["onnx_speedup"] = round(onnx_rate / rates["torch"], 2)
+    figures["engine_texts"] = len(texts)
+    figures["demo_embed_minutes_estimate"] = {
+        "onnx": round(DEMO_TEXTS / onnx_rate / 60, 1),
+        "torch": round(DEMO_TEXTS / rates["torch"] / 60, 1),
+    }
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--texts", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5, help="passes for wordllama (MiniLM runs one)")
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS))
+    parser.add_argument(
+        "--backends",
+        nargs="*",
+        default=list(BACKENDS),
+        help="backends for the service overhead; none skips it",
+    )
     parser.add_argument("--cached-model", default="sentence-transformers")
     parser.add_argument("--cached-calls", type=int, default=200)
+    parser.add_argument(
+        "--engine-texts", type=int, default=512, help="texts for the MiniLM engines side by side; 0 skips"
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -211,8 +288,15 @@ async def main() -> None:
         "texts": len(texts),
         "batch_size": args.batch_size,
     }
-    if args.cached_model not in args.backends:
+    if args.backends and args.cached_model not in args.backends:
         args.cached_model = args.backends[0]
+    if args.engine_texts:
+        engine_texts = [
+            record.embedding_text
+            for record in read_corpus(DATA / "arxiv_astro.jsonl.gz", limit=args.engine_texts)
+        ]
+        progress(f"{len(engine_texts)} abstracts for the engines side by side, batches of {args.batch_size}")
+        engines_side_by_side(engine_texts, args.batch_size, figures)
     for spec in args.backends:
         await bench_backend(spec, texts, args, figures)
     print(json.dumps(figures))

@@ -44,11 +44,36 @@ Timings on a shared 2-core machine swing by 4x when other jobs run: the JSON rec
     .venv/bin/python benchmarks/sae_train.py --quick            # < 3 minutes with a warm cache
     .venv/bin/python benchmarks/sae_train.py                    # 100 (a) and 40 (b) steps, AuxK active
     .venv/bin/python benchmarks/sae_train.py --device cuda      # on a GPU
+    python3 benchmarks/sae_train.py --device cuda --settings b --bf16 --embeddings e.npy
+
+On a GPU, per-step timing (a host synchronisation after every step, as the interleaved
+comparison needs) measures launch latency as much as the GPU's work, so CUDA runs add a
+throughput pass: each trainer runs `--throughput-steps` steps back to back with no per-step
+synchronisation (ours through train_sae itself, reporting every N steps; the paper's loop
+synchronising once at the end), and samples/s is steps × 1024 over the wall time. Ours runs twice:
+with the step replayed as a CUDA graph (`TrainConfig.cuda_graph`, "samples_per_s_ours") and
+launched op by op ("samples_per_s_ours_without_cuda_graph"). The JSON gains
+"throughput": {"samples_per_s_ours", "samples_per_s_paper", "speedup", "nmse_ours",
+"nmse_paper", ...} per precision (fp32 with TF32 matmuls, and bf16 autocast with --bf16), and
+"bf16_nmse_vs_fp32" (the relative NMSE change bf16 brings to our trainer; the issue's bar is 1%).
+
+Measured on one H100 (2026-11-27, setting b, 9,984 rows: 3,328 real MiniLM abstracts and two
+noisy copies, `--steps 40 --bf16 --throughput-steps 300`; the GPU was withdrawn before a run on
+the full corpus or with the CUDA graph): before the dense CUDA branch of sparse_ops, ours 166,897
+samples/s vs the paper's recipe 111,759 (fp32; 1.49x) and 158,134 vs 183,212 (bf16 autocast;
+0.86x); after it, 172,244 vs 112,219 (1.53x) and 151,390 vs 202,486 (0.75x), bf16 NMSE within
+0.13% of fp32. The GPU work per step fell from ~4.7 ms to ~3.0 ms (torch.profiler), but the step
+stayed at ~6 ms: the host, launching ~150 kernels one by one, is the limit. That is what
+`TrainConfig.cuda_graph` addresses (not yet run on a GPU).
+
+`--embeddings FILE.npy` reads the (n, 384) MiniLM rows from a file (e.g. saved from the cache
+with --save-embeddings), for machines without the corpus or the model.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -356,6 +381,88 @@ def run_setting(setting: Setting, data: np.ndarray, steps: int, warmup: int, dev
     return result
 
 
+# -- GPU throughput: steps back to back, no per-step synchronisation ------------------------------
+
+
+def throughput(setting: Setting, data: np.ndarray, steps: int, device: str, bf16: bool) -> dict[str, Any]:
+    """samples/s of each trainer over `steps` unsynchronised steps (see the module docstring)."""
+    sae_cfg = SaeConfig(d_in=setting.d_in, num_latents=setting.num_latents, k=setting.k)
+    train_cfg = TrainConfig(
+        batch_size=1024, lr=1e-4, epochs=10_000, max_steps=steps, seed=0, device=device,
+        patience=0, use_bf16=bf16, cuda_graph=True,
+    )  # fmt: skip
+    rates: list[float] = []
+    ours = train_sae(
+        data,
+        sae_cfg,
+        train_cfg,
+        callbacks=TrainCallbacks(on_step=lambda m: rates.append(m.samples_per_s), step_every=steps),
+    )
+    assert ours.final_train is not None
+    eager_rates: list[float] = []
+    train_sae(
+        data,
+        sae_cfg,
+        dataclasses.replace(train_cfg, cuda_graph=False),
+        callbacks=TrainCallbacks(on_step=lambda m: eager_rates.append(m.samples_per_s), step_every=steps),
+    )
+
+    train_rows, _ = split_rows(data.shape[0], train_cfg.val_fraction, train_cfg.seed)
+    train_x = torch.from_numpy(data[train_rows.numpy()]).to(device)
+    steps_per_epoch = train_rows.numel() // 1024
+    init = SparseAutoencoder(sae_cfg, device=device, seed=0)
+    init.init_pre_bias_(train_x[:10_000])
+    paper = paper_from(init, sae_cfg.effective_k_aux, steps_per_epoch)
+    opt = torch.optim.Adam(paper.parameters(), lr=1e-4)
+    perms = [epoch_permutation(train_rows.numel(), 0, e).to(device) for e in range(2)]
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def paper_steps(n: int) -> None:
+        for step in range(n):
+            epoch, position = divmod(step, steps_per_epoch)
+            batch = train_x.index_select(0, perms[epoch % 2][position * 1024 : (position + 1) * 1024])
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+                paper_step_lazy(paper, opt, batch, sae_cfg.auxk_coef)
+
+    paper_steps(3)  # warm-up
+    sync()
+    started = time.perf_counter()
+    paper_steps(steps)
+    sync()
+    paper_rate = steps * 1024 / (time.perf_counter() - started)
+    paper_eval = evaluate(as_ours(paper, sae_cfg), train_x, 1024)
+    return {
+        "steps": steps,
+        "precision": "bf16-autocast" if bf16 else "fp32 (tf32 matmul)",
+        "samples_per_s_ours": round(rates[-1], 1),
+        "samples_per_s_paper": round(paper_rate, 1),
+        "speedup": round(rates[-1] / paper_rate, 2),
+        "samples_per_s_ours_without_cuda_graph": round(eager_rates[-1], 1),
+        "nmse_ours": round(ours.final_train.nmse, 5),
+        "nmse_val_ours": round(ours.final_val.nmse, 5) if ours.final_val else None,
+        "nmse_paper": round(paper_eval.nmse, 5),
+    }
+
+
+def paper_step_lazy(sae: PaperSae, opt: torch.optim.Optimizer, x: Tensor, auxk_coef: float) -> None:
+    """paper_step without reading the loss back (no host synchronisation per step)."""
+    opt.zero_grad()
+    recons, info = sae(x)
+    loss = _paper_nmse(recons, x)
+    e = x - recons.detach()
+    loss = loss + auxk_coef * _paper_nmse(sae.decoder(info["auxk_latents"]), e)
+    loss.backward()
+    with torch.no_grad():
+        w = sae.decoder.weight
+        assert w.grad is not None
+        w.grad.sub_(torch.sum(w * w.grad, dim=0, keepdim=True) * w)
+    torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
+    opt.step()
+    with torch.no_grad():
+        sae.decoder.weight.div_(sae.decoder.weight.norm(dim=0, keepdim=True))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -364,11 +471,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="steps per setting (overrides the defaults)")
     parser.add_argument("--settings", default="a,b", help="comma-separated settings to run (a, b)")
     parser.add_argument("--device", default="cpu", help='torch device, e.g. "cpu" or "cuda"')
+    parser.add_argument("--bf16", action="store_true", help="CUDA: also measure bf16 autocast throughput")
+    parser.add_argument("--throughput-steps", type=int, default=300, help="CUDA: steps per throughput run")
+    parser.add_argument("--embeddings", type=Path, default=None, help="(n, 384) MiniLM rows as .npy")
+    parser.add_argument("--save-embeddings", type=Path, default=None, help="write the rows used to .npy")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     torch.manual_seed(0)
 
-    embeddings = load_minilm_embeddings()
+    embeddings = np.load(args.embeddings) if args.embeddings else load_minilm_embeddings()
+    if args.save_embeddings:
+        np.save(args.save_embeddings, embeddings)
     logger.info("MiniLM embeddings: %s", embeddings.shape)
     datasets = {"a": embeddings, "b": lift_to_1536(embeddings)}
     # (quick, full) steps per setting; an epoch is 10 steps, after which AuxK is active.
@@ -380,6 +493,19 @@ def main(argv: list[str] | None = None) -> int:
         steps = args.steps or defaults[name][0 if args.quick else 1]
         warmup = min(2, max(0, steps - 3))
         out[name] = run_setting(SETTINGS[name], datasets[name], steps, warmup, args.device)
+    if args.device.startswith("cuda"):
+        out["gpu"] = torch.cuda.get_device_name()
+        for name in args.settings.split(","):
+            runs = {
+                "fp32": throughput(SETTINGS[name], datasets[name], args.throughput_steps, args.device, False)
+            }
+            if args.bf16:
+                runs["bf16"] = throughput(
+                    SETTINGS[name], datasets[name], args.throughput_steps, args.device, True
+                )
+                fp32, bf16 = runs["fp32"]["nmse_ours"], runs["bf16"]["nmse_ours"]
+                runs["bf16_nmse_vs_fp32"] = round((bf16 - fp32) / fp32, 4)
+            out[name]["throughput"] = runs
     out["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out))
     return 0 if all(math.isfinite(out[n]["speedup"]) for n in args.settings.split(",")) else 1

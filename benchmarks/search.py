@@ -37,7 +37,19 @@ What runs, and what is cached under ``.featurelens/cache/`` (gitignored):
    encoder's cache warm (the texts are repeated). ``server_p50_ms``: the server's own
    ``took_ms`` of the steered queries (the rest of p50 is gRPC and the client).
    ``server_cpu_ms_per_query``: the server process's CPU time (all threads) during the 8-client
-   run per query. ``query_cache_hits`` / ``_misses``: the encoder's cache counters at shutdown.
+   run per query; ``client_cpu_ms_per_query``: this process's (the 8 clients share the 2 cores
+   with the server, so ``qps_8`` is at most ``2000 / (server + client CPU ms per query)``).
+   ``query_cache_hits`` / ``_misses``: the encoder's cache counters at shutdown.
+6. **The raw engine, side by side.** Each steered query's steered vector (unit length) and
+   re-encoded latents, as the sae service returns them (``Steer``), are kept; once the server has
+   stopped, its Qdrant folder is opened in this process (``EdgeDocumentStore``, the same search
+   threads as the service) and the same queries run there: the same hybrid request (RRF, top 10,
+   the hit fields) the service sends the store. ``engine_p50_ms`` / ``engine_p99_ms`` /
+   ``engine_qps_1``: one thread, sequential; ``engine_qps_8``: 8 threads calling back to back for
+   ``--seconds``. ``service_to_engine_qps`` = ``qps_8 / engine_qps_8``; ``service_minus_engine_p50_ms``
+   = ``p50_ms - engine_p50_ms`` (what the service, gRPC and the client add to one query). The
+   issue's targets: ``p50_ms`` <= 5, ``p99_ms`` <= 20, ``qps_8`` >= 500, or where the engine itself
+   cannot, ``service_to_engine_qps`` >= 0.8 and ``service_minus_engine_p50_ms`` <= 1.5.
 
 Progress goes to stderr (logging); the figures are the one JSON line printed last on stdout.
 """
@@ -59,6 +71,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +83,7 @@ from cs_embeddings import CACHE, CORPUS, CORPUS_FILE, embedding_store
 from featurelens.client import AsyncFeaturelensClient, Intervention, SearchResult, SparseVector
 from featurelens.corpus import Record
 from featurelens.kit.launcher import start_embedded
+from featurelens.store import QueryRequest, SearchMode, SparseVec
 
 logger = logging.getLogger("benchmarks.search")
 
@@ -212,7 +226,8 @@ async def health_probe(address: str, latencies: list[float], stop: asyncio.Event
     async with AsyncFeaturelensClient(address) as client:
         while not stop.is_set():
             started = time.perf_counter()
-            await client.health("search")
+            # No deadline: on shared cores the index build can stall the server for minutes.
+            await client.health("search", timeout=None)
             latencies.append((time.perf_counter() - started) * 1000)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.25)
@@ -328,14 +343,23 @@ async def query_figures(
     sae_id: str,
     args: argparse.Namespace,
     server_pid: int,
+    engine_queries: list[EngineQuery],
 ) -> dict[str, Any]:
-    """Latency and throughput of steered hybrid search (vector and text queries) and references."""
+    """Latency and throughput of steered hybrid search (vector and text queries) and references;
+    the steered queries as the engine will see them go into ``engine_queries``."""
     rng = np.random.default_rng(0)
     latents = (await client.sae.encode(vectors, sae_id)).rows
     steers = [interventions_for(row, rng) for row in latents]
     text_latents = (await client.sae.encode((await client.encoder.embed(texts)).vectors, sae_id)).rows
     text_steers = [interventions_for(row, rng) for row in text_latents]
     n = len(vectors)
+    for i in range(n):  # what the service will search with, for the engine's run (step 6)
+        steered_vector = await client.sae.steer(vectors[i], steers[i], sae_id)
+        unit = steered_vector.vector / np.linalg.norm(steered_vector.vector)
+        after = steered_vector.latents_after
+        engine_queries.append(
+            EngineQuery(unit.astype(np.float32), SparseVec(after.indices.tolist(), after.values.tolist()))
+        )
 
     def steered(number: int, on: AsyncFeaturelensClient = client) -> Awaitable[SearchResult]:
         i = number % n
@@ -382,11 +406,12 @@ async def query_figures(
     try:
         for other in clients:  # open the channels
             await steered(0, other)
-        cpu_before = cpu_seconds(server_pid)
+        cpu_before, client_cpu_before = cpu_seconds(server_pid), time.process_time()
         calls, wall, latencies = await concurrent(
             clients, lambda on, number: steered(number, on), args.seconds
         )
         cpu_used = cpu_seconds(server_pid) - cpu_before
+        client_cpu_used = time.process_time() - client_cpu_before
     finally:
         for other in clients:
             await other.close()
@@ -394,12 +419,81 @@ async def query_figures(
     figures["qps_8_p50_ms"] = round(statistics.median(latencies), 3)
     figures["qps_8_p99_ms"] = round(percentile(latencies, 99), 3)
     figures["server_cpu_ms_per_query"] = round(cpu_used / calls * 1000, 3)
+    figures["client_cpu_ms_per_query"] = round(client_cpu_used / calls * 1000, 3)
     logger.info("8 clients: %.0f qps (p50 %.1f ms)", figures["qps_8"], figures["qps_8_p50_ms"])
     return figures
 
 
+@dataclass(frozen=True)
+class EngineQuery:
+    """One steered query as the search service hands it to the store: unit vector and latents."""
+
+    dense: npt.NDArray[np.float32]
+    sparse: SparseVec
+
+
+def engine_figures(
+    edge_path: Path, queries: Sequence[EngineQuery], sae_id: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The raw engine on the steered queries: the store's hybrid query in this process (step 6)."""
+    from featurelens.store import EdgeDocumentStore
+
+    fields = ["title", "categories", "date"]  # the service's hit fields (convert.HIT_FIELDS)
+
+    def request(number: int) -> QueryRequest:
+        query = queries[number % len(queries)]
+        return QueryRequest(
+            SearchMode.HYBRID, dense=query.dense, sparse=query.sparse, sae_id=sae_id, top_k=10,
+            with_payload=fields,
+        )  # fmt: skip
+
+    figures: dict[str, Any] = {}
+    with EdgeDocumentStore(edge_path, max_search_threads=1) as store:
+        for number in range(min(len(queries), 100)):  # warm-up
+            store.query(CORPUS, request(number))
+        latencies = []
+        started = time.perf_counter()
+        for number in range(args.requests):
+            t = time.perf_counter()
+            store.query(CORPUS, request(number))
+            latencies.append((time.perf_counter() - t) * 1000)
+        wall = time.perf_counter() - started
+        figures["engine_p50_ms"] = round(statistics.median(latencies), 3)
+        figures["engine_p99_ms"] = round(percentile(latencies, 99), 3)
+        figures["engine_qps_1"] = round(args.requests / wall, 1)
+
+        stop_at = time.perf_counter() + args.seconds
+        thread_latencies: list[float] = []
+
+        def worker(position: int) -> int:
+            done = 0
+            while time.perf_counter() < stop_at:
+                t = time.perf_counter()
+                store.query(CORPUS, request(position + done * 8))
+                thread_latencies.append((time.perf_counter() - t) * 1000)
+                done += 1
+            return done
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(8) as pool:
+            calls = sum(pool.map(worker, range(8)))
+        wall = time.perf_counter() - started
+        figures["engine_qps_8"] = round(calls / wall, 1)
+        figures["engine_qps_8_p50_ms"] = round(statistics.median(thread_latencies), 3)
+    logger.info(
+        "engine: p50 %.2f ms p99 %.2f ms, %.0f qps one thread, %.0f qps 8 threads",
+        figures["engine_p50_ms"], figures["engine_p99_ms"], figures["engine_qps_1"], figures["engine_qps_8"],
+    )  # fmt: skip
+    return figures
+
+
 async def bench(
-    args: argparse.Namespace, split: Split, paths: dict[str, Path], sae_id: str, server_pid: int
+    args: argparse.Namespace,
+    split: Split,
+    paths: dict[str, Path],
+    sae_id: str,
+    server_pid: int,
+    engine_queries: list[EngineQuery],
 ) -> dict[str, Any]:
     from featurelens.embedding import EmbeddingStore
 
@@ -410,7 +504,9 @@ async def bench(
         with EmbeddingStore.open(paths["store"], read_only=True) as store:
             vectors = store.get([r.id for r in split.held_out])
         texts = [r.title for r in split.held_out[: args.text_queries]]
-        figures |= await query_figures(client, address, vectors, texts, sae_id, args, server_pid)
+        figures |= await query_figures(
+            client, address, vectors, texts, sae_id, args, server_pid, engine_queries
+        )
     return figures
 
 
@@ -477,8 +573,13 @@ def main() -> None:
             args.port = host.port
             logger.info("server pid %d on port %d", host.pid, host.port)
             paths = {"corpus": corpus_path, "store": store_path}
-            figures = asyncio.run(bench(args, split, paths, sae_id, host.pid))
+            engine_queries: list[EngineQuery] = []
+            figures = asyncio.run(bench(args, split, paths, sae_id, host.pid, engine_queries))
         figures |= cache_counts(work / "server.log")
+        # The server has closed the Qdrant folder: the engine alone, on the same steered queries.
+        figures |= engine_figures(work / "qdrant", engine_queries, sae_id, args)
+        figures["service_to_engine_qps"] = round(figures["qps_8"] / figures["engine_qps_8"], 3)
+        figures["service_minus_engine_p50_ms"] = round(figures["p50_ms"] - figures["engine_p50_ms"], 3)
         if args.keep is not None:
             args.keep.mkdir(parents=True, exist_ok=True)
             shutil.copy(work / "server.log", args.keep / "server.log")

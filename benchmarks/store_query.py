@@ -2,7 +2,10 @@
 
 Builds a synthetic corpus (unit dense vectors, top-k-like sparse latents with a skewed latent
 popularity, categories and dates), ingests it, optimizes (HNSW), then times dense, sparse,
-hybrid and filtered hybrid queries through the public ``DocumentStore`` API.
+hybrid and filtered hybrid queries through the public ``DocumentStore`` API; then what the engine
+offers past one core: hybrid queries per second from 1, 2 and 4 threads (``hybrid_qps_threads_N``;
+qdrant-edge holds the GIL while it searches, so they do not scale), and one ``query_batch`` of 8
+queries' 16 legs against 8 calls of 2 legs (``legs_batch8_ms_per_query`` / ``legs_single_ms``).
 
     .venv/bin/python benchmarks/store_query.py --points 50000
 
@@ -16,6 +19,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +73,64 @@ def _time(call: Callable[[], object], repeats: int) -> dict[str, float]:
         "p50_ms": round(float(np.median(samples)), 3),
         "p99_ms": round(float(np.percentile(samples, 99)), 3),
     }
+
+
+def _thread_scaling(call: Callable[[], object], seconds: float = 3.0) -> dict[str, float]:
+    """Calls per second from 1, 2 and 4 threads calling back to back."""
+    out = {}
+    for threads in (1, 2, 4):
+        stop_at = time.perf_counter() + seconds
+
+        def worker(_: int, stop_at: float = stop_at) -> int:
+            done = 0
+            while time.perf_counter() < stop_at:
+                call()
+                done += 1
+            return done
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            calls = sum(pool.map(worker, range(threads)))
+        out[f"hybrid_qps_threads_{threads}"] = round(calls / (time.perf_counter() - started), 1)
+    return out
+
+
+def _batching(store: EdgeDocumentStore, queries: list[PointRecord], rounds: int = 50) -> dict[str, float]:
+    """The legs of 8 hybrid queries in one engine ``query_batch`` against 8 calls of 2 legs each."""
+    import qdrant_edge as qe
+
+    from featurelens.store.edge import _leg
+    from featurelens.store.plan import CheckedQuery, check_query
+
+    handle, current = store._collection("bench")
+    plans = [
+        check_query(
+            QueryRequest(SearchMode.HYBRID, dense=q.dense, sparse=q.sparse[SAE], sae_id=SAE, top_k=10),
+            current,
+            "bench",
+        )
+        for q in queries
+    ]
+
+    def legs(plan: CheckedQuery) -> list[qe.QueryRequest]:
+        return [_leg(plan, mode, 100, None) for mode in (SearchMode.DENSE, SearchMode.SPARSE)]
+
+    def single(start: int) -> None:
+        for j in range(8):
+            handle.shard.query_batch(qe.QueryBatchRequest(legs(plans[(start + j) % len(plans)])))
+
+    def batched(start: int) -> None:
+        requests = [leg for j in range(8) for leg in legs(plans[(start + j) % len(plans)])]
+        handle.shard.query_batch(qe.QueryBatchRequest(requests))
+
+    timings = {}
+    for name, call in (("legs_single_ms", single), ("legs_batch8_ms_per_query", batched)):
+        call(0)
+        started = time.perf_counter()
+        for r in range(rounds):
+            call(r * 8)
+        timings[name] = round((time.perf_counter() - started) / (rounds * 8) * 1000, 3)
+    return timings
 
 
 def main() -> None:
@@ -127,6 +189,9 @@ def main() -> None:
         }
         for name, figure in figures.items():
             print(f"{name:>20}: p50 {figure['p50_ms']:.2f} ms, p99 {figure['p99_ms']:.2f} ms", flush=True)
+        scaling = _thread_scaling(request(SearchMode.HYBRID))
+        scaling |= _batching(store, queries)
+        print(f"past one core: {scaling}", flush=True)
         print(
             json.dumps(
                 {
@@ -140,6 +205,7 @@ def main() -> None:
                     "ingest_s": round(ingest_s, 2),
                     "optimize_s": round(optimize_s, 2),
                     **{f"{k}_{m}": v for k, f in figures.items() for m, v in f.items()},
+                    **scaling,
                 }
             )
         )

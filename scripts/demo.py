@@ -107,6 +107,9 @@ def server_env() -> dict[str, str]:
     (with Redis for its answers) when FEATURELENS_LLM_BASE_URL is set."""
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")
+    # The encoder's engine is its own rule (FEATURELENS_ENCODER_ENGINE, default auto: ONNX Runtime
+    # on CPU when it agrees with PyTorch); its one-time ONNX export is shared with the benchmarks.
+    env.setdefault("FEATURELENS_ENCODER_ONNX_CACHE_DIR", str(CACHE / "onnx"))
     # The services may read embedding stores and corpora only under these folders.
     roots = f'["{WORK}", "{CACHE}", "{DATA}"]'
     env.setdefault("FEATURELENS_SAE_TRAIN_DATA_ROOTS", roots)
@@ -136,7 +139,9 @@ def embedded_server() -> Iterator[str]:
     log = WORK / "server.log"
     with ExitStack() as stack:
         try:
-            with console.status("starting the embedded server (loading all-MiniLM-L6-v2)..."):
+            with console.status(
+                "starting the embedded server (loading all-MiniLM-L6-v2; a first run exports it to ONNX)..."
+            ):
                 host = stack.enter_context(start_embedded(data_dir=WORK, env=env, log_path=log))
         except HostStartError as error:
             raise SystemExit(str(error)) from None

@@ -143,6 +143,31 @@ def test_generic_sparse_kernels_for_cuda_match_the_dense_path(monkeypatch: pytes
         torch.testing.assert_close(fast_grads[name], grad, rtol=0, atol=1e-10, msg=name)
 
 
+def _dead_mask(count: int) -> torch.Tensor:
+    dead = torch.zeros(NUM_LATENTS, dtype=torch.bool)
+    dead[NUM_LATENTS - count :] = True
+    return dead
+
+
+@pytest.mark.parametrize("dead_count", [0, 3, 200])
+def test_the_fixed_width_auxk_selection_for_cuda_matches_the_dense_path_whatever_the_number_of_dead(
+    monkeypatch: pytest.MonkeyPatch, dead_count: int
+) -> None:
+    # Off CPU the AuxK selection keeps k_aux entries, padded when fewer latents are dead (none, or
+    # 3 < k_aux = 16 here), so that no step waits for the GPU to count them.
+    monkeypatch.setattr(sparse_ops, "_use_csr", lambda _t: False)
+    x = batch()
+    dead = _dead_mask(dead_count)
+    fast_out, fast_grads = grads_of(make_sae(), x, dead_mask=dead, fast=True)
+    dense_out, dense_grads = grads_of(make_sae(), x, dead_mask=dead, fast=False)
+    torch.testing.assert_close(fast_out.auxk_loss, dense_out.auxk_loss, rtol=0, atol=1e-10)
+    torch.testing.assert_close(fast_out.loss, dense_out.loss, rtol=0, atol=1e-10)
+    for name, grad in dense_grads.items():
+        torch.testing.assert_close(fast_grads[name], grad, rtol=0, atol=1e-10, msg=name)
+    if dead_count in (0, 200):  # (3 dead latents may all fire in this batch and so not count)
+        assert (fast_out.auxk_loss > 0) == (dead_count > 0)
+
+
 def test_fast_path_matches_dense_path_float32() -> None:
     x = batch(dtype=torch.float32)
     fast_out, fast_grads = grads_of(make_sae(torch.float32), x, dead_mask=dead_latents(), fast=True)

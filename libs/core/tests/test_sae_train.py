@@ -255,6 +255,33 @@ def test_training_on_cuda_reduces_nmse(use_bf16: bool) -> None:
     assert result.final_train.nmse < 0.9 * steps[0].nmse
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("use_bf16", [False, True])
+def test_a_cuda_graph_run_trains_the_same_weights_as_an_eager_run(use_bf16: bool) -> None:
+    # dead_steps_threshold 2: AuxK (the fixed-width selection) is active in most steps.
+    cfg = SaeConfig(d_in=SAE_CFG.d_in, num_latents=SAE_CFG.num_latents, k=SAE_CFG.k, dead_steps_threshold=2)
+    dtype = "float32" if use_bf16 else "float64"
+    common = {"batch_size": 64, "lr": 1e-3, "epochs": 3, "seed": 7, "device": "cuda", "dtype": dtype}
+    graphed = train_sae(sparse_data(), cfg, TrainConfig(**common, use_bf16=use_bf16, cuda_graph=True))
+    eager = train_sae(sparse_data(), cfg, TrainConfig(**common, use_bf16=use_bf16, cuda_graph=False))
+    assert graphed.sae_id == eager.sae_id
+    tolerance = 1e-3 if use_bf16 else 1e-9  # index_add's atomics sum in any order
+    for name, weight in state(eager.sae).items():
+        torch.testing.assert_close(state(graphed.sae)[name], weight, rtol=0, atol=tolerance, msg=name)
+    assert graphed.final_train is not None
+    assert eager.final_train is not None
+    assert graphed.final_train.nmse == pytest.approx(eager.final_train.nmse, rel=1e-3)
+
+
+def test_the_cuda_graph_setting_is_not_part_of_the_sae_id() -> None:
+    data = sparse_data()
+    on = train_sae(data, SAE_CFG, TrainConfig(batch_size=64, epochs=1, cuda_graph=True))
+    off = train_sae(data, SAE_CFG, TrainConfig(batch_size=64, epochs=1, cuda_graph=False))
+    assert on.sae_id == off.sae_id
+    assert_same_weights(state(on.sae), state(off.sae))  # and on CPU it changes nothing
+
+
 NOISY_CFG = TrainConfig(batch_size=64, lr=1e-3, epochs=4, seed=7, input_noise=0.05)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -14,10 +14,15 @@ from featurelens.kit import (
     InvalidArgumentError,
     NotFoundError,
     Peer,
+    ServiceError,
     UnavailableError,
 )
 from featurelens.kit.context import reset_request_id, set_request_id
+from featurelens.kit.peers import serve_in_process, stop_serving_in_process
+from featurelens.store import InvalidQueryError
 from featurelens.v1 import encoder_pb2, encoder_pb2_grpc
+
+ENCODER_SERVICE = encoder_pb2.DESCRIPTOR.services_by_name["EncoderService"].full_name
 
 
 def closed_address() -> str:
@@ -130,3 +135,79 @@ async def test_a_new_address_takes_effect_after_close(encoder: Peer, server: Grp
 
     with pytest.raises(UnavailableError, match=encoder.address):
         await embed(encoder, "hello")
+
+
+# -- in process (the embedded host's route): the same answers and errors as over gRPC -------------
+
+
+async def embed_in_process(peer: Peer, *texts: str) -> encoder_pb2.EmbedResponse:
+    servicer = peer.in_process(ENCODER_SERVICE)
+    assert servicer is not None, "nothing is served in process at the peer's address"
+    request = encoder_pb2.EmbedRequest(texts=list(texts))
+    # The fake reads no context.
+    return await peer.call_in_process(f"/{ENCODER_SERVICE}/Embed", servicer.Embed(request, None))
+
+
+@pytest.fixture
+def in_process(server: GrpcServer, fake: object) -> Iterator[None]:
+    serve_in_process(server.address, [fake])
+    yield
+    stop_serving_in_process(server.address)
+
+
+@pytest.mark.usefixtures("in_process")
+@pytest.mark.parametrize("text", ["invalid", "missing", "library", "boom"])
+async def test_a_call_in_process_fails_as_the_same_call_over_grpc(
+    encoder: Peer, fake: object, text: str
+) -> None:
+    fake.library_error = InvalidQueryError  # type: ignore[attr-defined]  # a core error in the table
+    with pytest.raises(ServiceError) as over_grpc:
+        await embed(encoder, text)
+    with pytest.raises(ServiceError) as in_process:
+        await embed_in_process(encoder, text)
+
+    assert type(in_process.value) is type(over_grpc.value)
+    if text == "boom":  # INTERNAL: the request id differs, the sentence does not; no internals
+        pattern = r"\(INTERNAL: internal error; quote request id \S+ to the operator\)"
+        assert re.sub(pattern, "", str(in_process.value)) == re.sub(pattern, "", str(over_grpc.value))
+        assert "hunter2" not in str(in_process.value)
+    else:
+        assert str(in_process.value) == str(over_grpc.value)
+
+
+@pytest.mark.usefixtures("in_process")
+async def test_a_call_in_process_answers_as_over_grpc_and_keeps_the_request_id(
+    encoder: Peer, fake: object
+) -> None:
+    token = set_request_id("req-local-1")
+    try:
+        over_grpc = await embed(encoder, "hello")
+        in_process = await embed_in_process(encoder, "hello")
+    finally:
+        reset_request_id(token)
+
+    assert in_process == over_grpc
+    assert fake.seen_request_ids == ["req-local-1", "req-local-1"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.usefixtures("in_process")
+async def test_a_call_in_process_that_does_not_answer_in_time_is_the_same_deadline_exceeded(
+    server: GrpcServer,
+) -> None:
+    peer = Peer("encoder", server.address, timeout_s=0.2)
+    try:
+        with pytest.raises(DeadlineExceededError) as caught:
+            await embed_in_process(peer, "slow")
+    finally:
+        await peer.close()
+
+    assert str(caught.value) == f"the encoder service at {server.address} did not answer within 0.2 s"
+
+
+async def test_nothing_is_served_in_process_at_another_address(encoder: Peer, fake: object) -> None:
+    elsewhere = closed_address()
+    serve_in_process(elsewhere, [fake])
+    try:
+        assert encoder.in_process(ENCODER_SERVICE) is None
+    finally:
+        stop_serving_in_process(elsewhere)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from featurelens.services.encoder.__main__ import backend_options, build_cache
 from featurelens.services.encoder.cache import (
@@ -40,7 +43,27 @@ def test_defaults_serve_minilm_with_an_in_process_cache(monkeypatch: pytest.Monk
     assert settings.port == 50051
     assert (settings.max_texts, settings.max_text_bytes) == (2048, 65536)
     assert settings.cache_ttl_s == 7 * 24 * 3600
+    assert settings.engine == "auto"
     assert isinstance(build_cache(settings), MemoryEmbeddingCache)
+
+
+def test_the_engine_setting_reaches_the_local_model_and_rejects_unknown_engines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FEATURELENS_ENCODER_ENGINE", "ONNX-int8")
+    monkeypatch.setenv("FEATURELENS_ENCODER_ONNX_THREADS", "2")
+
+    options = backend_options("minilm", EncoderSettings())
+
+    assert options["engine"] == "onnx-int8"
+    assert options["threads"] == 2
+    assert options["onnx_cache_dir"] == Path(".featurelens/cache/onnx")
+    assert EncoderSettings(engine="torch").engine == "torch"
+    monkeypatch.setenv("FEATURELENS_ENCODER_ENGINE", "tensorrt")
+    with pytest.raises(
+        ValidationError, match=r"Unknown sentence-transformers engine 'tensorrt'; use one of auto"
+    ):
+        EncoderSettings()
 
 
 def test_openai_options_carry_the_url_model_and_key() -> None:

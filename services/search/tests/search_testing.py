@@ -32,6 +32,7 @@ from typing_extensions import override
 from featurelens.corpus import Record, read_corpus
 from featurelens.embedding.backends import EmbeddingBackend, EmbedResult
 from featurelens.kit import GrpcServer, NotFoundError, Servicer
+from featurelens.kit.peers import serve_in_process, stop_serving_in_process
 from featurelens.sae import SaeConfig, TrainConfig, save_sae, train_sae
 from featurelens.services.encoder.cache import MemoryEmbeddingCache
 from featurelens.services.encoder.servicer import EncoderServicer
@@ -194,11 +195,16 @@ async def serve_stack(
     search.dependencies.sae.address = sae_address or server.address
     search.dependencies.labelling.address = labelling_address or server.address
     search.dependencies.family.address = family_address or server.address
+    # As the embedded host does: peers at this server's address may call its servicers in process
+    # (search's Steer); SEARCH_TESTS_OVER_GRPC=1 runs the same tests with every call over gRPC.
+    if not os.environ.get("SEARCH_TESTS_OVER_GRPC"):
+        serve_in_process(server.address, [encoder, sae, search, *also])
     try:
         await server.wait_ready(timeout=60)
         async with aio.insecure_channel(server.address) as channel:
             yield Stack(server, search, sae, backend, channel, search_pb2_grpc.SearchServiceStub(channel))
     finally:
+        stop_serving_in_process(server.address)
         await server.stop(0)
 
 

@@ -57,7 +57,7 @@ TRAIN_STATE_FILE = "train_state.pt"
 MOVED_ASIDE = re.compile(r"^\.(?P<name>.+)\.old-[0-9a-f]+$")
 _TENSORS = ("W_enc", "b_lat", "W_dec", "b_pre")
 # Train-config fields that do not change what is learned: they stay out of the sae_id.
-_NOT_IDENTITY = ("device", "eval_every", "checkpoint_every", "fast")
+_NOT_IDENTITY = ("device", "eval_every", "checkpoint_every", "fast", "cuda_graph")
 #: Recipe fields added after ids were first given out, at the value that changes nothing: left out
 #: of the id at that value, so an SAE trained the old way keeps its id.
 _NEUTRAL_DEFAULTS: dict[str, object] = {"input_noise": 0.0}

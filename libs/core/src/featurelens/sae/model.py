@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from featurelens.sae.config import SaeConfig
 from featurelens.sae.sparse_ops import (
     TrainingWorkspace,
+    needs_distinct_indices,
     selected_pre_activations,
     sparse_decode,
     sparse_decode_groups,
@@ -245,7 +246,7 @@ class SparseAutoencoder(nn.Module):
         if pre_buffer is not None and workspace is not None:
             workspace.give(pre_buffer)  # everything taken from pre above is a copy
 
-        groups = [(top_idx, top_vals)] + ([aux] if aux is not None else [])
+        groups = [(top_idx, top_vals)] + ([aux[:2]] if aux is not None else [])
         if fast:
             # One encoder call for the top-k and AuxK selections (disjoint per row): W_enc gets a
             # single gradient tensor.
@@ -270,6 +271,8 @@ class SparseAutoencoder(nn.Module):
         x_hat = decoded[0] + self.b_pre
         nmse = _nmse(x_hat, x)
         auxk_loss = _nmse(decoded[1], (x - x_hat).detach()) if aux is not None else zero
+        if aux is not None and aux[2] is not None:
+            auxk_loss = torch.where(aux[2], auxk_loss, zero)  # no dead latent: no AuxK loss
 
         multik_nmse = zero
         if multik_k:
@@ -293,8 +296,15 @@ class SparseAutoencoder(nn.Module):
 
     def _select_dead(
         self, pre: Tensor, top_idx: Tensor, dead_mask: Tensor | None
-    ) -> tuple[Tensor, Tensor] | None:
-        """The AuxK selection: top-k_aux pre-activations among dead latents, or None if there is none."""
+    ) -> tuple[Tensor, Tensor, Tensor | None] | None:
+        """The AuxK selection: top-k_aux pre-activations among dead latents, or None if there is none.
+
+        Returns (indices, values, any_dead). On CPU (and in the dense reference path) the selection
+        holds the dead latents only and any_dead is None. Elsewhere (CUDA) it has a fixed width,
+        padded with entries of value -inf (activation 0, no gradient) when fewer than k_aux latents
+        are dead, and any_dead is a 0-d bool tensor: counting the dead latents on the host would
+        stop the GPU pipeline every step.
+        """
         if dead_mask is None or self.cfg.auxk_coef <= 0:
             return None
         with torch.no_grad():
@@ -302,6 +312,13 @@ class SparseAutoencoder(nn.Module):
             # A latent selected now is alive; excluding it also keeps each row's indices distinct
             # across the top-k and AuxK groups (the sparse kernels need that).
             dead_mask.index_fill_(0, top_idx.reshape(-1), False)
+        if not pre.requires_grad and not needs_distinct_indices(pre):
+            k_aux = min(self.cfg.effective_k_aux, self.num_latents)
+            with torch.no_grad():
+                vals, idx = pre.masked_fill(~dead_mask, float("-inf")).topk(k_aux, dim=1, sorted=False)
+            indices, values = _by_index(idx, vals)
+            return indices, values, dead_mask.any()
+        with torch.no_grad():
             dead = dead_mask.nonzero().squeeze(1)
         num_dead = int(dead.numel())
         if num_dead == 0:
@@ -313,7 +330,8 @@ class SparseAutoencoder(nn.Module):
             # Reuse the pre-activations (no extra matmul); topk over the dead columns only.
             vals, local = pre.index_select(1, dead).topk(k_aux, dim=1, sorted=False)
             idx = dead[local]
-        return _by_index(idx, vals)
+        indices, values = _by_index(idx, vals)
+        return indices, values, None
 
 
 def _by_index(indices: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:

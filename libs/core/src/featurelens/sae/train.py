@@ -35,6 +35,7 @@ from featurelens.sae.checkpoint import (
     save_sae,
 )
 from featurelens.sae.config import SaeConfig, SaeConfigError, TrainConfig
+from featurelens.sae.cuda_graph import GraphedStep
 from featurelens.sae.data import (
     EmbeddingsLike,
     data_fingerprint,
@@ -186,9 +187,17 @@ class _State:
     epochs_since_best: int = 0
 
 
+def _uses_cuda_graph(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether the step is replayed as a CUDA graph (see featurelens.sae.cuda_graph)."""
+    return cfg.cuda_graph and cfg.fast and device.type == "cuda" and cfg.input_noise == 0
+
+
 def _optimizer(sae: SparseAutoencoder, cfg: TrainConfig) -> torch.optim.Adam:
-    """Adam, fused where torch has a fused kernel for this device and dtype (much faster on CPU too)."""
+    """Adam, fused where torch has a fused kernel for this device and dtype (much faster on CPU too);
+    capturable (step counters on the device) when the step is a CUDA graph."""
     kwargs: dict[str, Any] = {"lr": cfg.lr, "betas": cfg.adam_betas, "eps": cfg.adam_eps}
+    if _uses_cuda_graph(cfg, sae.device):
+        kwargs["capturable"] = True
     try:
         return torch.optim.Adam(sae.parameters(), fused=True, **kwargs)
     except (RuntimeError, ValueError):
@@ -432,6 +441,34 @@ def train_sae(
             callbacks.on_checkpoint(path)
         return path
 
+    def one_step(batch: Tensor, always_mask: bool) -> Tensor:
+        """Forward, backward, optimiser step and dead-latent count; returns (loss, nmse, auxk)."""
+        before_threshold = state.step < dead_threshold and not always_mask
+        dead_mask = None if before_threshold else state.steps_since_fired >= dead_threshold
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast, cache_enabled=False):
+            out = sae(batch, dead_mask=dead_mask, fast=train_cfg.fast, workspace=step_workspace)
+        out.loss.backward()
+        sae.remove_parallel_decoder_grad_()
+        if train_cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, train_cfg.grad_clip, foreach=True)
+        optimizer.step()
+        sae.normalize_decoder_()
+        with torch.no_grad():
+            fired = torch.zeros(sae_cfg.num_latents, dtype=torch.int32, device=device)
+            fired.index_add_(0, out.indices.reshape(-1), (out.values > 0).reshape(-1).to(torch.int32))
+            state.steps_since_fired.add_(1).masked_fill_(fired > 0, 0)
+            return torch.stack([out.loss.detach(), out.nmse.detach(), out.auxk_loss.detach()])
+
+    graphed = None
+    step_workspace = workspace
+    if _uses_cuda_graph(train_cfg, device):
+        # Graph memory is the graph's own pool: no recycled buffers (see featurelens.sae.cuda_graph).
+        step_workspace = None
+        graphed = GraphedStep(
+            lambda batch: one_step(batch, always_mask=True),
+            lambda: optimizer.zero_grad(set_to_none=True),
+        )
+
     sae.train()
     with _numerics(train_cfg, device):
         clock = time.perf_counter()
@@ -445,28 +482,15 @@ def train_sae(
             batch = train_x.index_select(0, perm[position * batch_size : (position + 1) * batch_size])
             if train_cfg.input_noise > 0:
                 batch = batch + train_cfg.input_noise * batch_noise(batch, train_cfg.seed, state.step)
-            dead_mask = state.steps_since_fired >= dead_threshold if state.step >= dead_threshold else None
-
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
-                out = sae(batch, dead_mask=dead_mask, fast=train_cfg.fast, workspace=workspace)
-            out.loss.backward()
-            sae.remove_parallel_decoder_grad_()
-            if train_cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, train_cfg.grad_clip, foreach=True)
-            optimizer.step()
-            if workspace is not None:
-                workspace.recycle_grads(params)
+            if graphed is not None:
+                pending.append(graphed(batch))
             else:
-                optimizer.zero_grad(set_to_none=True)
-            sae.normalize_decoder_()
-
-            with torch.no_grad():
-                fired = torch.zeros(sae_cfg.num_latents, dtype=torch.int32, device=device)
-                fired.index_add_(0, out.indices.reshape(-1), (out.values > 0).reshape(-1).to(torch.int32))
-                state.steps_since_fired.add_(1).masked_fill_(fired > 0, 0)
-                pending.append(torch.stack([out.loss.detach(), out.nmse.detach(), out.auxk_loss.detach()]))
+                pending.append(one_step(batch, always_mask=False))
+                if workspace is not None:
+                    workspace.recycle_grads(params)
+                else:
+                    optimizer.zero_grad(set_to_none=True)
             state.step += 1
-            del out
 
             end_of_epoch = state.step % steps_per_epoch == 0 or state.step == total_steps
             report = state.step % callbacks.step_every == 0 or state.step == total_steps
@@ -592,7 +616,16 @@ def _resume(
         raise SaeCheckpointError(f"Cannot resume from {path}: it was trained on different embeddings.")
     if info.train_config is None:
         raise SaeCheckpointError(f"Cannot resume from {path}: it records no training config.")
-    mutable = ("epochs", "max_steps", "device", "eval_every", "checkpoint_every", "fast", "patience")
+    mutable = (
+        "epochs",
+        "max_steps",
+        "device",
+        "eval_every",
+        "checkpoint_every",
+        "fast",
+        "patience",
+        "cuda_graph",
+    )
     before = {k: v for k, v in info.train_config.to_dict().items() if k not in mutable}
     now = {k: v for k, v in train_cfg.to_dict().items() if k not in mutable}
     if before != now:

@@ -19,11 +19,12 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, Protocol, TypeVar
+from uuid import UUID
 
 from featurelens import telemetry
 from featurelens.store import schema
 from featurelens.store.errors import InvalidQueryError
-from featurelens.store.fusion import LegHit, PointKey, fuse
+from featurelens.store.fusion import PointKey, fuse_columns
 from featurelens.store.plan import (
     CheckedQuery,
     CollectionSchema,
@@ -279,22 +280,31 @@ class EngineStore(ABC, Generic[Handle]):
         self, handle: Handle, plan: CheckedQuery, request: QueryRequest, proj: Projection
     ) -> list[ScoredPoint]:
         # The legs carry ids and scores only; payloads and vectors are fetched for the page alone.
-        # Engine ids go into the fusion as they come (fusion.PointKey says why).
-        legs = self._search_legs(handle, plan)
-        fused = fuse(
-            [[LegHit(hit.id, hit.score) for hit in leg] for leg in legs],
+        # UUID ids are fused on their ints (same order, far cheaper: fusion.PointKey says why).
+        engine_ids: dict[PointKey, PointKey] = {}
+        keys: list[list[PointKey]] = []
+        scores: list[list[float]] = []
+        for leg in self._search_legs(handle, plan):
+            ids = [hit.id for hit in leg]
+            leg_keys = [point_id.int if type(point_id) is UUID else point_id for point_id in ids]
+            engine_ids.update(zip(leg_keys, ids, strict=True))
+            keys.append(leg_keys)
+            scores.append([hit.score for hit in leg])
+        fused = fuse_columns(
+            keys,
+            scores,
             (request.dense_weight, request.sparse_weight),
             request.fusion,
             request.rrf_k,
             limit=plan.fetch,
         )
-        page = fused[plan.offset :]
+        page = [(engine_ids[hit.key], hit) for hit in fused[plan.offset :]]
         if not page:
             return []
-        by_id = {record.id: record for record in self._retrieve(handle, [hit.key for hit in page], proj)}
+        by_id = {record.id: record for record in self._retrieve(handle, [point for point, _ in page], proj)}
         out = []
-        for hit in page:
-            record = by_id.get(hit.key)
+        for point_id, hit in page:
+            record = by_id.get(point_id)
             if record is None:  # deleted between the legs and the fetch
                 continue
             dense_score, sparse_score = hit.leg_scores

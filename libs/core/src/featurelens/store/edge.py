@@ -23,6 +23,15 @@ on 60k 256-dim abstracts (2 shared cores) that built in 25 s instead of 34-49 s 
 query time, and a dense recall@10 against exact search of 0.996 instead of 0.998.
 The engine holds the GIL while it searches, writes and optimizes (a 60k optimize stalls every
 other thread of the process for its whole duration).
+
+What the engine offers to go past one core for reads, measured (0.9.0, 60k abstracts, 2 cores):
+threads calling ``query`` concurrently do not scale (1, 2, 4 threads: 695, 654, 624 hybrid leg
+pairs/s); one ``query_batch`` of 8 queries' 16 legs costs what 8 calls of 2 legs do (1.38-1.42
+ms a query, with 1 or 2 search threads), so batching concurrent queries saves nothing; a second
+process cannot load a shard that is open here (its WAL is locked: StoreUnavailableError), and with
+the WAL disabled a second process can load it but flushes it on close, after which this process's
+next flush fails (its payload storage's journal no longer matches). So one process serves one
+shard's reads on one core; going past that needs copies of the shard per reader process.
 """
 
 from __future__ import annotations

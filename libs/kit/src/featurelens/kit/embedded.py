@@ -45,7 +45,7 @@ from featurelens.kit import tracing
 from featurelens.kit.auth import ApiKeys, PeerSecurity, SecurityConfigError, ServerAuth, key_digest
 from featurelens.kit.logs import configure_logging
 from featurelens.kit.observer import install_observer
-from featurelens.kit.peers import set_peer_security
+from featurelens.kit.peers import serve_in_process, set_peer_security, stop_serving_in_process
 from featurelens.kit.readiness import start_following
 from featurelens.kit.redaction import register_secret, register_settings_secrets
 from featurelens.kit.server import GrpcServer, Servicer
@@ -204,6 +204,11 @@ class EmbeddedHost:
     metrics_port: int = 0
 
     @property
+    def address(self) -> str:
+        """Where the hosted services reach each other (their ``*_address`` settings point here)."""
+        return f"{connect_host(self.host)}:{self.port}"
+
+    @property
     def names(self) -> list[str]:
         return [factory.name for factory in self.factories]
 
@@ -234,6 +239,8 @@ class EmbeddedHost:
             factory.build_servicer(settings)
             for factory, settings in zip(self.factories, self.settings, strict=True)
         ]
+        # The services call each other at this address: their peers may skip the gRPC hop.
+        serve_in_process(self.address, servicers)
         # One server for all: the most generous of the services' limits.
         return GrpcServer(
             servicers,
@@ -275,6 +282,7 @@ class EmbeddedHost:
         try:
             await server.serve_until_signalled(on_ready=ready)
         finally:
+            stop_serving_in_process(self.address)
             for task in following:
                 task.cancel()
             tracing.shutdown()

@@ -26,20 +26,22 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc import aio
 
 from featurelens.kit import metrics, tracing
 from featurelens.kit.auth import ServerAuth
-from featurelens.kit.context import reset_request_id, set_request_id
+from featurelens.kit.context import current_request_id, reset_request_id, set_request_id
 from featurelens.kit.errors import InvalidArgumentError, UnauthenticatedError, UnavailableError, status_for
 from featurelens.kit.inflight import InFlightCalls
 from featurelens.kit.redaction import status_detail
 from featurelens.wire.metadata import REQUEST_ID_KEY, new_request_id
 
 logger = logging.getLogger("featurelens.kit.requests")
+
+T = TypeVar("T")
 
 _QUIET_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
@@ -207,6 +209,36 @@ class _CallTracker:
             logger.log(level, "%s %s %.1fms: %s", self.method, outcome, elapsed_ms, detail)
         else:
             logger.log(level, "%s %s %.1fms", self.method, outcome, elapsed_ms)
+
+
+async def served_in_process(method: str, call: Awaitable[T]) -> T:
+    """Await a handler that a peer in this process calls directly (``Peer.call_in_process``) as
+    this interceptor serves a call: its request line under the caller's request id, its metrics
+    and its span, with the status its error maps to. The error itself is raised as it is."""
+    request_id = current_request_id() or new_request_id()
+    token = set_request_id(request_id)
+    tracker = _CallTracker(method, request_id)
+    try:
+        response = await call
+    except (asyncio.CancelledError, GeneratorExit):
+        tracker.code = "CANCELLED"
+        tracker.log("CANCELLED")
+        raise
+    except BaseException as error:
+        code = status_for(error)
+        if code is None:
+            tracker.code = "INTERNAL"
+            logger.exception("%s failed with an unexpected error", method)
+        else:
+            tracker.code = code.name
+            tracker.log(code.name, status_detail(str(error)) or code.name)
+        raise
+    else:
+        tracker.succeeded()
+        return response
+    finally:
+        tracker.finish()
+        reset_request_id(token)
 
 
 class _Admission:

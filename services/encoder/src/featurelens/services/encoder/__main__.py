@@ -33,7 +33,13 @@ def backend_options(spec: str, settings: EncoderSettings) -> dict[str, Any]:
             options["base_url"] = settings.openai_base_url
         return options
     if kind in ("sentence-transformers", "sentence_transformers", "minilm"):
-        return {"device": settings.device, "batch_size": settings.batch_size}
+        return {
+            "device": settings.device,
+            "batch_size": settings.batch_size,
+            "engine": settings.engine,
+            "onnx_cache_dir": settings.onnx_cache_dir,
+            "threads": settings.onnx_threads or None,
+        }
     return {"batch_size": settings.batch_size}
 
 

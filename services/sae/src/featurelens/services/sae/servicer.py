@@ -201,6 +201,11 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
     async def Steer(
         self, request: sae_pb2.SteerRequest, context: aio.ServicerContext
     ) -> sae_pb2.SteerResponse:
+        return await self.steer(request)
+
+    async def steer(self, request: sae_pb2.SteerRequest) -> sae_pb2.SteerResponse:
+        """Steer as the RPC does; the embedded search service calls this in process (no gRPC hop),
+        so both routes share one validation and one steering function."""
         self._require_started()
         vector = convert.dense_vector(request.vector)
         loaded = await self.sae(request.sae_id)

@@ -3,13 +3,16 @@ labelling and family services (whose calls ``labelling`` and ``families`` make, 
 service's policy on failures).
 
 Each is a kit ``Peer``: a deadline on every call, the request id passed on, and failures as
-service errors that name the service and its address.
+service errors that name the service and its address. In the embedded mode, where the sae service
+runs in this process, ``steer`` calls its servicer directly (``Peer.in_process``): the same
+request, validation, steering and deadline, and the same errors, without the loopback gRPC hop.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +29,16 @@ from featurelens.wire.arrays import (
     to_dense_matrix,
     to_dense_vector,
 )
+
+_SAE_SERVICE = sae_pb2.DESCRIPTOR.services_by_name["SaeService"].full_name
+_STEER = f"/{_SAE_SERVICE}/Steer"
+
+
+@runtime_checkable
+class InProcessSteer(Protocol):
+    """What the sae servicer offers a caller in its own process: Steer without the RPC."""
+
+    async def steer(self, request: sae_pb2.SteerRequest) -> sae_pb2.SteerResponse: ...
 
 
 @dataclass(frozen=True)
@@ -115,11 +128,15 @@ class Dependencies:
         interventions: Sequence[common_pb2.Intervention],
     ) -> Steered:
         """The query steered by feature interventions."""
-        stub = sae_pb2_grpc.SaeServiceStub(self.sae.channel)
         request = sae_pb2.SteerRequest(
             sae_id=sae_id, vector=to_dense_vector(vector), interventions=list(interventions)
         )
-        response = await self.sae.call(stub.Steer(request, timeout=self.sae.timeout_s))
+        local = self.sae.in_process(_SAE_SERVICE)
+        if isinstance(local, InProcessSteer):
+            response = await self.sae.call_in_process(_STEER, local.steer(request))
+        else:
+            stub = sae_pb2_grpc.SaeServiceStub(self.sae.channel)
+            response = await self.sae.call(stub.Steer(request, timeout=self.sae.timeout_s))
         try:
             steered = np.array(from_dense_vector(response.vector), dtype=np.float32)
         except ArrayFormatError as error:

@@ -1,0 +1,119 @@
+"""Which engine runs a local sentence-transformers model: PyTorch or ONNX Runtime. One rule, here.
+
+- ``torch``: ``SentenceTransformerBackend`` (any device).
+- ``onnx`` / ``onnx-int8``: ``OnnxSentenceTransformerBackend``, fp32 or int8 weights (CPU only); an
+  export that does not agree with PyTorch (cosine < 0.99 on a fixed text) is an error.
+- ``auto`` (the default): on CPU, when onnxruntime and onnx are importable, the first of
+  ``AUTO_ORDER`` that loads and agrees with PyTorch (cosine >= 0.99 per text on the fixed
+  texts); else PyTorch. One log line says which engine was chosen and why.
+
+Every engine reports the same ``model_id``: see ``OnnxSentenceTransformerBackend`` for why
+stores and caches keyed by it stay valid.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from featurelens.embedding.backends.base import EmbeddingBackend, EmbeddingBackendError
+
+if TYPE_CHECKING:
+    from featurelens.embedding.backends.onnx_backend import OnnxSentenceTransformerBackend
+
+logger = logging.getLogger(__name__)
+
+ENGINES = ("auto", "torch", "onnx", "onnx-int8")
+
+AUTO_ORDER = ("onnx-int8", "onnx")
+"""What ``auto`` tries on CPU, fastest first; each must agree with PyTorch to be taken."""
+
+
+def check_engine(engine: str) -> str:
+    """The engine name, normalised; `ValueError` naming the choices for anything else."""
+    name = engine.strip().lower().replace("_", "-")
+    if name not in ENGINES:
+        raise ValueError(f"Unknown sentence-transformers engine {engine!r}; use one of {', '.join(ENGINES)}.")
+    return name
+
+
+def onnx_available() -> bool:
+    """Whether the ONNX engine's libraries (onnxruntime to run, onnx to export) are installed."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+
+
+def load_sentence_transformer_backend(
+    model_path: Path | str | None = None,
+    *,
+    model_id: str | None = None,
+    device: str = "cpu",
+    batch_size: int = 64,
+    engine: str = "auto",
+    onnx_cache_dir: Path | str | None = None,
+    threads: int | None = None,
+) -> EmbeddingBackend:
+    """A sentence-transformers model on the engine that ``engine`` names (see the module docstring)."""
+    from featurelens.embedding.backends.sentence_transformers_backend import SentenceTransformerBackend
+
+    name = check_engine(engine)
+
+    def torch_backend(reason: str) -> EmbeddingBackend:
+        backend = SentenceTransformerBackend(
+            model_path, model_id=model_id, device=device, batch_size=batch_size
+        )
+        logger.info("Embedding engine for %s: torch (%s).", backend.model_id, reason)
+        return backend
+
+    def onnx_backend(kind: str) -> OnnxSentenceTransformerBackend:
+        from featurelens.embedding.backends.onnx_backend import MIN_AGREEMENT, OnnxSentenceTransformerBackend
+
+        backend = OnnxSentenceTransformerBackend(
+            model_path,
+            model_id=model_id,
+            batch_size=batch_size,
+            quantize=kind == "onnx-int8",
+            cache_dir=onnx_cache_dir,
+            threads=threads,
+        )
+        if backend.agreement < MIN_AGREEMENT:
+            raise EmbeddingBackendError(
+                f"the {kind} export of {backend.model_id} agrees with PyTorch only at cosine "
+                f"{backend.agreement:.4f} (< {MIN_AGREEMENT}) on a fixed text"
+            )
+        return backend
+
+    if name == "torch":
+        return torch_backend("asked for")
+    if name in ("onnx", "onnx-int8"):
+        if device != "cpu":
+            raise ValueError(f"the {name} engine runs on CPU only; use engine 'torch' for device {device!r}")
+        if not onnx_available():
+            raise EmbeddingBackendError(f"the {name} engine needs onnxruntime and onnx; pip install them")
+        backend = onnx_backend(name)
+        logger.info("Embedding engine for %s: %s (asked for).", backend.model_id, name)
+        return backend
+    # auto
+    if device != "cpu":
+        return torch_backend(f"auto: device {device!r} is not the CPU")
+    if not onnx_available():
+        return torch_backend("auto: onnxruntime or onnx is not installed")
+    failures = []
+    for kind in AUTO_ORDER:
+        try:
+            backend = onnx_backend(kind)
+        except Exception as error:  # any failure to export, load or agree falls back to the next engine
+            logger.warning("Embedding engine %s unusable (%s).", kind, error)
+            failures.append(f"{kind}: {error}")
+            continue
+        logger.info(
+            "Embedding engine for %s: %s (auto: on CPU with onnxruntime, min cosine %.4f to PyTorch on %d "
+            "fixed texts).",
+            backend.model_id,
+            kind,
+            backend.agreement,
+            backend.agreement_texts,
+        )
+        return backend
+    return torch_backend("auto: " + "; ".join(failures))
