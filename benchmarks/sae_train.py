@@ -62,7 +62,7 @@ noisy copies, `--steps 40 --bf16 --throughput-steps 300`; the GPU was withdrawn 
 the full corpus or with the CUDA graph): before the dense CUDA branch of sparse_ops, ours 166,897
 samples/s vs the paper's recipe 111,759 (fp32; 1.49x) and 158,134 vs 183,212 (bf16 autocast;
 0.86x); after it, 172,244 vs 112,219 (1.53x) and 151,390 vs 202,486 (0.75x), bf16 NMSE within
-0.13% of fp32. The GPU work per step fell from ~4.7 ms to ~3.0 ms (torch.profiler), but the step
+0.13% of fp32. The GPU work per step fell from ~4.7 ms to ~3.0 ms (benchmarks/sae_profile.py), but the step
 stayed at ~6 ms: the host, launching ~150 kernels one by one, is the limit. That is what
 `TrainConfig.cuda_graph` addresses (not yet run on a GPU).
 

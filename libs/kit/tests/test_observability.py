@@ -221,13 +221,8 @@ def test_without_an_observer_the_core_reports_go_nowhere() -> None:
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     """Tracing on, into memory, for the test."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
-    yield exporter
-    tracing.install(None)
-    provider.shutdown()
+    with tracing.recorded() as exporter:
+        yield exporter
 
 
 async def test_a_call_to_a_peer_is_a_child_span_in_the_same_trace_with_the_request_id(

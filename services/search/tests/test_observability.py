@@ -13,8 +13,6 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc import aio
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 from search_testing import CORPUS, CountingBackend, Stack, index_requests, serve_stack
@@ -127,13 +125,9 @@ async def test_the_metrics_port_closes_with_the_stack(
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
-    yield exporter
-    tracing.install(None)
-    provider.shutdown()
+    """Tracing on, into memory, for the test."""
+    with tracing.recorded() as exporter:
+        yield exporter
 
 
 async def test_a_search_and_its_call_to_the_encoder_are_one_trace_joined_by_the_request_id(

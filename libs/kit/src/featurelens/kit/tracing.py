@@ -22,6 +22,7 @@ import contextvars
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -82,6 +83,25 @@ def configure(service_name: str, endpoint: str) -> bool:
     install(provider)
     logger.info("tracing on: spans of %s go to %s", service_name, redact(url))
     return True
+
+
+@contextmanager
+def recorded() -> Iterator[Any]:
+    """Spans into memory for the block (tests, or looking at a trace by hand): yields the SDK's
+    ``InMemorySpanExporter``, whose ``get_finished_spans()`` lists them; tracing is off after."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    install(provider)
+    try:
+        yield exporter
+    finally:
+        install(None)
+        provider.shutdown()
 
 
 def shutdown() -> None:
