@@ -28,7 +28,8 @@ onnx, onnx-int8, torch; ...), so load from elsewhere on the machine hits every e
   (``onnx_engine``), its texts/s and that over torch's.
 - ``onnx_fp32_texts_per_s``, ``onnx_int8_texts_per_s`` and their ``*_speedup``; and
   ``onnx_fp32_min_cosine``, ``onnx_int8_min_cosine``: the lowest cosine between a text's ONNX
-  and PyTorch vectors over all the texts.
+  and PyTorch vectors over all the texts. ``onnx_int8_reduce_range``: whether the int8 export
+  uses 7-bit weights here (no int8 dot-product instruction on this CPU).
 - ``demo_embed_minutes_estimate``: 11,636 demo abstracts at ``onnx_texts_per_s`` and at
   ``torch_texts_per_s`` (an estimate from this rate, not a measured demo run).
 
@@ -60,6 +61,7 @@ from grpc import aio
 
 from featurelens.corpus import read_corpus
 from featurelens.embedding.backends import EmbeddingBackend, load_backend, load_sentence_transformer_backend
+from featurelens.embedding.backends.onnx_backend import int8_reduce_range
 from featurelens.kit.launcher import start_embedded
 from featurelens.services.encoder.cache import cache_key
 from featurelens.v1 import encoder_pb2, encoder_pb2_grpc
@@ -248,6 +250,7 @@ def engines_side_by_side(texts: list[str], batch_size: int, figures: dict[str, A
         figures[f"{key}_min_cosine"] = round(float(cosines.min()), 5)
     figures["torch_texts_per_s"] = round(rates["torch"], 1)
     figures["onnx_engine"] = chosen_engine
+    figures["onnx_int8_reduce_range"] = int8_reduce_range()  # 7-bit weights: no int8 dot product here
     onnx_rate = rates.get(chosen_engine, rates["torch"])
     figures["onnx_texts_per_s"] = round(onnx_rate, 1)
     figures["onnx_speedup"] = round(onnx_rate / rates["torch"], 2)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -27,10 +28,12 @@ from featurelens.embedding.backends import (
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
+from featurelens.embedding.backends.engine import choose_onnx_engine
 from featurelens.embedding.backends.onnx_backend import (
     AGREEMENT_TEXTS,
     MIN_AGREEMENT,
     OnnxSentenceTransformerBackend,
+    int8_reduce_range,
 )
 
 ABSTRACTS = 50
@@ -154,9 +157,38 @@ def test_auto_picks_onnx_on_cpu_when_it_is_installed_and_agrees(
         backend = load_backend("sentence-transformers", onnx_cache_dir=cache_dir)
 
     assert isinstance(backend, OnnxSentenceTransformerBackend)
-    assert backend.engine == "onnx-int8"
+    assert backend.engine in ("onnx", "onnx-int8")
     assert backend.model_id == "all-MiniLM-L6-v2"
-    assert "Embedding engine for all-MiniLM-L6-v2: onnx-int8 (auto: on CPU with onnxruntime" in caplog.text
+    assert backend.agreement >= MIN_AGREEMENT
+    line = f"Embedding engine for all-MiniLM-L6-v2: {backend.engine} (auto: on CPU with onnxruntime"
+    assert line in caplog.text
+    # Both engines were timed, and the log says how fast each ran.
+    assert re.search(r"onnx-int8 [0-9.]+ texts/s, onnx [0-9.]+ texts/s", caplog.text)
+
+
+def test_auto_takes_int8_only_when_it_is_clearly_faster_than_fp32() -> None:
+    assert choose_onnx_engine({"onnx-int8": 24.0, "onnx": 10.0}) == "onnx-int8"
+    assert choose_onnx_engine({"onnx-int8": 12.0, "onnx": 10.0}) == "onnx-int8"
+    assert choose_onnx_engine({"onnx-int8": 11.9, "onnx": 10.0}) == "onnx"  # less exact, not faster enough
+    assert choose_onnx_engine({"onnx-int8": 9.0, "onnx": 10.0}) == "onnx"
+    assert choose_onnx_engine({"onnx": 10.0}) == "onnx"  # int8 did not agree with PyTorch
+    assert choose_onnx_engine({"onnx-int8": 5.0}) == "onnx-int8"  # fp32 did not load
+    with pytest.raises(ValueError, match="no ONNX engine"):
+        choose_onnx_engine({})
+
+
+def test_int8_weights_use_seven_bits_on_cpus_without_an_int8_dot_product(tmp_path: Path) -> None:
+    avx2_only = tmp_path / "avx2"
+    avx2_only.write_text("processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma f16c\n")
+    vnni = tmp_path / "vnni"
+    vnni.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp\n")
+
+    assert int8_reduce_range(avx2_only) is True
+    assert int8_reduce_range(vnni) is False
+    assert int8_reduce_range(arm) is False
+    assert int8_reduce_range(tmp_path / "missing") is True  # unknown CPU: the safe choice
 
 
 def test_explicit_engines_are_honoured(cache_dir: Path) -> None:
