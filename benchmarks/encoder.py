@@ -61,7 +61,6 @@ from grpc import aio
 
 from featurelens.corpus import read_corpus
 from featurelens.embedding.backends import EmbeddingBackend, load_backend, load_sentence_transformer_backend
-from featurelens.embedding.backends.onnx_backend import int8_reduce_range
 from featurelens.kit.launcher import start_embedded
 from featurelens.services.encoder.cache import cache_key
 from featurelens.v1 import encoder_pb2, encoder_pb2_grpc
@@ -250,7 +249,7 @@ def engines_side_by_side(texts: list[str], batch_size: int, figures: dict[str, A
         figures[f"{key}_min_cosine"] = round(float(cosines.min()), 5)
     figures["torch_texts_per_s"] = round(rates["torch"], 1)
     figures["onnx_engine"] = chosen_engine
-    figures["onnx_int8_reduce_range"] = int8_reduce_range()  # 7-bit weights: no int8 dot product here
+    figures["onnx_int8_reduce_range"] = bool(getattr(engines["onnx-int8"], "reduce_range", False))
     onnx_rate = rates.get(chosen_engine, rates["torch"])
     figures["onnx_texts_per_s"] = round(onnx_rate, 1)
     figures["onnx_speedup"] = round(onnx_rate / rates["torch"], 2)

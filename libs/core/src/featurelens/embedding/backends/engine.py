@@ -5,9 +5,10 @@
   export that does not agree with PyTorch (cosine < 0.99 on a fixed text) is an error.
 - ``auto`` (the default): on CPU, when onnxruntime and onnx are importable, the engines of
   ``AUTO_ORDER`` that load and agree with PyTorch (cosine >= 0.99 per text on the fixed texts)
-  are timed on those texts; int8 is taken when it is at least ``INT8_MIN_SPEEDUP`` times as fast
-  as fp32 (it is a little less exact, so it has to earn its place: on a CPU without a fast int8
-  instruction it is not faster at all), else fp32; PyTorch when neither agrees. One log line says
+  are timed on full-length texts (``measure_texts_per_s``); int8 is taken when it is at least
+  ``INT8_MIN_SPEEDUP`` times as fast as fp32 (it is a little less exact, so it has to earn its
+  place: on a CPU without a fast int8 instruction it is not faster at all), else fp32; PyTorch
+  when neither agrees. One log line says
   which engine was chosen and why.
 
 Every engine reports the same ``model_id``: see ``OnnxSentenceTransformerBackend`` for why
@@ -34,7 +35,7 @@ AUTO_ORDER = ("onnx-int8", "onnx")
 """What ``auto`` tries on CPU; each must agree with PyTorch to be taken."""
 
 INT8_MIN_SPEEDUP = 1.2
-"""How much faster than fp32 (texts/s on the fixed texts) int8 must run for ``auto`` to take it."""
+"""How much faster than fp32 (``measure_texts_per_s``) int8 must run for ``auto`` to take it."""
 
 
 def check_engine(engine: str) -> str:

@@ -102,10 +102,9 @@ class OnnxSentenceTransformerBackend:
     machine, no faster on an AVX2-only EPYC: ``measure_texts_per_s`` tells). ``threads`` runs go
     side by side, one thread each (default: the cores this process may use). fp32: texts are
     sorted by token length and embedded in batches of ``batch_size``, so a batch pads to similar
-    lengths. int8: one text per run, because
-    dynamic quantisation scales activations by the range of the whole batch, so a text's vector
-    would otherwise depend on the texts batched with it (by up to ~0.01 in cosine); one text at a
-    time costs ~10% of the throughput and pads nothing.
+    lengths. int8: one text per run, because dynamic quantisation scales activations by the range
+    of the whole batch, so a text's vector would otherwise depend on the texts batched with it (by
+    up to ~0.01 in cosine); one text at a time costs ~10% of the throughput and pads nothing.
     """
 
     backend = "sentence-transformers"
@@ -501,8 +500,9 @@ intermediate: x86 VNNI and AMX, Arm's dot product."""
 def int8_reduce_range(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether int8 weights should use 7 bits: on CPUs without an int8 dot-product instruction
     (``INT8_DOT_PRODUCT_FLAGS``), ONNX Runtime's uint8 x int8 kernel adds pairs of products in int16,
-    which saturates on full-range weights (measured on an AVX2-only EPYC: min cosine to PyTorch 0.989
-    on 50 real abstracts with 8-bit weights, 0.993 with 7-bit ones). True when the flags cannot be read.
+    which saturates on full-range weights (on an AVX2-only EPYC, the real-abstract test of this
+    engine saw a min cosine to PyTorch of 0.989 with 8-bit weights; ``benchmarks/encoder.py`` 0.992
+    over 512 abstracts with 7-bit ones). True when the flags cannot be read.
     """
     try:
         text = cpuinfo.read_text()
