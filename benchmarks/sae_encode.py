@@ -10,6 +10,12 @@ client and server do not share a GIL; on a 2-core machine they do share the core
 
 - ``direct_batch256_vectors_per_s`` / ``direct_single_ms``: ``sae.encode`` in this process
   (no gRPC), for comparison with the figures through the service.
+- ``pair_idle_ms`` / ``pair_idle_ms_rows_first``: one 2-row encode (what a steered query costs
+  the sae service) with 5 ms of idle between calls, as a service sees queries; the first is
+  ``sae.encode`` (W_enc times the rows' transpose, ``FEW_ROWS``), the second the same top-k of
+  the rows times W_encᵀ, the product every batch above ``FEW_ROWS`` rows uses. ``pair_idle_speedup``
+  is their ratio, measured alternately in one run; ``pair_busy_ms`` / ``pair_busy_ms_rows_first``
+  are the same called back to back.
 - ``batch256_vectors_per_s``: sequential ``Encode`` calls of 256 vectors each.
 - ``single_p50_ms`` / ``single_p99_ms``: sequential one-vector ``Encode`` calls as the client
   sees them (target p50 ≤ 2 ms), with the default 1 ms batching window and with the window at 0.
@@ -128,6 +134,35 @@ def direct(sae: SparseAutoencoder, x: np.ndarray, repeats: int) -> dict[str, flo
     }
 
 
+def few_rows(sae: SparseAutoencoder, x: np.ndarray, calls: int) -> dict[str, float]:
+    """A 2-row encode both ways, alternating, with idle gaps between calls and back to back."""
+    pair = torch.from_numpy(x[:2].copy())
+
+    def rows_first() -> None:
+        centred = pair - sae.b_pre
+        torch.addmm(sae.b_lat, centred, sae.W_enc.t()).topk(sae.k, dim=1, sorted=True)
+
+    def ours() -> None:
+        sae.encode(pair)
+
+    figures: dict[str, float] = {}
+    with torch.inference_mode():
+        for gap_s, name in ((0.005, "pair_idle_ms"), (0.0, "pair_busy_ms")):
+            times: dict[str, list[float]] = {"": [], "_rows_first": []}
+            for number in range(calls):
+                for suffix, function in (("", ours), ("_rows_first", rows_first)):
+                    start = time.perf_counter()
+                    function()
+                    if number >= 20:  # warm-up
+                        times[suffix].append(time.perf_counter() - start)
+                    if gap_s:
+                        time.sleep(gap_s)
+            for suffix, values in times.items():
+                figures[f"{name}{suffix}"] = statistics.median(values) * 1000
+    figures["pair_idle_speedup"] = figures["pair_idle_ms_rows_first"] / figures["pair_idle_ms"]
+    return figures
+
+
 def sequential(port: int, x: np.ndarray, repeats: int, singles: int) -> dict[str, float]:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = sae_pb2_grpc.SaeServiceStub(channel)
@@ -233,6 +268,9 @@ def main() -> None:
     figures |= direct(sae, x, args.repeats)
     progress(f"direct: {figures['direct_batch256_vectors_per_s']:,.0f} vectors/s at 256, "
              f"{figures['direct_single_ms']:.3f} ms for one")  # fmt: skip
+    figures |= few_rows(sae, x, args.singles // 2)
+    progress(f"2 rows between idle gaps: {figures['pair_idle_ms']:.3f} ms (rows x W_enc.T: "
+             f"{figures['pair_idle_ms_rows_first']:.3f} ms)")  # fmt: skip
 
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models"

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from featurelens.sae import SaeConfig, SparseAutoencoder, TrainingWorkspace, sparse_ops
+from featurelens.sae.model import FEW_ROWS
 
 D_IN, NUM_LATENTS, K = 32, 256, 8
 
@@ -69,6 +70,19 @@ def test_encode_picks_the_largest_pre_activations() -> None:
     kth = pre.gather(1, code.indices).min(dim=1).values
     others = pre.scatter(1, code.indices, float("-inf")).max(dim=1).values
     assert (kth >= others).all()
+
+
+@pytest.mark.parametrize("rows", [1, 2, FEW_ROWS])
+def test_a_few_rows_encode_as_they_do_within_a_large_batch(rows: int) -> None:
+    # Up to FEW_ROWS rows take the product the other way round (W_enc times the rows' transpose).
+    sae = make_sae(dtype=torch.float32)
+    x = batch(4 * FEW_ROWS, dtype=torch.float32)
+    alone, within = sae.encode(x[:rows]), sae.encode(x)
+    torch.testing.assert_close(
+        sae.pre_activations(x[:rows]), sae.pre_activations(x)[:rows], rtol=1e-5, atol=1e-6
+    )
+    torch.testing.assert_close(alone.values, within.values[:rows], rtol=1e-5, atol=1e-6)
+    assert torch.equal(alone.indices, within.indices[:rows])
 
 
 def test_sparse_decode_equals_dense_decode() -> None:

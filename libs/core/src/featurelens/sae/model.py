@@ -26,6 +26,9 @@ from featurelens.sae.sparse_ops import (
 
 __all__ = ["EncoderOutput", "ForwardOutput", "SparseAutoencoder"]
 
+#: Most rows ``pre_activations`` multiplies as W_enc times the rows' transpose (see there).
+FEW_ROWS = 16
+
 
 class EncoderOutput(NamedTuple):
     """The sparse code of a batch: k (value, latent index) pairs per row."""
@@ -171,8 +174,16 @@ class SparseAutoencoder(nn.Module):
         return x.to(device=self.device, dtype=self.dtype)
 
     def pre_activations(self, x: Tensor) -> Tensor:
-        """W_enc (x − b_pre) + b_lat for every latent: (n, num_latents)."""
+        """W_enc (x − b_pre) + b_lat for every latent: (n, num_latents).
+
+        Up to ``FEW_ROWS`` rows (a query, a steered pair), the product is taken as W_enc times the
+        rows' transpose, which reads W_enc in the order it is stored: on 2 CPU cores between idle
+        gaps (a service answering queries) MKL took ~2 ms for 2 rows the other way round and
+        ~0.7 ms this way (0.3 ms either way when called back to back; ``benchmarks/sae_encode.py``).
+        """
         x = self._as_input(x)
+        if x.shape[0] <= FEW_ROWS:
+            return torch.addmm(self.b_lat.unsqueeze(1), self.W_enc, (x - self.b_pre).t()).t()
         return torch.addmm(self.b_lat, x - self.b_pre, self.W_enc.t())
 
     def encode(self, x: Tensor) -> EncoderOutput:
