@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from featurelens import telemetry
 from featurelens.interp.llm import ChatClient, InMemoryChatCache, LlmConfig
 from featurelens.kit import GrpcServer, Peer, tracing
+from featurelens.kit.interceptor import served_in_process
 from featurelens.kit.metrics import sample
 from featurelens.kit.observer import MetricsObserver, install_observer
 from featurelens.kit.settings import ServiceSettings
@@ -251,6 +252,20 @@ async def test_a_call_to_a_peer_is_a_child_span_in_the_same_trace_with_the_reque
         attributes = span.attributes or {}
         assert attributes[tracing.REQUEST_ID_ATTRIBUTE] == "req-traced-1"
         assert attributes["rpc.grpc.status_code"] == "OK"
+
+
+async def test_a_call_served_in_process_is_a_child_span_of_the_callers(spans: InMemorySpanExporter) -> None:
+    async def answer() -> str:
+        return "answered"
+
+    with tracing.span("caller"):
+        assert await served_in_process(f"/{ENCODER}/Embed", answer()) == "answered"
+    by_name: dict[str, ReadableSpan] = {s.name: s for s in spans.get_finished_spans()}
+    served, caller = by_name[f"{ENCODER}/Embed"], by_name["caller"]
+    assert served.parent is not None
+    assert caller.context is not None
+    assert served.parent.span_id == caller.context.span_id
+    assert served.kind == trace.SpanKind.SERVER
 
 
 async def test_a_failed_call_and_a_dependency_call_are_spans(

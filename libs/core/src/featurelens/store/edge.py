@@ -175,6 +175,7 @@ class EdgeDocumentStore(EngineStore[_Collection]):
     """
 
     backend = "edge"
+    reads_hold_gil = True
 
     def __init__(self, path: Path, *, max_search_threads: int | None = None) -> None:
         self._path = Path(path)

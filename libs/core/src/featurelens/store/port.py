@@ -34,6 +34,10 @@ class DocumentStore(Protocol):
     request and ``StoreUnavailableError`` when the engine cannot be reached.
     """
 
+    reads_hold_gil: bool
+    """True when a read runs in this process and holds the GIL until it returns (qdrant-edge): a
+    caller gains nothing by handing it to a worker thread. False when reads wait on a server."""
+
     def ensure_collection(
         self,
         name: str,

@@ -171,6 +171,7 @@ class QdrantServerDocumentStore(EngineStore[str]):
     """
 
     backend = "server"
+    reads_hold_gil = False
 
     def __init__(
         self, client: QdrantClient, *, shard_number: int | None = None, replication_factor: int | None = None

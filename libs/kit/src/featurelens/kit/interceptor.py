@@ -122,7 +122,9 @@ class _CallTracker:
     """Logs a call once it ends, maps an escaping exception to a status, and records the call's
     metrics and span (``finish`` settles them once, whichever way the call ended)."""
 
-    def __init__(self, method: str, request_id: str, metadata: Any = None) -> None:
+    def __init__(
+        self, method: str, request_id: str, metadata: Any = None, *, in_process: bool = False
+    ) -> None:
         self.method = method
         self.request_id = request_id
         self.started = time.perf_counter()
@@ -133,7 +135,7 @@ class _CallTracker:
         self.labels = (service, rpc)
         self.in_flight = metrics.IN_FLIGHT.labels(service, rpc)
         self.in_flight.inc()
-        self.span = tracing.server_span(method, metadata)
+        self.span = tracing.server_span(method, metadata, in_process=in_process)
         self._span_token = tracing.activate(self.span)
         #: Units done of each stage, as the job's last Progress said (for the items counter).
         self._stage_done: dict[str, int] = {}
@@ -217,7 +219,7 @@ async def served_in_process(method: str, call: Awaitable[T]) -> T:
     and its span, with the status its error maps to. The error itself is raised as it is."""
     request_id = current_request_id() or new_request_id()
     token = set_request_id(request_id)
-    tracker = _CallTracker(method, request_id)
+    tracker = _CallTracker(method, request_id, in_process=True)
     try:
         response = await call
     except (asyncio.CancelledError, GeneratorExit):

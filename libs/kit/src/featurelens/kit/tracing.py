@@ -145,15 +145,21 @@ def span(name: str, attributes: Mapping[str, str] | None = None) -> Iterator[Spa
         current.end()
 
 
-def server_span(method: str, metadata: Iterable[tuple[str, str | bytes]] | None) -> Span | None:
+def server_span(
+    method: str, metadata: Iterable[tuple[str, str | bytes]] | None, *, in_process: bool = False
+) -> Span | None:
     """The span of a served gRPC call, a child of the caller's when ``metadata`` carries its trace
-    context (None when tracing is off). The caller ends it with ``end_server_span``."""
+    context, or (``in_process``: a peer in this process called the servicer directly) a child of
+    the current span (None when tracing is off). The caller ends it with ``end_server_span``."""
     tracer = _tracer
     if tracer is None:
         return None
-    carrier = {key: value for key, value in metadata or () if isinstance(value, str)}
-    # Without a traceparent the call starts a new trace.
-    parent = _PROPAGATOR.extract(carrier)
+    if in_process:
+        parent = _current.get() or Context()
+    else:
+        carrier = {key: value for key, value in metadata or () if isinstance(value, str)}
+        # Without a traceparent the call starts a new trace.
+        parent = _PROPAGATOR.extract(carrier)
     service, _, rpc = method.lstrip("/").partition("/")
     attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
     return tracer.start_span(

@@ -166,6 +166,11 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     async def Embed(
         self, request: encoder_pb2.EmbedRequest, context: aio.ServicerContext
     ) -> encoder_pb2.EmbedResponse:
+        return await self.embed(request)
+
+    async def embed(self, request: encoder_pb2.EmbedRequest) -> encoder_pb2.EmbedResponse:
+        """Embed as the RPC does; the embedded search service calls this in process, so both routes
+        share one validation, one cache and one model."""
         model = self._model(request.model)
         texts = request.texts
         self._validate(texts)

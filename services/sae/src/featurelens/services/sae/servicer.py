@@ -176,6 +176,10 @@ class SaeServicer(sae_pb2_grpc.SaeServiceServicer):
     async def Encode(
         self, request: sae_pb2.EncodeRequest, context: aio.ServicerContext
     ) -> sae_pb2.EncodeResponse:
+        return await self.encode(request)
+
+    async def encode(self, request: sae_pb2.EncodeRequest) -> sae_pb2.EncodeResponse:
+        """Encode as the RPC does; the embedded search service calls this in process (as ``steer``)."""
         self._require_started()
         validation.check_count(request.vectors.count, "vectors", self.max_batch)
         rows = convert.dense_rows(request.vectors)

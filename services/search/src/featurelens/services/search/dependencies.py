@@ -3,9 +3,10 @@ labelling and family services (whose calls ``labelling`` and ``families`` make, 
 service's policy on failures).
 
 Each is a kit ``Peer``: a deadline on every call, the request id passed on, and failures as
-service errors that name the service and its address. In the embedded mode, where the sae service
-runs in this process, ``steer`` calls its servicer directly (``Peer.in_process``): the same
-request, validation, steering and deadline, and the same errors, without the loopback gRPC hop.
+service errors that name the service and its address. In the embedded mode, where the encoder and
+sae services run in this process, ``embed``, ``encode`` and ``steer`` call their servicers directly
+(``Peer.in_process``): the same request, validation, work and deadline, and the same errors,
+without the loopback gRPC hop (~1-2 ms a call on 2 cores).
 """
 
 from __future__ import annotations
@@ -30,13 +31,25 @@ from featurelens.wire.arrays import (
     to_dense_vector,
 )
 
+_ENCODER_SERVICE = encoder_pb2.DESCRIPTOR.services_by_name["EncoderService"].full_name
 _SAE_SERVICE = sae_pb2.DESCRIPTOR.services_by_name["SaeService"].full_name
+_EMBED = f"/{_ENCODER_SERVICE}/Embed"
+_ENCODE = f"/{_SAE_SERVICE}/Encode"
 _STEER = f"/{_SAE_SERVICE}/Steer"
 
 
 @runtime_checkable
-class InProcessSteer(Protocol):
-    """What the sae servicer offers a caller in its own process: Steer without the RPC."""
+class InProcessEncoder(Protocol):
+    """What the encoder servicer offers a caller in its own process: Embed without the RPC."""
+
+    async def embed(self, request: encoder_pb2.EmbedRequest) -> encoder_pb2.EmbedResponse: ...
+
+
+@runtime_checkable
+class InProcessSae(Protocol):
+    """What the sae servicer offers a caller in its own process: Encode and Steer without the RPC."""
+
+    async def encode(self, request: sae_pb2.EncodeRequest) -> sae_pb2.EncodeResponse: ...
 
     async def steer(self, request: sae_pb2.SteerRequest) -> sae_pb2.SteerResponse: ...
 
@@ -103,17 +116,25 @@ class Dependencies:
 
     async def embed(self, texts: Sequence[str], model: str = "") -> Embedded:
         """Embeddings of ``texts`` with ``model`` ("" = the encoder's default)."""
-        stub = encoder_pb2_grpc.EncoderServiceStub(self.encoder.channel)
         request = encoder_pb2.EmbedRequest(texts=list(texts), model=model)
-        response = await self.encoder.call(stub.Embed(request, timeout=self.encoder.timeout_s))
+        local = self.encoder.in_process(_ENCODER_SERVICE)
+        if isinstance(local, InProcessEncoder):
+            response = await self.encoder.call_in_process(_EMBED, local.embed(request))
+        else:
+            stub = encoder_pb2_grpc.EncoderServiceStub(self.encoder.channel)
+            response = await self.encoder.call(stub.Embed(request, timeout=self.encoder.timeout_s))
         vectors = self._matrix(response.embeddings, "encoder", len(texts))
         return Embedded(vectors, response.model_id)
 
     async def encode(self, sae_id: str, vectors: npt.NDArray[np.float32]) -> tuple[str, list[SparseVec]]:
         """The SAE's latents of each row of ``vectors``, and the SAE's id ("" = the default SAE)."""
-        stub = sae_pb2_grpc.SaeServiceStub(self.sae.channel)
         request = sae_pb2.EncodeRequest(sae_id=sae_id, vectors=to_dense_matrix(vectors))
-        response = await self.sae.call(stub.Encode(request, timeout=self.sae.timeout_s))
+        local = self.sae.in_process(_SAE_SERVICE)
+        if isinstance(local, InProcessSae):
+            response = await self.sae.call_in_process(_ENCODE, local.encode(request))
+        else:
+            stub = sae_pb2_grpc.SaeServiceStub(self.sae.channel)
+            response = await self.sae.call(stub.Encode(request, timeout=self.sae.timeout_s))
         if len(response.rows) != len(vectors):
             raise UnavailableError(
                 f"the sae service at {self.sae.address} returned {len(response.rows)} rows for "
@@ -132,7 +153,7 @@ class Dependencies:
             sae_id=sae_id, vector=to_dense_vector(vector), interventions=list(interventions)
         )
         local = self.sae.in_process(_SAE_SERVICE)
-        if isinstance(local, InProcessSteer):
+        if isinstance(local, InProcessSae):
             response = await self.sae.call_in_process(_STEER, local.steer(request))
         else:
             stub = sae_pb2_grpc.SaeServiceStub(self.sae.channel)

@@ -264,7 +264,7 @@ class Searcher:
                 corpus.sae_ids,
                 query.qdrant_filter,
             )
-        return await self.corpora.run(self.corpora.store.query, corpus.name, request)
+        return await self.corpora.search(corpus.name, request)
 
     @staticmethod
     def _explain(
