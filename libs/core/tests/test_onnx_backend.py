@@ -122,6 +122,26 @@ def test_fp32_and_int8_exports_are_cached_apart(cache_dir: Path) -> None:
     assert int8_size < 0.8 * (fp32.cache_path / "model.onnx").stat().st_size
 
 
+def test_the_exports_keep_residual_adds_apart_from_layer_norms_and_int8_quantises_attention_on_fast_int8_cpus(
+    cache_dir: Path,
+) -> None:
+    import onnx
+
+    def ops(backend: OnnxSentenceTransformerBackend) -> set[str]:
+        return {node.op_type for node in onnx.load(backend.cache_path / "model.onnx").graph.node}
+
+    fp32 = ops(OnnxSentenceTransformerBackend(cache_dir=cache_dir))
+    int8_backend = OnnxSentenceTransformerBackend(cache_dir=cache_dir, quantize=True)
+    int8 = ops(int8_backend)
+
+    assert "SkipLayerNormalization" not in fp32 | int8
+    assert {"Attention", "LayerNormalization", "BiasGelu", "EmbedLayerNormalization"} <= fp32
+    assert {"MatMulInteger", "LayerNormalization"} <= int8
+    # The query/key/value projection gets int8 weights only where the CPU has an int8 dot product.
+    assert ("QAttention" in int8) is not int8_backend.reduce_range
+    assert ("Attention" in int8) is int8_backend.reduce_range
+
+
 @pytest.mark.parametrize("damage", ["truncated model", "garbage model", "broken meta"])
 def test_a_corrupt_cached_export_is_exported_again_not_crashed_on(
     damage: str, cache_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
