@@ -82,3 +82,31 @@ async def test_a_search_reports_storage_errors_as_service_errors_in_either_threa
         await corpora.search("nothing-here", _hybrid([1.0, 0.0, 0.0, 0.0]))
     with pytest.raises(InvalidArgumentError):
         await corpora.search("papers", _hybrid([1.0, 0.0, 0.0]))
+
+
+async def test_recent_reuses_a_corpus_read_less_than_max_age_ago(tmp_path: Path) -> None:
+    with EdgeDocumentStore(tmp_path / "qdrant") as store:
+        store.ensure_collection("papers", 8, ["sae-a"])
+        corpora = Corpora(store, max_age_s=60.0)
+        first = await corpora.recent("papers")
+
+        store.ensure_collection("papers", 8, ["sae-b"])  # as another replica would
+
+        assert await corpora.recent("papers") is first
+        assert (await corpora.get("papers")).sae_ids == ("sae-a", "sae-b")
+        assert (await corpora.recent("papers")).sae_ids == ("sae-a", "sae-b")
+
+
+async def test_recent_reads_again_once_the_corpus_is_forgotten_or_too_old(tmp_path: Path) -> None:
+    with EdgeDocumentStore(tmp_path / "qdrant") as store:
+        store.ensure_collection("papers", 8, ["sae-a"])
+        cached = Corpora(store, max_age_s=60.0)
+        uncached = Corpora(store, max_age_s=0.0)
+        await cached.recent("papers")
+        await uncached.recent("papers")
+
+        store.ensure_collection("papers", 8, ["sae-b"])
+        cached.forget("papers")
+
+        assert (await cached.recent("papers")).sae_ids == ("sae-a", "sae-b")
+        assert (await uncached.recent("papers")).sae_ids == ("sae-a", "sae-b")

@@ -103,8 +103,9 @@ class OnnxSentenceTransformerBackend:
     a change of CPU, BLAS library or batch composition makes in the PyTorch path itself.
 
     ``quantize=True`` uses int8 weights for the dense layers (``_quantize`` says which; a little
-    less exact: see ``agreement``; faster where the CPU multiplies int8 quickly, ~2.2x fp32 on a
-    2-core AVX-512 VNNI EPYC, no faster on an AVX2-only EPYC: ``measure_texts_per_s`` tells).
+    less exact: see ``agreement``; faster where the CPU multiplies int8 quickly, ~2.5x fp32 on a
+    2-core AVX-512 VNNI EPYC by ``benchmarks/encoder.py``, no faster on an AVX2-only EPYC:
+    ``measure_texts_per_s`` tells).
     ``threads`` runs go side by side, one thread each (default: the cores this process may use).
     fp32: texts are sorted by token length and embedded in batches of ``batch_size``, so a batch
     pads to similar lengths. int8: one text per run, because dynamic quantisation scales
@@ -458,7 +459,8 @@ def _fuse(source: Path, target: Path, model: SentenceTransformer) -> Path:
     The residual add and layer norm stay two ops (``SKIP_LAYER_NORM_FUSION``): ONNX Runtime's
     fused SkipLayerNormalization kernel took ~6 ms of a 250-token abstract's ~35 ms (int8, one
     thread), Add + LayerNormalization ~1.3 ms; end to end 1.19x the texts/s with int8 weights,
-    1.07x fp32 (measured alternately on a 2-core AVX-512 VNNI EPYC, 60 real abstracts).
+    1.07x fp32 (a one-off measurement, alternating, on a 2-core AVX-512 VNNI EPYC, 60 real
+    abstracts).
     """
     first: Any = model[0]
     config = first.auto_model.config
@@ -490,11 +492,12 @@ def _quantize(source: Path, target: Path, *, reduce_range: bool) -> None:
     int8 dot-product instruction (``reduce_range`` False), for attention's fused query/key/value
     projection too (ONNX Runtime's QAttention; the attention products themselves stay fp32).
 
-    On a 2-core AVX-512 VNNI EPYC, one thread, 300 real cs abstracts: outside attention only, 24.1
-    texts/s at min cosine 0.9933 to PyTorch; with the projection, 30.1 texts/s at 0.9923 (the fused
-    fp32 Attention op had taken 53% of the int8 model's time). Without a dot-product instruction
-    the int8 products are no faster than fp32 ones and 7-bit weights already cost accuracy, so
-    attention stays fp32 there. ``reduce_range``: 7-bit weights (see ``int8_reduce_range``).
+    A one-off measurement on a 2-core AVX-512 VNNI EPYC, one thread, 300 real cs abstracts: outside
+    attention only, 24.1 texts/s at min cosine 0.9933 to PyTorch; with the projection, 30.1 texts/s
+    at 0.9923 (the fused fp32 Attention op had taken 53% of the int8 model's time). Without a
+    dot-product instruction the int8 products are no faster than fp32 ones and 7-bit weights
+    already cost accuracy, so attention stays fp32 there. ``reduce_range``: 7-bit weights (see
+    ``int8_reduce_range``).
     """
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic

@@ -120,10 +120,11 @@ class Corpora:
             return await asyncio.to_thread(functools.partial(function, *args, **kwargs))
 
     async def search(self, name: str, request: QueryRequest) -> list[ScoredPoint]:
-        """The store's ``query``: in this thread where the store's reads hold the GIL for their
-        whole length (``DocumentStore.reads_hold_gil``: qdrant-edge), since a worker thread would
-        run no Python meanwhile either and the hand-over costs (measured at 60k documents, 2 cores:
-        +0.7 ms p50 and +2 ms of CPU per steered search); in a worker thread otherwise."""
+        """The store's ``query`` (every query of this service goes through here): in this thread
+        where the store's reads hold the GIL for their whole length (``DocumentStore.reads_hold_gil``:
+        qdrant-edge), since a worker thread would run no Python meanwhile either and only adds two
+        thread wake-ups per query; in a worker thread otherwise. A long query holds up the event
+        loop as long as it would have held the GIL."""
         if not self.store.reads_hold_gil:
             return await self.run(self.store.query, name, request)
         with _service_errors():

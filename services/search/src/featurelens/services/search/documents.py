@@ -53,7 +53,7 @@ class FeatureDocuments:
             with_payload=convert.hit_fields(with_text),
             with_dense=with_embedding,
         )
-        hits = await self.corpora.run(self.corpora.store.query, corpus.name, request)
+        hits = await self.corpora.search(corpus.name, request)
         return [_activated(h.doc_id, h.payload, h.score, h.dense) for h in hits if h.score > 0]
 
     async def nearest_silent(
@@ -81,7 +81,7 @@ class FeatureDocuments:
             with_payload=convert.hit_fields(with_text),
             with_dense=with_embedding,
         )
-        hits = await self.corpora.run(self.corpora.store.query, corpus.name, request)
+        hits = await self.corpora.search(corpus.name, request)
         return [_activated(h.doc_id, h.payload, 0.0, h.dense) for h in hits]
 
     async def sample(
